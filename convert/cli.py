@@ -1,0 +1,485 @@
+"""The `msconvert` command line: parses, schedules and reports; holds no physics and no learning."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import xarray as xr
+from rich.console import Console
+from rich.table import Table
+
+from msconvert import __version__
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="msconvert")
+def main() -> None:
+    """Convert motion-capture corpora into muscle-driven emulations, stored as a Zarr catalog.
+
+    \b
+    Typical use:
+      msconvert amass ./AMASS --out catalog.zarr     # convert a corpus
+      msconvert ls catalog.zarr                      # what is in it, with metrics
+      msconvert query catalog.zarr KIT/3/walking_slow08 --field source_joints --joints left_knee
+      msconvert info catalog.zarr KIT/3/walking_slow08
+    """
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    """Options given repeatedly or comma-separated, flattened."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    metavar="CATALOG",
+    help="Catalog to write: a local path or an fsspec URL (e.g. s3://bucket/c.zarr).",
+)
+@click.option(
+    "--until",
+    type=click.Choice(["ingest", "retarget", "train", "emulate"]),
+    default=None,
+    help="Stop after this stage. Default: the last stage this version implements (ingest).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an existing catalog: redo only clips that are missing, failed or "
+    "half-written (e.g. after a crash or a kill).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing catalog.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Worker processes; 0 = one per CPU core for 8 clips or more, else 1.",
+)
+@click.option(
+    "--include",
+    multiple=True,
+    metavar="GLOB",
+    help="Only clips whose id or path matches (repeatable), e.g. 'KIT/*'.",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Skip clips whose id or path matches (repeatable).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Convert at most N clips (after include/exclude, in id order).",
+)
+@click.option(
+    "--body-models",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Directory of your licensed SMPL-H/SMPL-X model files (.npz) for exact joints. "
+    "Without it a built-in mean-shape skeleton is used and betas are ignored.",
+)
+@click.option(
+    "--allow-pickle-body-models",
+    is_flag=True,
+    help="Also read .pkl body-model files (unpickling: only for files you trust).",
+)
+@click.option(
+    "--fps",
+    type=click.FloatRange(min=1.0, max=1000.0),
+    default=None,
+    help="Resample the source kinematics to this rate (slerp on rotations). "
+    "Default: keep each file's own rate.",
+)
+def amass(
+    root: Path,
+    out: str,
+    until: str | None,
+    resume: bool,
+    overwrite: bool,
+    workers: int,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    limit: int | None,
+    body_models: str | None,
+    allow_pickle_body_models: bool,
+    fps: float | None,
+) -> None:
+    """Convert an AMASS corpus (SMPL-H *_poses.npz, SMPL-X *_stageii.npz) into a catalog.
+
+    ROOT is searched recursively; clip ids are the corpus-relative paths without the suffix
+    (KIT/3/walking_slow08). Every clip ends up complete or failed with a one-line reason; the
+    exit code is 1 when any clip failed.
+    """
+    from msconvert.catalog import Catalog, CatalogError
+    from msconvert.convert.pipeline import (
+        IMPLEMENTED_STAGES,
+        PipelineOptions,
+        StageNotAvailableError,
+        check_until,
+        run_batch,
+    )
+    from msconvert.convert.progress import BatchProgress, summary_table
+    from msconvert.datasets.amass import discover
+    from msconvert.datasets.motion import MotionError
+
+    until = until or IMPLEMENTED_STAGES[-1]
+    try:
+        check_until(until)
+    except StageNotAvailableError as exc:
+        raise click.UsageError(str(exc)) from None
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite contradict each other; pick one")
+    try:
+        sources = discover(root, include=include, exclude=exclude, limit=limit)
+    except MotionError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not sources:
+        raise click.UsageError(
+            f"no AMASS clips (*_poses.npz, *_stageii.npz) under {root}"
+            + (" matching the include/exclude patterns" if include or exclude else "")
+        )
+    try:
+        exists = _catalog_exists(out)
+        if exists and not (resume or overwrite):
+            raise click.UsageError(
+                f"{out} already exists: pass --resume to continue it or --overwrite to replace it"
+            )
+        catalog = Catalog.create(out, overwrite=overwrite)
+    except CatalogError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    options = PipelineOptions(
+        until=until,
+        fps=fps,
+        body_models=body_models,
+        allow_pickle_body_models=allow_pickle_body_models,
+    )
+    n_workers = workers or (os.cpu_count() or 1 if len(sources) >= 8 else 1)
+    if options.body_model_mode == "mean-skeleton":
+        stderr.print(
+            "[yellow]Body model:[/] built-in mean-shape SMPL skeleton; betas are ignored "
+            "(pass --body-models DIR for exact SMPL-H/SMPL-X joints)."
+        )
+    stderr.print(
+        f"Converting {len(sources)} clips from {root} to {out} (until {until}, "
+        f"{n_workers} worker{'s' if n_workers > 1 else ''})"
+    )
+    try:
+        with catalog, BatchProgress(len(sources), "clips") as bar:
+            report = run_batch(
+                sources,
+                catalog,
+                options,
+                workers=n_workers,
+                resume=resume,
+                on_outcome=bar.outcome,
+                on_skip=bar.skipped,
+            )
+    except KeyboardInterrupt:
+        stderr.print(f"[red]Interrupted.[/] Finished clips are saved; rerun with --resume {out}")
+        sys.exit(130)
+    stderr.print(summary_table(report))
+    stderr.print(f"Catalog: {out}   (msconvert ls {out})")
+    if report.failed:
+        sys.exit(1)
+
+
+def _catalog_exists(url: str) -> bool:
+    from msconvert.catalog import Catalog, CatalogError
+
+    try:
+        Catalog.open(url, mode="r").close()
+    except CatalogError:
+        return False
+    return True
+
+
+def _open(catalog: str):  # noqa: ANN202 - Catalog, imported lazily to keep --help fast
+    from msconvert.catalog import Catalog, CatalogError
+
+    try:
+        return Catalog.open(catalog, mode="r")
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command(name="ls", context_settings=CONTEXT)
+@click.argument("catalog")
+@click.option(
+    "--status",
+    type=click.Choice(["complete", "failed"]),
+    default=None,
+    help="Only clips with this status.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+def ls_command(catalog: str, status: str | None, fmt: str) -> None:
+    """List the clips of a catalog with their status, reason and metrics."""
+    cat = _open(catalog)
+    entries = cat.clips(status=status)
+    rows = [
+        {
+            "clip": e.clip,
+            "status": e.status,
+            "reason": e.reason,
+            "stage": e.stage,
+            "metrics": dict(e.metrics),
+            **{k: v for k, v in e.summary.items() if k not in ("clip",)},
+        }
+        for e in entries
+    ]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1, allow_nan=False))
+        return
+    metric_keys = sorted({k for r in rows for k in r["metrics"]})
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["clip", "status", "reason", *metric_keys])
+        for r in rows:
+            writer.writerow(
+                [
+                    r["clip"],
+                    r["status"],
+                    r["reason"],
+                    *(_fmt_metric(r["metrics"].get(k)) for k in metric_keys),
+                ]
+            )
+        click.echo(buf.getvalue(), nl=False)
+        return
+    table = Table(title=f"{catalog}: {len(rows)} clips")
+    table.add_column("clip")
+    table.add_column("status")
+    for k in metric_keys:
+        table.add_column(k, justify="right")
+    table.add_column("reason")
+    for r in rows:
+        style = "green" if r["status"] == "complete" else "red"
+        table.add_row(
+            r["clip"],
+            f"[{style}]{r['status']}",
+            *(_fmt_metric(r["metrics"].get(k)) for k in metric_keys),
+            r["reason"],
+        )
+    stdout.print(table)
+
+
+def _fmt_metric(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("catalog")
+@click.argument("clip")
+@click.option(
+    "--field",
+    "field_name",
+    required=True,
+    help="Array to read, e.g. source_joints ((time, joint, xyz) world joint positions, m).",
+)
+@click.option(
+    "--joints",
+    multiple=True,
+    metavar="NAMES",
+    help="Joint labels to keep (comma-separated or repeated), e.g. left_knee,right_knee.",
+)
+@click.option("--start", type=float, default=None, help="Start time in seconds (inclusive).")
+@click.option("--end", type=float, default=None, help="End time in seconds (inclusive).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "npy", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+def query(
+    catalog: str,
+    clip: str,
+    field_name: str,
+    joints: tuple[str, ...],
+    start: float | None,
+    end: float | None,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """Read one array of one clip, selected by label, as a table, CSV, .npy or JSON."""
+    cat = _open(catalog)
+    sel: dict[str, Any] = {}
+    if joints:
+        sel["joint"] = _split(joints)
+    if start is not None or end is not None:
+        sel["time"] = slice(start, end)
+    try:
+        arr = cat.read_variable(clip, field_name, sel=sel or None)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _emit(arr, clip, fmt, out)
+
+
+def _emit(arr: xr.DataArray, clip: str, fmt: str, out: Path | None) -> None:
+    if fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, arr.values, allow_pickle=False)
+        _write_bytes(buf.getvalue(), out)
+        return
+    if fmt == "json":
+        doc = {
+            "clip": clip,
+            "field": arr.name,
+            "dims": list(arr.dims),
+            "coords": {d: _labels(arr, d) for d in arr.dims},
+            "attrs": {k: v for k, v in arr.attrs.items() if isinstance(v, str | int | float)},
+            "data": np.where(np.isfinite(arr.values), arr.values, np.nan).tolist()
+            if arr.dtype.kind == "f"
+            else arr.values.tolist(),
+        }
+        _write_bytes(json.dumps(doc, allow_nan=True).encode(), out)
+        return
+    header, rows = _wide(arr)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        _write_bytes(buf.getvalue().encode(), out)
+        return
+    table = Table(title=f"{clip}: {arr.name} {dict(arr.sizes)} [{arr.attrs.get('units', '')}]")
+    for h in header:
+        table.add_column(h, justify="right")
+    for r in rows:
+        table.add_row(*r)
+    if out is not None:
+        console = Console(file=io.StringIO(), width=200)
+        console.print(table)
+        _write_bytes(console.file.getvalue().encode(), out)
+    else:
+        stdout.print(table)
+
+
+def _labels(arr: xr.DataArray, dim: str) -> list[Any]:
+    if dim in arr.coords:
+        return arr.coords[dim].values.tolist()
+    return list(range(arr.sizes[dim]))
+
+
+def _wide(arr: xr.DataArray) -> tuple[list[str], list[list[str]]]:
+    """Rows along the first dim, one column per combination of the other dims' labels."""
+    if arr.ndim == 0:
+        return [str(arr.name)], [[_cell(arr.values.item())]]
+    first, rest = arr.dims[0], arr.dims[1:]
+    grids = [_labels(arr, d) for d in rest]
+    names = [
+        ".".join(str(grids[i][k]) for i, k in enumerate(combo))
+        for combo in np.ndindex(*arr.shape[1:])
+    ]
+    header = [str(first), *(names if rest else [str(arr.name)])]
+    values = arr.values.reshape(arr.shape[0], -1)
+    first_labels = _labels(arr, first)
+    rows = [[_cell(first_labels[i]), *(_cell(v) for v in values[i])] for i in range(arr.shape[0])]
+    return header, rows
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.9g}"
+    return str(v)
+
+
+def _write_bytes(data: bytes, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.buffer.write(data)
+        if not data.endswith(b"\n") and not data.startswith(b"\x93NUMPY"):
+            sys.stdout.buffer.write(b"\n")
+        sys.stdout.flush()
+    else:
+        out.write_bytes(data)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("catalog")
+@click.argument("clip")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def info(catalog: str, clip: str, fmt: str) -> None:
+    """Show a clip's attributes (provenance, settings, metrics) and its arrays' shapes."""
+    cat = _open(catalog)
+    try:
+        doc = cat.info(clip)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
+    if fmt == "json":
+        click.echo(json.dumps(doc, indent=1, default=str))
+        return
+    attrs = Table(title=f"{clip}: attributes", show_header=False)
+    attrs.add_column("key")
+    attrs.add_column("value", overflow="fold")
+    for k, v in sorted(doc.get("attrs", {}).items()):
+        attrs.add_row(k, json.dumps(v) if isinstance(v, dict | list) else str(v))
+    stdout.print(attrs)
+    arrays = Table(title=f"{clip}: arrays")
+    for col in ("name", "dims", "shape", "dtype", "chunks"):
+        arrays.add_column(col)
+    for name, a in sorted(doc.get("arrays", {}).items()):
+        arrays.add_row(
+            name,
+            ", ".join(a["dims"]),
+            str(tuple(a["shape"])),
+            str(a["dtype"]),
+            str(tuple(a["chunks"])),
+        )
+    stdout.print(arrays)
+
+
+@main.command(name="demo-corpus", context_settings=CONTEXT)
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--broken",
+    is_flag=True,
+    help="Also write a set of deliberately broken files (for testing error handling).",
+)
+def demo_corpus(directory: Path, broken: bool) -> None:
+    """Write the bundled synthetic demo corpus (AMASS layout, made by msconvert's own code)."""
+    from msconvert.datasets.demo import write_broken_corpus, write_demo_corpus
+
+    paths = write_demo_corpus(directory)
+    stderr.print(f"Wrote {len(paths)} demo clips under {directory}")
+    if broken:
+        bad = write_broken_corpus(directory / "broken")
+        stderr.print(f"Wrote {len(bad)} broken files under {directory / 'broken'}")

@@ -1,0 +1,256 @@
+"""The per-clip pipeline (a function of one source file) and the batch that runs it over a corpus.
+
+Each stage is a function of the previous stage's value; the batch only schedules, writes and
+reports. Workers compute, the calling process is the catalog's single writer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import xarray as xr
+
+from msconvert import __version__
+from msconvert.catalog import Catalog
+from msconvert.catalog.records import source_dataset
+from msconvert.catalog.schema import STATUS_COMPLETE, STATUS_FAILED
+from msconvert.convert.executors import map_unordered
+from msconvert.datasets.amass import ClipSource, read_amass
+from msconvert.datasets.kinematics import (
+    BodyModelError,
+    Skeleton,
+    find_body_model_file,
+    forward_kinematics,
+    load_body_model,
+    mean_skeleton,
+)
+from msconvert.datasets.motion import Motion, MotionError
+from msconvert.datasets.resample import resample
+
+STAGES: tuple[str, ...] = ("ingest", "retarget", "train", "emulate")
+# Stages that exist today; the others are refused with a clear message, never faked.
+IMPLEMENTED_STAGES: tuple[str, ...] = ("ingest",)
+
+
+class StageNotAvailableError(Exception):
+    """A stage was asked for that this version of msconvert does not implement yet."""
+
+
+def check_until(until: str) -> None:
+    """Refuse, in one line, a stage that is unknown or not implemented yet."""
+    if until not in STAGES:
+        raise StageNotAvailableError(f"unknown stage '{until}' (stages: {', '.join(STAGES)})")
+    if until not in IMPLEMENTED_STAGES:
+        raise StageNotAvailableError(
+            f"stage '{until}' is not available yet in msconvert {__version__}; "
+            f"available: {', '.join(IMPLEMENTED_STAGES)} (use --until {IMPLEMENTED_STAGES[-1]})"
+        )
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Everything a worker needs to convert one clip; picklable."""
+
+    until: str = IMPLEMENTED_STAGES[-1]
+    fps: float | None = None  # resample the source to this rate; None keeps the file's rate
+    body_models: str | None = None  # directory of licensed SMPL-H/SMPL-X model files
+    allow_pickle_body_models: bool = False
+
+    @property
+    def body_model_mode(self) -> str:
+        return "body-model" if self.body_models else "mean-skeleton"
+
+
+@dataclass
+class ClipOutcome:
+    """What one clip's run produced: a dataset to write, or a one-line failure."""
+
+    clip_id: str
+    status: str
+    stage: str
+    reason: str = ""
+    data: xr.Dataset | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    frames: int = 0
+
+
+def skeleton_for(motion: Motion, options: PipelineOptions) -> Skeleton:
+    """The exact skeleton from the user's model files, or the built-in mean shape."""
+    if not options.body_models:
+        return mean_skeleton()
+    path = find_body_model_file(
+        options.body_models, motion.body_model, motion.gender, options.allow_pickle_body_models
+    )
+    return load_body_model(str(path), options.allow_pickle_body_models).skeleton(motion.betas)
+
+
+def ingest(source: ClipSource, options: PipelineOptions) -> tuple[Motion, Skeleton, xr.Dataset]:
+    """Stage 1: file → validated `Motion` (optionally resampled) and its world joints."""
+    motion = read_amass(source.path, relpath=source.relpath, clip_id=source.clip_id)
+    if options.fps is not None:
+        motion = resample(motion, options.fps)
+    skeleton = skeleton_for(motion, options)
+    return motion, skeleton, source_dataset(motion, forward_kinematics(motion, skeleton))
+
+
+def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
+    """Run the stages up to `options.until` on one clip; never raises for a bad clip."""
+    start = time.perf_counter()
+    stage = "ingest"
+    base = {"source": source.relpath, "until": options.until}
+    try:
+        motion, skeleton, data = ingest(source, options)
+    except (MotionError, BodyModelError) as exc:
+        return _failure(source, stage, str(exc), start, base)
+    except Exception as exc:  # a bug must cost one clip, not the batch; say it is ours
+        return _failure(source, stage, f"internal error: {type(exc).__name__}: {exc}", start, base)
+    prov = motion.provenance
+    attrs = {
+        "source_path": prov.path,
+        "source_relpath": prov.relpath,
+        "source_size": prov.size,
+        "source_sha256": prov.sha256,
+        "source_fps": float(motion.fps),
+        "body_model": motion.body_model,
+        "gender": motion.gender,
+        "betas": [float(b) for b in motion.betas],
+        "body_model_mode": skeleton.mode,
+        "skeleton": skeleton.name,
+        "has_hand_data": motion.has_hand_data,
+        "stages": list(STAGES[: STAGES.index(options.until) + 1]),
+        "software_version": __version__,
+    }
+    metrics = {
+        "source.frames": float(motion.n_frames),
+        "source.fps": float(motion.fps),
+        "source.duration_s": float(motion.duration_s),
+    }
+    summary = {
+        **base,
+        "frames": motion.n_frames,
+        "fps": float(motion.fps),
+        "body_model_mode": skeleton.mode,
+    }
+    return ClipOutcome(
+        clip_id=source.clip_id,
+        status=STATUS_COMPLETE,
+        stage=options.until,
+        data=data,
+        attrs=attrs,
+        metrics=metrics,
+        summary=summary,
+        seconds=time.perf_counter() - start,
+        frames=motion.n_frames,
+    )
+
+
+def _failure(
+    source: ClipSource, stage: str, reason: str, start: float, summary: dict[str, Any]
+) -> ClipOutcome:
+    return ClipOutcome(
+        clip_id=source.clip_id,
+        status=STATUS_FAILED,
+        stage=stage,
+        reason=" ".join(reason.split()),
+        summary=dict(summary),
+        seconds=time.perf_counter() - start,
+    )
+
+
+@dataclass
+class BatchReport:
+    """Counts and timings of one batch run."""
+
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def clips_to_skip(catalog: Catalog, until: str) -> set[str]:
+    """Clips a resumed run need not redo: complete, and through at least the requested stage."""
+    states = catalog.scan()
+    catalog.rebuild_index()  # the index may be stale after a kill; the groups are the truth
+    need = STAGES.index(until)
+    done = set()
+    for entry in catalog.clips(status=STATUS_COMPLETE):
+        if states.get(entry.clip) != STATUS_COMPLETE:
+            continue
+        reached = entry.summary.get("until")
+        if reached in STAGES and STAGES.index(reached) >= need:
+            done.add(entry.clip)
+    return done
+
+
+def run_batch(
+    sources: Sequence[ClipSource],
+    catalog: Catalog,
+    options: PipelineOptions,
+    *,
+    workers: int = 1,
+    resume: bool = False,
+    on_outcome: Callable[[ClipOutcome], None] | None = None,
+    on_skip: Callable[[int], None] | None = None,
+) -> BatchReport:
+    """Convert every source into the catalog; failures are recorded and the batch goes on."""
+    check_until(options.until)
+    report = BatchReport(total=len(sources))
+    start = time.perf_counter()
+    todo: Iterable[ClipSource] = sources
+    if resume:
+        skip = clips_to_skip(catalog, options.until)
+        todo = [s for s in sources if s.clip_id not in skip]
+        report.skipped = len(sources) - len(todo)
+        if on_skip is not None:
+            on_skip(report.skipped)
+    try:
+        for outcome in map_unordered(run_clip, todo, options, workers=workers, on_crash=_crashed):
+            _write(catalog, outcome)
+            if outcome.status == STATUS_COMPLETE:
+                report.completed += 1
+                report.frames += outcome.frames
+            else:
+                report.failed += 1
+                report.failures.append((outcome.clip_id, outcome.reason))
+            if on_outcome is not None:
+                on_outcome(outcome)
+    finally:
+        catalog.flush_index()
+        report.seconds = time.perf_counter() - start
+    return report
+
+
+def _crashed(source: ClipSource, reason: str) -> ClipOutcome:
+    """The outcome of a clip whose worker process died (a crash in native code, say)."""
+    return ClipOutcome(
+        clip_id=source.clip_id,
+        status=STATUS_FAILED,
+        stage="worker",
+        reason=reason,
+        summary={"source": source.relpath},
+    )
+
+
+def _write(catalog: Catalog, outcome: ClipOutcome) -> None:
+    if outcome.status == STATUS_COMPLETE:
+        assert outcome.data is not None
+        catalog.write_clip(
+            outcome.clip_id,
+            outcome.data,
+            attrs=outcome.attrs,
+            metrics=outcome.metrics,
+            summary=outcome.summary,
+        )
+    else:
+        catalog.write_failure(
+            outcome.clip_id, reason=outcome.reason, stage=outcome.stage, summary=outcome.summary
+        )

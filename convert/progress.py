@@ -1,0 +1,74 @@
+"""Progress bar and summary table of a batch (rich, on stderr so stdout stays data)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from msconvert.convert.pipeline import BatchReport, ClipOutcome
+
+stderr = Console(stderr=True)
+
+
+class BatchProgress:
+    """A rich progress bar counting clips done and failed, with an ETA."""
+
+    def __init__(self, total: int, description: str, console: Console = stderr) -> None:
+        self.failed = 0
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task(description, total=total, failed=0)
+
+    def __enter__(self) -> BatchProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def skipped(self, n: int) -> None:
+        self.progress.update(self.task, advance=n)
+
+    def outcome(self, outcome: ClipOutcome) -> None:
+        if outcome.status != "complete":
+            self.failed += 1
+        self.progress.update(self.task, advance=1, failed=self.failed)
+
+
+def summary_table(report: BatchReport, max_failures: int = 20) -> Table:
+    """The end-of-run summary: counts, throughput and the first failures with their reasons."""
+    table = Table(title="msconvert summary", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("clips", str(report.total))
+    table.add_row("complete", str(report.completed))
+    table.add_row("failed", f"[red]{report.failed}" if report.failed else "0")
+    if report.skipped:
+        table.add_row("already complete (resumed)", str(report.skipped))
+    table.add_row("frames converted", f"{report.frames:,}")
+    table.add_row("wall time", f"{report.seconds:.1f} s")
+    done = report.completed + report.failed
+    if report.seconds > 0 and done:
+        table.add_row("throughput", f"{done / report.seconds:.1f} clips/s")
+    for clip, reason in report.failures[:max_failures]:
+        table.add_row(f"[red]failed[/] {clip}", reason)
+    if len(report.failures) > max_failures:
+        table.add_row("…", f"{len(report.failures) - max_failures} more failures (msconvert ls)")
+    return table

@@ -1,0 +1,265 @@
+"""The CLI end to end on generated corpora: amass, ls, query, info, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from msconvert.convert.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str) -> object:
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def mixed_catalog(mixed_corpus, tmp_path_factory) -> tuple[Path, dict[str, str], object]:
+    root, broken = mixed_corpus
+    out = tmp_path_factory.mktemp("cat") / "catalog.zarr"
+    result = run("amass", root, "--out", out)
+    return out, broken, result
+
+
+def ls_json(catalog: Path, *extra: str) -> list[dict]:
+    result = run("ls", catalog, "--format", "json", *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_good_clips_complete_and_broken_ones_fail_with_reasons(mixed_catalog, mixed_corpus):
+    out, broken, result = mixed_catalog
+    assert result.exit_code == 1, "a batch with failed clips must exit non-zero"
+    rows = {r["clip"]: r for r in ls_json(out)}
+    root, _ = mixed_corpus
+    n_clip_files = len(list(root.rglob("*_poses.npz"))) + len(list(root.rglob("*_stageii.npz")))
+    assert len(rows) == n_clip_files
+    failed = {r["source"]: r for r in rows.values() if r["status"] == "failed"}
+    complete = [r for r in rows.values() if r["status"] == "complete"]
+    assert set(failed) == set(broken), "exactly the broken files fail"
+    for relpath, expected in broken.items():
+        reason = failed[relpath]["reason"]
+        assert "\n" not in reason and reason
+        assert expected.lower() in reason.lower(), (relpath, reason)
+    assert len(complete) >= 5
+    for r in complete:
+        assert r["reason"] == ""
+        assert r["metrics"]["source.frames"] >= 2
+        assert r["body_model_mode"] == "mean-skeleton"
+    only_failed = ls_json(out, "--status", "failed")
+    assert {r["clip"] for r in only_failed} == {r["clip"] for r in failed.values()}
+
+
+def test_ls_table_and_csv(mixed_catalog):
+    out, _, _ = mixed_catalog
+    table = run("ls", out)
+    assert table.exit_code == 0 and "complete" in table.output and "failed" in table.output
+    result = run("ls", out, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert {"clip", "status", "reason", "source.frames"} <= set(rows[0])
+    assert len(rows) == len(ls_json(out))
+
+
+def _rodrigues(rotvec: np.ndarray) -> np.ndarray:
+    """Rotation matrices from axis-angle, written out (independent of scipy)."""
+    theta = np.linalg.norm(rotvec, axis=-1, keepdims=True)
+    axis = np.where(theta > 1e-12, rotvec / np.maximum(theta, 1e-12), 0.0)
+    x, y, z = axis[..., 0], axis[..., 1], axis[..., 2]
+    zero = np.zeros_like(x)
+    k = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*x.shape, 3, 3)
+    t = theta[..., None]
+    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * (k @ k)
+
+
+def _independent_fk(trans: np.ndarray, poses: np.ndarray) -> np.ndarray:
+    """Mean-skeleton FK straight from the reference figures, joint by joint."""
+    ref = REPO.parent / "shared" / "reference" / "smpl_mean_skeleton.json"
+    if not ref.exists():
+        ref = REPO / "datasets" / "data" / "smpl_mean_skeleton.json"
+    fig = json.loads(ref.read_text())
+    parents, offsets = fig["parents"], np.asarray(fig["offsets_from_parent"])
+    rot = _rodrigues(poses[:, :66].reshape(-1, 22, 3))
+    glob_r = [rot[:, 0]]
+    pos = [trans + np.asarray(fig["root_joint_rest_position"])]
+    for j in range(1, 22):
+        p = parents[j]
+        glob_r.append(glob_r[p] @ rot[:, j])
+        pos.append(pos[p] + np.einsum("tij,j->ti", glob_r[p], offsets[j]))
+    return np.stack(pos, axis=1)
+
+
+def test_query_source_joints_agrees_with_independent_fk(mixed_catalog, mixed_corpus):
+    out, _, _ = mixed_catalog
+    root, _ = mixed_corpus
+    walking = next(root.rglob("walking_poses.npz"))
+    clip = walking.relative_to(root).as_posix().removesuffix("_poses.npz")
+    result = run("query", out, clip, "--field", "source_joints", "--format", "json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["dims"] == ["time", "joint", "xyz"]
+    assert doc["coords"]["xyz"] == ["x", "y", "z"]
+    got = np.asarray(doc["data"])
+    with np.load(walking) as z:
+        fps = float(z["mocap_framerate"])
+        expected = _independent_fk(z["trans"].astype(float), z["poses"].astype(float))
+    assert got.shape == expected.shape
+    names = doc["coords"]["joint"]
+    assert names[0] == "pelvis" and names[21] == "right_wrist"
+    assert np.abs(got - expected).max() < 2e-3, "within a few millimetres"
+    assert np.allclose(doc["coords"]["time"][:3], np.arange(3) / fps)
+
+
+def test_query_selects_by_label_and_time_in_every_format(mixed_catalog, tmp_path):
+    out, _, _ = mixed_catalog
+    clip = next(r["clip"] for r in ls_json(out, "--status", "complete"))
+    full = json.loads(
+        run("query", out, clip, "--field", "source_joints", "--format", "json").output
+    )
+    sel = json.loads(
+        run(
+            "query",
+            out,
+            clip,
+            "--field",
+            "source_joints",
+            "--joints",
+            "left_knee,right_knee",
+            "--start",
+            "0.5",
+            "--end",
+            "1.0",
+            "--format",
+            "json",
+        ).output
+    )
+    assert sel["coords"]["joint"] == ["left_knee", "right_knee"]
+    times = np.asarray(sel["coords"]["time"])
+    assert times.min() >= 0.5 - 1e-9 and times.max() <= 1.0 + 1e-9 and len(times) > 1
+    t_all = np.asarray(full["coords"]["time"])
+    i0 = int(np.searchsorted(t_all, times[0] - 1e-9))
+    knee = full["coords"]["joint"].index("left_knee")
+    np.testing.assert_allclose(
+        np.asarray(sel["data"])[:, 0], np.asarray(full["data"])[i0 : i0 + len(times), knee]
+    )
+    npy = tmp_path / "q.npy"
+    r = run(
+        "query",
+        out,
+        clip,
+        "--field",
+        "source_joints",
+        "--joints",
+        "left_knee",
+        "--format",
+        "npy",
+        "--out",
+        npy,
+    )
+    assert r.exit_code == 0
+    arr = np.load(npy, allow_pickle=False)
+    assert arr.shape == (len(t_all), 1, 3)
+    r = run("query", out, clip, "--field", "source_joints", "--joints", "head", "--format", "csv")
+    rows = list(csv.reader(io.StringIO(r.output)))
+    assert rows[0] == ["time", "head.x", "head.y", "head.z"] and len(rows) == len(t_all) + 1
+    r = run("query", out, clip, "--field", "source_joints", "--joints", "head", "--end", "0.1")
+    assert r.exit_code == 0 and "head.z" in r.output
+
+
+def test_query_errors_are_one_line(mixed_catalog):
+    out, _, _ = mixed_catalog
+    clip = next(r["clip"] for r in ls_json(out, "--status", "complete"))
+    bad_clip = next(r for r in ls_json(out, "--status", "failed"))
+    for args in (
+        (clip, "--field", "no_such_field"),
+        ("no/such/clip", "--field", "source_joints"),
+        (clip, "--field", "source_joints", "--joints", "no_such_joint"),
+        (bad_clip["clip"], "--field", "source_joints"),
+    ):
+        r = CliRunner().invoke(main, ["query", str(out), *args])
+        assert r.exit_code != 0, args
+        assert "Traceback" not in r.output and r.output.strip(), args
+    r = CliRunner().invoke(main, ["query", str(out), bad_clip["clip"], "--field", "source_joints"])
+    assert bad_clip["reason"][:20] in r.output
+
+
+def test_info_shows_attrs_and_shapes(mixed_catalog):
+    out, _, _ = mixed_catalog
+    clip = next(r["clip"] for r in ls_json(out, "--status", "complete"))
+    r = run("info", out, clip, "--format", "json")
+    doc = json.loads(r.output)
+    assert len(doc["attrs"]["source_sha256"]) == 64
+    assert doc["attrs"]["body_model_mode"] == "mean-skeleton"
+    assert doc["arrays"]["source_joints"]["dims"] == ["time", "joint", "xyz"]
+    assert run("info", out, clip).exit_code == 0
+
+
+def test_later_stages_say_they_are_not_available(demo_corpus, tmp_path):
+    for stage in ("retarget", "train", "emulate"):
+        r = CliRunner().invoke(
+            main, ["amass", str(demo_corpus), "--out", str(tmp_path / "c.zarr"), "--until", stage]
+        )
+        assert r.exit_code == 2 and "not available yet" in r.output
+    assert not (tmp_path / "c.zarr").exists(), "nothing written for a refused stage"
+
+
+def test_existing_catalog_needs_resume_or_overwrite(demo_corpus, tmp_path):
+    out = tmp_path / "c.zarr"
+    assert run("amass", demo_corpus, "--out", out, "--limit", "1").exit_code == 0
+    r = CliRunner().invoke(main, ["amass", str(demo_corpus), "--out", str(out)])
+    assert r.exit_code == 2 and "--resume" in r.output
+    assert run("amass", demo_corpus, "--out", out, "--resume").exit_code == 0
+    assert len(ls_json(out)) == len(list(demo_corpus.rglob("*_poses.npz"))) + len(
+        list(demo_corpus.rglob("*_stageii.npz"))
+    )
+    assert run("amass", demo_corpus, "--out", out, "--overwrite", "--limit", "2").exit_code == 0
+    assert len(ls_json(out)) == 2
+
+
+def test_no_clips_and_missing_root_are_usage_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(main, ["amass", str(tmp_path / "empty"), "--out", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "no AMASS clips" in r.output
+    r = CliRunner().invoke(main, ["amass", str(tmp_path / "nope"), "--out", str(tmp_path / "c")])
+    assert r.exit_code == 2
+
+
+def test_process_pool_gives_the_same_arrays(demo_corpus, tmp_path):
+    from msconvert.catalog import Catalog
+
+    one, two = tmp_path / "one.zarr", tmp_path / "two.zarr"
+    assert run("amass", demo_corpus, "--out", one, "--workers", "1").exit_code == 0
+    assert run("amass", demo_corpus, "--out", two, "--workers", "2").exit_code == 0
+    a, b = Catalog.open(one), Catalog.open(two)
+    assert sorted(a) == sorted(b) and len(list(a)) >= 5
+    for clip in a:
+        for name in a[clip].data_vars:
+            np.testing.assert_array_equal(a[clip][name].values, b[clip][name].values)
+
+
+def test_module_entry_point_and_help():
+    r = subprocess.run(
+        [sys.executable, "-m", "msconvert", "--help"], capture_output=True, text=True, check=True
+    )
+    for cmd in ("amass", "ls", "query", "info"):
+        assert cmd in r.stdout
+    r = run("amass", "--help")
+    for opt in (
+        "--until",
+        "--resume",
+        "--workers",
+        "--include",
+        "--exclude",
+        "--limit",
+        "--body-models",
+    ):
+        assert opt in r.output
