@@ -178,8 +178,7 @@ class BatchReport:
 
 def clips_to_skip(catalog: Catalog, until: str) -> set[str]:
     """Clips a resumed run need not redo: complete, and through at least the requested stage."""
-    states = catalog.scan()
-    catalog.rebuild_index()  # the index may be stale after a kill; the groups are the truth
+    states = catalog.rebuild_index()  # the index may be stale after a kill; groups are the truth
     need = STAGES.index(until)
     done = set()
     for entry in catalog.clips(status=STATUS_COMPLETE):
