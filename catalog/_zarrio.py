@@ -24,7 +24,7 @@ from zarr.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, StorePath
 
-from msconvert.catalog.schema import DIM_TIME, TARGET_CHUNK_BYTES, ZSTD_LEVEL
+from msconvert.catalog.schema import TARGET_CHUNK_BYTES, ZSTD_LEVEL, is_time_dim
 
 T = TypeVar("T")
 
@@ -149,10 +149,10 @@ def open_array(store: Store, path: str, doc: Mapping[str, Any]) -> zarr.AsyncArr
 
 
 def time_chunks(shape: Sequence[int], dims: Sequence[str], itemsize: int) -> tuple[int, ...]:
-    """Chunk shape: whole along every dim but the first 'time', where a chunk is ~TARGET bytes."""
+    """Chunk shape: whole along every dim but the first time-like one, chunks of ~TARGET bytes."""
     chunks = [max(1, int(n)) for n in shape]
-    if DIM_TIME in dims:
-        axis = list(dims).index(DIM_TIME)
+    axis = next((i for i, d in enumerate(dims) if is_time_dim(d)), None)
+    if axis is not None:
         step = itemsize * math.prod(c for i, c in enumerate(chunks) if i != axis)
         chunks[axis] = max(1, min(chunks[axis], TARGET_CHUNK_BYTES // max(1, step)))
     return tuple(chunks)

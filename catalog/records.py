@@ -1,13 +1,18 @@
-"""Stage values → labelled datasets for one clip group (what each stage adds to the catalog)."""
+"""Stage values → labelled datasets for one clip group (what each stage adds to the catalog).
+
+Source kinematics keep the file's own rate on `source_time`; everything on the model (reference,
+and later emulation) is at the control rate on `time`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
 
-from msconvert.catalog.schema import DIM_JOINT, DIM_QUAT, DIM_TIME, DIM_XYZ
+from msconvert.catalog.schema import DIM_JOINT, DIM_QUAT, DIM_SOURCE_TIME, DIM_TIME, DIM_XYZ
 from msconvert.datasets.kinematics import JointTrajectory
 from msconvert.datasets.motion import Motion
+from msconvert.emulator.retarget.reference import Reference
 
 XYZ = ("x", "y", "z")
 WXYZ = ("w", "x", "y", "z")
@@ -24,29 +29,29 @@ HAND_JOINT_NAMES: tuple[str, ...] = tuple(
 def source_dataset(motion: Motion, joints: JointTrajectory) -> xr.Dataset:
     """The source kinematics of a clip: world joints, orientations and the pose it came from."""
     coords = {
-        DIM_TIME: (DIM_TIME, motion.times, {"units": "s"}),
+        DIM_SOURCE_TIME: (DIM_SOURCE_TIME, motion.times, {"units": "s"}),
         DIM_JOINT: (DIM_JOINT, np.asarray(joints.joint_names)),
         DIM_XYZ: (DIM_XYZ, np.asarray(XYZ)),
         DIM_QUAT: (DIM_QUAT, np.asarray(WXYZ)),
     }
     data = {
         "source_joints": (
-            (DIM_TIME, DIM_JOINT, DIM_XYZ),
+            (DIM_SOURCE_TIME, DIM_JOINT, DIM_XYZ),
             joints.positions.astype(np.float32),
             {"units": "m", "description": "world joint positions (z up)"},
         ),
         "source_joint_orientation": (
-            (DIM_TIME, DIM_JOINT, DIM_QUAT),
+            (DIM_SOURCE_TIME, DIM_JOINT, DIM_QUAT),
             joints.quaternions_wxyz().astype(np.float32),
             {"units": "1", "description": "world joint orientations, unit quaternions w >= 0"},
         ),
         "source_root_translation": (
-            (DIM_TIME, DIM_XYZ),
+            (DIM_SOURCE_TIME, DIM_XYZ),
             motion.root_translation.astype(np.float64),
             {"units": "m", "description": "the file's root translation (AMASS 'trans')"},
         ),
         "source_body_pose": (
-            (DIM_TIME, DIM_JOINT, DIM_XYZ),
+            (DIM_SOURCE_TIME, DIM_JOINT, DIM_XYZ),
             motion.body_pose.astype(np.float32),
             {
                 "units": "rad",
@@ -57,11 +62,63 @@ def source_dataset(motion: Motion, joints: JointTrajectory) -> xr.Dataset:
     if motion.hand_pose is not None:
         coords[DIM_HAND_JOINT] = (DIM_HAND_JOINT, np.asarray(HAND_JOINT_NAMES))
         data["source_hand_pose"] = (
-            (DIM_TIME, DIM_HAND_JOINT, DIM_XYZ),
+            (DIM_SOURCE_TIME, DIM_HAND_JOINT, DIM_XYZ),
             motion.hand_pose.astype(np.float32),
             {
                 "units": "rad",
                 "description": "axis-angle finger rotations relative to their parents",
             },
         )
+    return xr.Dataset(data_vars=data, coords=coords)
+
+
+def reference_dataset(ref: Reference) -> xr.Dataset:
+    """The retargeted clip: model joint trajectories, key bodies, and the fit's per-frame errors."""
+    coords = {
+        DIM_TIME: (DIM_TIME, ref.times, {"units": "s"}),
+        "qpos": ("qpos", np.asarray(ref.qpos_names)),
+        "qvel": ("qvel", np.asarray(ref.qvel_names)),
+        "body": ("body", np.asarray(ref.body_names)),
+        "correspondence": ("correspondence", np.asarray(ref.correspondence_names)),
+        "foot": ("foot", np.asarray(("left", "right"))),
+        DIM_XYZ: (DIM_XYZ, np.asarray(XYZ)),
+        DIM_QUAT: (DIM_QUAT, np.asarray(WXYZ)),
+    }
+    t = DIM_TIME
+    data = {
+        "reference_qpos": ((t, "qpos"), ref.qpos, {"units": "m or rad; root quaternion w,x,y,z"}),
+        "reference_qvel": ((t, "qvel"), ref.qvel, {"units": "m/s or rad/s (MuJoCo tangent space)"}),
+        "reference_qacc": ((t, "qvel"), ref.qacc.astype(np.float32), {"units": "m/s2 or rad/s2"}),
+        "reference_body_pos": (
+            (t, "body", DIM_XYZ),
+            ref.body_pos.astype(np.float32),
+            {"units": "m", "description": "world positions of the key bodies"},
+        ),
+        "reference_body_quat": (
+            (t, "body", DIM_QUAT),
+            ref.body_quat.astype(np.float32),
+            {"units": "1", "description": "world orientations of the key bodies"},
+        ),
+        "retarget_target_pos": (
+            (t, "correspondence", DIM_XYZ),
+            ref.target_pos.astype(np.float32),
+            {"units": "m", "description": "scaled, grounded source points the IK fitted"},
+        ),
+        "retarget_position_error": (
+            (t, "correspondence"),
+            ref.position_error_m.astype(np.float32),
+            {"units": "m", "description": "distance from each model point to its target"},
+        ),
+        "retarget_orientation_error": (
+            (t, "correspondence"),
+            ref.orientation_error_rad.astype(np.float32),
+            {"units": "rad", "description": "angle between each model frame and its target"},
+        ),
+        "stance": ((t, "foot"), ref.stance.astype(bool), {"description": "foot in stance"}),
+        "ground_shift": (
+            (t,),
+            ref.ground_shift_m.astype(np.float32),
+            {"units": "m", "description": "vertical root shift that put the feet on the floor"},
+        ),
+    }
     return xr.Dataset(data_vars=data, coords=coords)

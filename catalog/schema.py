@@ -12,7 +12,8 @@ STATUSES = (STATUS_COMPLETE, STATUS_FAILED)
 STATUS_INCOMPLETE = "incomplete"
 
 # Dimension names shared by every array in a clip group (xarray-style labelled data).
-DIM_TIME = "time"  # seconds from the clip's first frame
+DIM_TIME = "time"  # seconds from the clip's first frame, at the control rate (model arrays)
+DIM_SOURCE_TIME = "source_time"  # seconds from the clip's first frame, at the source's own rate
 DIM_JOINT = "joint"  # SMPL body joint names for source_* arrays
 DIM_XYZ = "xyz"  # 'x', 'y', 'z'
 DIM_QUAT = "quat"  # 'w', 'x', 'y', 'z'
@@ -82,3 +83,8 @@ def sanitize_clip_id(raw: str) -> str:
     if not parts:
         raise ClipIdError(f"clip id {raw!r} is empty after sanitizing")
     return "/".join(parts)
+
+
+def is_time_dim(dim: str) -> bool:
+    """Time-like dims ('time', 'source_time', ...): chunked along, sliced by --start/--end."""
+    return dim == DIM_TIME or dim.endswith("_time")

@@ -58,6 +58,7 @@ from msconvert.catalog.schema import (
     STATUS_INCOMPLETE,
     STATUSES,
     ClipIdError,
+    is_time_dim,
     sanitize_clip_id,
 )
 
@@ -677,21 +678,28 @@ class Catalog:
         *,
         isel: Mapping[str, Selection] | None = None,
         sel: Mapping[str, Any] | None = None,
+        time_range: tuple[float | None, float | None] | None = None,
     ) -> xr.DataArray:
         """One array of one clip, selected by position and/or label, reading only needed chunks.
 
         Labels follow xarray: a slice of labels is inclusive at both ends (time ranges in
-        seconds), a list of labels keeps that dim, a single label drops it.
+        seconds), a list of labels keeps that dim, a single label drops it. `time_range`
+        (start, end) in seconds applies to the array's time-like dim, whatever its name.
         """
         clip = self._lookup_id(clip_id)
         isel, sel = dict(isel or {}), dict(sel or {})
         both = sorted(set(isel) & set(sel))
         if both:
             raise ValueError(f"dimension {both[0]!r} is given in both isel and sel")
-        return zio.run(self._read_variable(clip, name, isel, sel))
+        return zio.run(self._read_variable(clip, name, isel, sel, time_range))
 
     async def _read_variable(
-        self, clip: str, name: str, isel: dict[str, Any], sel: dict[str, Any]
+        self,
+        clip: str,
+        name: str,
+        isel: dict[str, Any],
+        sel: dict[str, Any],
+        time_range: tuple[float | None, float | None] | None = None,
     ) -> xr.DataArray:
         store = self._store
         group, doc = await asyncio.gather(
@@ -709,6 +717,11 @@ class Catalog:
             raise KeyError(f"clip {clip!r} has no variable {name!r}; it has {', '.join(names)}")
         assert doc is not None
         dims = list(doc.get("dimension_names") or [f"dim_{i}" for i in range(len(doc["shape"]))])
+        if time_range is not None:
+            time_dim = next((d for d in dims if is_time_dim(d)), None)
+            if time_dim is None:
+                raise ValueError(f"{name!r} has no time dimension; its dimensions are {dims}")
+            sel.setdefault(time_dim, slice(*time_range))
         unknown = sorted((set(isel) | set(sel)) - set(dims))
         if unknown:
             raise ValueError(

@@ -56,7 +56,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     "--until",
     type=click.Choice(["ingest", "retarget", "train", "emulate"]),
     default=None,
-    help="Stop after this stage. Default: the last stage this version implements (ingest).",
+    help="Stop after this stage. Default: the last stage this version implements (retarget).",
 )
 @click.option(
     "--resume",
@@ -103,11 +103,32 @@ def _split(values: tuple[str, ...]) -> list[str]:
     help="Also read .pkl body-model files (unpickling: only for files you trust).",
 )
 @click.option(
-    "--fps",
+    "--source-fps",
     type=click.FloatRange(min=1.0, max=1000.0),
     default=None,
-    help="Resample the source kinematics to this rate (slerp on rotations). "
+    help="Resample the stored source kinematics to this rate (slerp on rotations). "
     "Default: keep each file's own rate.",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="MJCF of the musculoskeletal model. Default: MyoFullBody (416 muscles).",
+)
+@click.option(
+    "--retarget-config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Correspondence file (JSON) mapping SMPL joints to the model's bodies. "
+    "Default: the one packaged for the model.",
+)
+@click.option(
+    "--control-hz",
+    type=click.FloatRange(min=10.0, max=500.0),
+    default=50.0,
+    show_default=True,
+    help="Rate of the retargeted reference (the control rate).",
 )
 def amass(
     root: Path,
@@ -121,7 +142,10 @@ def amass(
     limit: int | None,
     body_models: str | None,
     allow_pickle_body_models: bool,
-    fps: float | None,
+    source_fps: float | None,
+    model_path: str | None,
+    retarget_config: str | None,
+    control_hz: float,
 ) -> None:
     """Convert an AMASS corpus (SMPL-H *_poses.npz, SMPL-X *_stageii.npz) into a catalog.
 
@@ -157,6 +181,16 @@ def amass(
             f"no AMASS clips (*_poses.npz, *_stageii.npz) under {root}"
             + (" matching the include/exclude patterns" if include or exclude else "")
         )
+    options = PipelineOptions(
+        until=until,
+        source_fps=source_fps,
+        body_models=body_models,
+        allow_pickle_body_models=allow_pickle_body_models,
+        model=model_path,
+        retarget_config=retarget_config,
+        control_hz=control_hz,
+    )
+    _check_model(options)
     try:
         exists = _catalog_exists(out)
         if exists and not (resume or overwrite):
@@ -167,12 +201,6 @@ def amass(
     except CatalogError as exc:
         raise click.UsageError(str(exc)) from None
 
-    options = PipelineOptions(
-        until=until,
-        fps=fps,
-        body_models=body_models,
-        allow_pickle_body_models=allow_pickle_body_models,
-    )
     n_workers = workers or (os.cpu_count() or 1 if len(sources) >= 8 else 1)
     if options.body_model_mode == "mean-skeleton":
         stderr.print(
@@ -203,6 +231,23 @@ def amass(
         sys.exit(1)
 
 
+def _check_model(options) -> None:  # noqa: ANN001 - PipelineOptions, imported lazily
+    """Compile the model once up front, so a bad --model is one usage error, not N failures."""
+    if not options.reaches("retarget"):
+        return
+    from msconvert.convert.pipeline import model_for
+    from msconvert.emulator.model import ModelError, model_name, muscle_names
+
+    try:
+        model = model_for(options.model)
+    except ModelError as exc:
+        raise click.UsageError(str(exc)) from None
+    stderr.print(
+        f"Model: {model_name(model)} ({len(muscle_names(model))} muscles, nq={model.nq}); "
+        f"reference at {options.control_hz:g} Hz"
+    )
+
+
 def _catalog_exists(url: str) -> bool:
     from msconvert.catalog import Catalog, CatalogError
 
@@ -211,6 +256,16 @@ def _catalog_exists(url: str) -> bool:
     except CatalogError:
         return False
     return True
+
+
+# The headline metrics of `ls`: the clip, how well the model follows it, how it was made.
+LS_COLUMNS = (
+    "source.duration_s",
+    "retarget.position_error_mm",
+    "static_opt.residual_pct",
+    "emulate.tracking_error_mm",
+    "emulate.fall_pct",
+)
 
 
 def _open(catalog: str):  # noqa: ANN202 - Catalog, imported lazily to keep --help fast
@@ -237,8 +292,22 @@ def _open(catalog: str):  # noqa: ANN202 - Catalog, imported lazily to keep --he
     default="table",
     show_default=True,
 )
-def ls_command(catalog: str, status: str | None, fmt: str) -> None:
-    """List the clips of a catalog with their status, reason and metrics."""
+@click.option(
+    "--columns",
+    default=",".join(LS_COLUMNS),
+    show_default=True,
+    help="Metrics shown in the table, comma-separated ('all' for every one). "
+    "csv and json always carry every metric.",
+)
+def ls_command(catalog: str, status: str | None, fmt: str, columns: str) -> None:
+    """List the clips of a catalog with their status, reason and metrics.
+
+    \b
+    Examples:
+      msconvert ls catalog.zarr --status failed
+      msconvert ls catalog.zarr --format csv > clips.csv
+      msconvert ls catalog.zarr --columns all
+    """
     cat = _open(catalog)
     entries = cat.clips(status=status)
     rows = [
@@ -271,12 +340,16 @@ def ls_command(catalog: str, status: str | None, fmt: str) -> None:
             )
         click.echo(buf.getvalue(), nl=False)
         return
+    if columns.strip() != "all":
+        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+        metric_keys = [k for k in wanted if k in metric_keys]
     table = Table(title=f"{catalog}: {len(rows)} clips")
-    table.add_column("clip")
-    table.add_column("status")
+    table.add_column("clip", overflow="fold")
+    table.add_column("status", no_wrap=True)
     for k in metric_keys:
-        table.add_column(k, justify="right")
-    table.add_column("reason")
+        # Headers break at dots so that many columns still fit a terminal.
+        table.add_column(k.replace(".", ".\n"), justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold")
     for r in rows:
         style = "green" if r["status"] == "complete" else "red"
         table.add_row(
@@ -292,7 +365,7 @@ def _fmt_metric(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.6g}"
+        return f"{v:.4g}"
     return str(v)
 
 
@@ -338,13 +411,10 @@ def query(
 ) -> None:
     """Read one array of one clip, selected by label, as a table, CSV, .npy or JSON."""
     cat = _open(catalog)
-    sel: dict[str, Any] = {}
-    if joints:
-        sel["joint"] = _split(joints)
-    if start is not None or end is not None:
-        sel["time"] = slice(start, end)
+    sel = {"joint": _split(joints)} if joints else None
+    time_range = (start, end) if start is not None or end is not None else None
     try:
-        arr = cat.read_variable(clip, field_name, sel=sel or None)
+        arr = cat.read_variable(clip, field_name, sel=sel, time_range=time_range)
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
     except ValueError as exc:

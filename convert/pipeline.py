@@ -6,6 +6,7 @@ reports. Workers compute, the calling process is the catalog's single writer.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import xarray as xr
 
 from msconvert import __version__
 from msconvert.catalog import Catalog
-from msconvert.catalog.records import source_dataset
+from msconvert.catalog.records import reference_dataset, source_dataset
 from msconvert.catalog.schema import STATUS_COMPLETE, STATUS_FAILED
 from msconvert.convert.executors import map_unordered
 from msconvert.datasets.amass import ClipSource, read_amass
@@ -29,10 +30,18 @@ from msconvert.datasets.kinematics import (
 )
 from msconvert.datasets.motion import Motion, MotionError
 from msconvert.datasets.resample import resample
+from msconvert.emulator.model import ModelError, load_model
+from msconvert.emulator.retarget import (
+    CorrespondenceError,
+    Reference,
+    RetargetConfig,
+    RetargetError,
+    retarget,
+)
 
 STAGES: tuple[str, ...] = ("ingest", "retarget", "train", "emulate")
 # Stages that exist today; the others are refused with a clear message, never faked.
-IMPLEMENTED_STAGES: tuple[str, ...] = ("ingest",)
+IMPLEMENTED_STAGES: tuple[str, ...] = ("ingest", "retarget")
 
 
 class StageNotAvailableError(Exception):
@@ -55,13 +64,29 @@ class PipelineOptions:
     """Everything a worker needs to convert one clip; picklable."""
 
     until: str = IMPLEMENTED_STAGES[-1]
-    fps: float | None = None  # resample the source to this rate; None keeps the file's rate
+    source_fps: float | None = None  # resample the source to this rate; None keeps the file's
     body_models: str | None = None  # directory of licensed SMPL-H/SMPL-X model files
     allow_pickle_body_models: bool = False
+    model: str | None = None  # MJCF path; None = MyoFullBody
+    retarget_config: str | None = None  # correspondence file; None = the model's packaged one
+    control_hz: float = 50.0  # rate of the reference (and later of the policy)
 
     @property
     def body_model_mode(self) -> str:
         return "body-model" if self.body_models else "mean-skeleton"
+
+    def reaches(self, stage: str) -> bool:
+        """Whether this run goes as far as `stage`."""
+        return STAGES.index(self.until) >= STAGES.index(stage)
+
+    def retarget_settings(self) -> RetargetConfig:
+        return RetargetConfig(fps=self.control_hz, correspondence=self.retarget_config)
+
+
+@functools.cache
+def model_for(path: str | None):  # noqa: ANN201 - mujoco.MjModel
+    """The model, compiled once per process (workers convert many clips with it)."""
+    return load_model(path)
 
 
 @dataclass
@@ -93,8 +118,8 @@ def skeleton_for(motion: Motion, options: PipelineOptions) -> Skeleton:
 def ingest(source: ClipSource, options: PipelineOptions) -> tuple[Motion, Skeleton, xr.Dataset]:
     """Stage 1: file → validated `Motion` (optionally resampled) and its world joints."""
     motion = read_amass(source.path, relpath=source.relpath, clip_id=source.clip_id)
-    if options.fps is not None:
-        motion = resample(motion, options.fps)
+    if options.source_fps is not None:
+        motion = resample(motion, options.source_fps)
     skeleton = skeleton_for(motion, options)
     return motion, skeleton, source_dataset(motion, forward_kinematics(motion, skeleton))
 
@@ -106,12 +131,37 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
     base = {"source": source.relpath, "until": options.until}
     try:
         motion, skeleton, data = ingest(source, options)
-    except (MotionError, BodyModelError) as exc:
+        parts = [data]
+        reference = None
+        if options.reaches("retarget"):
+            stage = "retarget"
+            model = model_for(options.model)
+            reference = retarget(motion, model, options.retarget_settings(), skeleton)
+            parts.append(reference_dataset(reference))
+    except (MotionError, BodyModelError, RetargetError, CorrespondenceError, ModelError) as exc:
         return _failure(source, stage, str(exc), start, base)
     except Exception as exc:  # a bug must cost one clip, not the batch; say it is ours
         return _failure(source, stage, f"internal error: {type(exc).__name__}: {exc}", start, base)
+    attrs, metrics, summary = _describe(motion, skeleton, options, reference)
+    return ClipOutcome(
+        clip_id=source.clip_id,
+        status=STATUS_COMPLETE,
+        stage=options.until,
+        data=xr.merge(parts, compat="no_conflicts", join="exact"),
+        attrs=attrs,
+        metrics=metrics,
+        summary={**base, **summary},
+        seconds=time.perf_counter() - start,
+        frames=motion.n_frames,
+    )
+
+
+def _describe(
+    motion: Motion, skeleton: Skeleton, options: PipelineOptions, reference: Reference | None
+) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
+    """A clip's attributes (provenance, settings), metrics and index summary."""
     prov = motion.provenance
-    attrs = {
+    attrs: dict[str, Any] = {
         "source_path": prov.path,
         "source_relpath": prov.relpath,
         "source_size": prov.size,
@@ -131,23 +181,23 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
         "source.fps": float(motion.fps),
         "source.duration_s": float(motion.duration_s),
     }
-    summary = {
-        **base,
+    summary: dict[str, Any] = {
         "frames": motion.n_frames,
         "fps": float(motion.fps),
         "body_model_mode": skeleton.mode,
     }
-    return ClipOutcome(
-        clip_id=source.clip_id,
-        status=STATUS_COMPLETE,
-        stage=options.until,
-        data=data,
-        attrs=attrs,
-        metrics=metrics,
-        summary=summary,
-        seconds=time.perf_counter() - start,
-        frames=motion.n_frames,
-    )
+    if reference is not None:
+        attrs.update(
+            model_name=reference.model_name,
+            model_sha256=reference.model_sha256,
+            control_fps=float(reference.fps),
+            retarget_correspondence=options.retarget_config or "packaged",
+            retarget_filled_frames=int(reference.filled_frames),
+            retarget_notes=dict(reference.notes),
+        )
+        metrics.update(reference.metrics)
+        summary.update(model=reference.model_name, control_fps=float(reference.fps))
+    return attrs, metrics, summary
 
 
 def _failure(

@@ -1,1 +1,51 @@
-"""msconvert.datasets"""
+"""msconvert.datasets: corpus readers producing `Motion` (AMASS SMPL-H/SMPL-X) and SMPL kinematics.
+
+Import-cheap: NumPy and SciPy only (the catalog is imported lazily where clip ids are sanitized).
+"""
+
+from msconvert.datasets.amass import ClipSource, clip_id_for, discover, read_amass
+from msconvert.datasets.kinematics import (
+    BodyModel,
+    BodyModelError,
+    JointTrajectory,
+    Skeleton,
+    find_body_model_file,
+    forward_kinematics,
+    load_body_model,
+    mean_skeleton,
+)
+from msconvert.datasets.motion import (
+    BODY_JOINT_NAMES,
+    BODY_MODELS,
+    GENDERS,
+    N_BODY_JOINTS,
+    N_HAND_JOINTS,
+    Motion,
+    MotionError,
+    Provenance,
+)
+from msconvert.datasets.resample import resample
+
+__all__ = [
+    "BODY_JOINT_NAMES",
+    "BODY_MODELS",
+    "GENDERS",
+    "N_BODY_JOINTS",
+    "N_HAND_JOINTS",
+    "BodyModel",
+    "BodyModelError",
+    "ClipSource",
+    "JointTrajectory",
+    "Motion",
+    "MotionError",
+    "Provenance",
+    "Skeleton",
+    "clip_id_for",
+    "discover",
+    "find_body_model_file",
+    "forward_kinematics",
+    "load_body_model",
+    "mean_skeleton",
+    "read_amass",
+    "resample",
+]

@@ -1,4 +1,4 @@
-"""SMPL-family forward kinematics of the 22 body joints: mean-shape skeleton or licensed model files."""
+"""SMPL-family forward kinematics of the 22 body joints (mean-shape skeleton or model files)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,9 @@ class JointTrajectory:
 @functools.cache
 def mean_skeleton() -> Skeleton:
     """The built-in mean-shape (betas = 0, gender-neutral) SMPL skeleton; ignores betas."""
-    text = resources.files("msconvert.datasets").joinpath("data/smpl_mean_skeleton.json").read_text()
+    text = (
+        resources.files("msconvert.datasets").joinpath("data/smpl_mean_skeleton.json").read_text()
+    )
     fig = json.loads(text)
     parents = np.asarray(fig["parents"][:N_BODY_JOINTS], dtype=np.int64)
     offsets = np.asarray(fig["offsets_from_parent"][:N_BODY_JOINTS], dtype=np.float64)
@@ -83,7 +85,9 @@ def forward_kinematics_arrays(
 ) -> JointTrajectory:
     """FK on bare arrays: (T, 3) translation and (T, 22, 3) axis-angle rotations."""
     t = body_pose.shape[0]
-    local = Rotation.from_rotvec(body_pose.reshape(-1, 3)).as_matrix().reshape(t, N_BODY_JOINTS, 3, 3)
+    local = (
+        Rotation.from_rotvec(body_pose.reshape(-1, 3)).as_matrix().reshape(t, N_BODY_JOINTS, 3, 3)
+    )
     offsets = skeleton.offsets
     rot = np.empty_like(local)
     pos = np.empty((t, N_BODY_JOINTS, 3))
@@ -118,7 +122,10 @@ class BodyModel:
         verts = self.v_template + self.shapedirs[:, :, :n] @ np.asarray(betas[:n], dtype=np.float64)
         joints = self.j_regressor[:N_BODY_JOINTS] @ verts
         return Skeleton(
-            name=Path(self.path).name, mode=BODY_MODEL_MODE, rest_joints=joints, parents=self.parents
+            name=Path(self.path).name,
+            mode=BODY_MODEL_MODE,
+            rest_joints=joints,
+            parents=self.parents,
         )
 
 
@@ -132,7 +139,9 @@ _CANDIDATES = (
 )
 
 
-def find_body_model_file(directory: str | Path, body_model: str, gender: str, allow_pickle: bool) -> Path:
+def find_body_model_file(
+    directory: str | Path, body_model: str, gender: str, allow_pickle: bool
+) -> Path:
     """Locate the model file for a body model ('smplh'/'smplx') and gender in a user's directory."""
     root = Path(directory)
     exts = ("npz", "pkl") if allow_pickle else ("npz",)
@@ -170,7 +179,9 @@ def load_body_model(path: str | Path, allow_pickle: bool = False) -> BodyModel:
     except BodyModelError:
         raise
     except Exception as exc:  # corrupt zip, object arrays, missing chumpy, ...
-        raise BodyModelError(f"{path}: cannot read body model ({type(exc).__name__}: {exc})") from exc
+        raise BodyModelError(
+            f"{path}: cannot read body model ({type(exc).__name__}: {exc})"
+        ) from exc
     v = parts["v_template"].astype(np.float64)
     sd = parts["shapedirs"].astype(np.float64)
     jr = parts["J_regressor"].astype(np.float64)
@@ -178,7 +189,9 @@ def load_body_model(path: str | Path, allow_pickle: bool = False) -> BodyModel:
     if v.ndim != 2 or v.shape[1] != 3 or sd.ndim != 3 or sd.shape[:2] != v.shape:
         raise BodyModelError(f"{path}: v_template/shapedirs have inconsistent shapes")
     if jr.ndim != 2 or jr.shape[1] != v.shape[0] or jr.shape[0] < N_BODY_JOINTS:
-        raise BodyModelError(f"{path}: J_regressor shape {jr.shape} does not fit {v.shape[0]} vertices")
+        raise BodyModelError(
+            f"{path}: J_regressor shape {jr.shape} does not fit {v.shape[0]} vertices"
+        )
     parents = kin[0, :N_BODY_JOINTS].copy()
     parents[0] = -1  # stored as 2**32 - 1 in the official files
     if np.any(parents[1:] < 0) or np.any(parents[1:] >= np.arange(1, N_BODY_JOINTS)):

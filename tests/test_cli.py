@@ -106,7 +106,7 @@ def test_query_source_joints_agrees_with_independent_fk(mixed_catalog, mixed_cor
     result = run("query", out, clip, "--field", "source_joints", "--format", "json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    assert doc["dims"] == ["time", "joint", "xyz"]
+    assert doc["dims"] == ["source_time", "joint", "xyz"]
     assert doc["coords"]["xyz"] == ["x", "y", "z"]
     got = np.asarray(doc["data"])
     with np.load(walking) as z:
@@ -116,7 +116,7 @@ def test_query_source_joints_agrees_with_independent_fk(mixed_catalog, mixed_cor
     names = doc["coords"]["joint"]
     assert names[0] == "pelvis" and names[21] == "right_wrist"
     assert np.abs(got - expected).max() < 2e-3, "within a few millimetres"
-    assert np.allclose(doc["coords"]["time"][:3], np.arange(3) / fps)
+    assert np.allclose(doc["coords"]["source_time"][:3], np.arange(3) / fps)
 
 
 def test_query_selects_by_label_and_time_in_every_format(mixed_catalog, tmp_path):
@@ -143,9 +143,9 @@ def test_query_selects_by_label_and_time_in_every_format(mixed_catalog, tmp_path
         ).output
     )
     assert sel["coords"]["joint"] == ["left_knee", "right_knee"]
-    times = np.asarray(sel["coords"]["time"])
+    times = np.asarray(sel["coords"]["source_time"])
     assert times.min() >= 0.5 - 1e-9 and times.max() <= 1.0 + 1e-9 and len(times) > 1
-    t_all = np.asarray(full["coords"]["time"])
+    t_all = np.asarray(full["coords"]["source_time"])
     i0 = int(np.searchsorted(t_all, times[0] - 1e-9))
     knee = full["coords"]["joint"].index("left_knee")
     np.testing.assert_allclose(
@@ -170,7 +170,7 @@ def test_query_selects_by_label_and_time_in_every_format(mixed_catalog, tmp_path
     assert arr.shape == (len(t_all), 1, 3)
     r = run("query", out, clip, "--field", "source_joints", "--joints", "head", "--format", "csv")
     rows = list(csv.reader(io.StringIO(r.output)))
-    assert rows[0] == ["time", "head.x", "head.y", "head.z"] and len(rows) == len(t_all) + 1
+    assert rows[0] == ["source_time", "head.x", "head.y", "head.z"] and len(rows) == len(t_all) + 1
     r = run("query", out, clip, "--field", "source_joints", "--joints", "head", "--end", "0.1")
     assert r.exit_code == 0 and "head.z" in r.output
 
@@ -199,12 +199,12 @@ def test_info_shows_attrs_and_shapes(mixed_catalog):
     doc = json.loads(r.output)
     assert len(doc["attrs"]["source_sha256"]) == 64
     assert doc["attrs"]["body_model_mode"] == "mean-skeleton"
-    assert doc["arrays"]["source_joints"]["dims"] == ["time", "joint", "xyz"]
+    assert doc["arrays"]["source_joints"]["dims"] == ["source_time", "joint", "xyz"]
     assert run("info", out, clip).exit_code == 0
 
 
 def test_later_stages_say_they_are_not_available(demo_corpus, tmp_path):
-    for stage in ("retarget", "train", "emulate"):
+    for stage in ("train", "emulate"):
         r = CliRunner().invoke(
             main, ["amass", str(demo_corpus), "--out", str(tmp_path / "c.zarr"), "--until", stage]
         )
@@ -263,3 +263,42 @@ def test_module_entry_point_and_help():
         "--body-models",
     ):
         assert opt in r.output
+
+
+RETARGET_KEYS = (
+    "retarget.position_error_mm",
+    "retarget.position_error_mm_max",
+    "retarget.orientation_error_deg",
+    "retarget.joint_limit_violation_pct",
+    "retarget.penetration_pct",
+    "retarget.penetration_mm_max",
+    "retarget.float_mm",
+    "retarget.tendon_jump_pct",
+    "retarget.fps",
+)
+
+
+def test_retarget_stage_writes_reference_arrays_and_metrics(mixed_catalog):
+    out, _, _ = mixed_catalog
+    rows = ls_json(out, "--status", "complete")
+    for r in rows:
+        for key in RETARGET_KEYS:
+            assert isinstance(r["metrics"][key], float), (r["clip"], key)
+        assert r["metrics"]["retarget.position_error_mm"] < 40.0, r["clip"]
+        assert r["metrics"]["retarget.joint_limit_violation_pct"] <= 1.0, r["clip"]
+    walking = next(r for r in rows if r["clip"].endswith("/walking"))
+    assert walking["metrics"]["retarget.position_error_mm"] <= 20.0
+    assert walking["metrics"]["retarget.penetration_pct"] <= 0.2
+    doc = json.loads(
+        run("query", out, walking["clip"], "--field", "reference_qpos", "--format", "json").output
+    )
+    assert doc["dims"] == ["time", "qpos"]
+    qpos = np.asarray(doc["data"])
+    assert np.isfinite(qpos).all() and qpos.shape[1] == len(doc["coords"]["qpos"])
+    times = np.asarray(doc["coords"]["time"])
+    np.testing.assert_allclose(np.diff(times), 1 / 50.0, rtol=1e-9)
+    info = json.loads(run("info", out, walking["clip"], "--format", "json").output)
+    assert info["attrs"]["model_name"] == "myofullbody"
+    assert len(info["attrs"]["model_sha256"]) == 64
+    for name in ("reference_qvel", "reference_body_pos", "retarget_position_error"):
+        assert info["arrays"][name]["dims"][0] == "time"

@@ -1,0 +1,695 @@
+"""The demo corpus: synthetic AMASS-layout clips made by msconvert's own code, and broken files.
+
+Every clip is generated here from joint-angle curves on the packaged mean SMPL skeleton; no SMPL
+model file and no AMASS data are used. Clips are returned as AMASS SMPL-H arrays: `trans` (T, 3)
+in the z-up world, metres, and `poses` (T, 156) axis-angle (joint 0 the root orientation, 1..21
+the body joints in `BODY_JOINT_NAMES` order, 22..51 the fingers, left as zeros).
+
+Facing: every clip faces world +x. The root orientation is `SMPL_TO_WORLD` (SMPL's native frame,
+x = left, y = up, z = forward, stood in the z-up world facing +x, so native x -> world +y, native
+y -> world +z, native z -> world +x) composed with the clip's own pelvis motion.
+
+Sign conventions, checked numerically with `forward_kinematics_arrays` (and in tests): about the
+native x axis (the subject's left), hip flexion is negative, knee flexion positive, ankle
+dorsiflexion negative and a positive rotation of the pelvis tilts the trunk forward; an arm
+hangs down from SMPL's T-pose by rotating the left shoulder by a negative angle about z (the
+right by a positive one), and the elbow flexes about -y (left) / +y (right).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import DTypeLike
+from scipy.integrate import cumulative_trapezoid
+from scipy.interpolate import CubicSpline
+from scipy.spatial.transform import Rotation
+
+from msconvert.datasets.kinematics import forward_kinematics_arrays, mean_skeleton
+from msconvert.datasets.motion import N_BODY_JOINTS, N_HAND_JOINTS
+
+# The demo's assumption of how far SMPL's ankle/foot joint centres sit above the sole: the lowest
+# of them is kept this high above the floor (z = 0) whenever the foot is on the ground. Not a
+# measured figure, only a plausible one for the mean body.
+FOOT_JOINT_CLEARANCE_M = 0.04
+
+# SMPL native frame (x left, y up, z forward) -> AMASS z-up world, facing +x.
+SMPL_TO_WORLD = Rotation.from_matrix([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+N_POSE_VALUES = 3 * (N_BODY_JOINTS + N_HAND_JOINTS)  # 156: the width of SMPL-H 'poses'
+N_BETAS = 16
+N_DMPLS = 8
+FOOT_JOINTS = (7, 8, 10, 11)  # left/right ankle, left/right foot (ball of the foot)
+
+SMPLH_KEYS = frozenset({"trans", "poses", "betas", "gender", "mocap_framerate", "dmpls"})
+SMPLX_KEYS = frozenset(
+    {
+        "trans",
+        "root_orient",
+        "pose_body",
+        "pose_hand",
+        "pose_jaw",
+        "pose_eye",
+        "poses",
+        "betas",
+        "num_betas",
+        "gender",
+        "mocap_frame_rate",
+        "surface_model_type",
+    }
+)
+
+_PELVIS, _L_HIP, _R_HIP, _SPINE1, _L_KNEE, _R_KNEE, _SPINE2 = 0, 1, 2, 3, 4, 5, 6
+_L_ANKLE, _R_ANKLE, _SPINE3, _L_FOOT, _R_FOOT, _NECK = 7, 8, 9, 10, 11, 12
+_L_COLLAR, _R_COLLAR, _HEAD, _L_SHOULDER, _R_SHOULDER = 13, 14, 15, 16, 17
+_L_ELBOW, _R_ELBOW, _L_WRIST, _R_WRIST = 18, 19, 20, 21
+
+_ARM_DOWN_DEG = 78.0  # from SMPL's T-pose to hanging beside the body, leaving ~12° of abduction
+_SWAY_SEED = 20240611  # fixed: the standing clip's postural sway is the same on every run
+
+# Sagittal joint angles of one gait cycle of normal walking, from heel strike (0 %) to the next
+# heel strike of the same leg (100 %; toe-off near 60 %). Curve shapes follow the typical
+# normal-cadence values in D. A. Winter, "Biomechanics and Motor Control of Human Movement"
+# (Wiley), and the textbook gait curves derived from it; the keypoints are our own approximate
+# reading of those shapes, joined by a periodic cubic spline. Degrees; flexion and ankle
+# dorsiflexion positive.
+#
+# The hip is given as the thigh's inclination to the vertical. The textbook hip curve (about +30°
+# at heel strike, -10° at its most extended) is set about 10° lower here and peaks in extension
+# at 50 %, flexing through pre-swing: with the published shape as it was, the leading foot was
+# still ~7 cm above its stance height at heel strike on this skeleton, and the trailing leg's
+# push-off carried the pelvis at twice the walking speed. The curve is then scaled as a whole
+# to fit the requested step length (see `_gait`).
+_THIGH_ANGLE = ((0, 20), (10, 18), (20, 11), (30, 2), (40, -7), (50, -13), (55, -12), (60, -8),
+                (70, 3), (80, 17), (88, 22), (95, 21))  # fmt: skip
+_KNEE_FLEXION = ((0, 5), (6, 12), (15, 18), (25, 12), (35, 5), (42, 4), (50, 10), (60, 38),
+                 (66, 53), (72, 60), (80, 52), (88, 30), (95, 10))  # fmt: skip
+_ANKLE_DORSIFLEXION = ((0, 0), (6, -7), (12, -3), (25, 5), (40, 10), (48, 8), (55, -5),
+                       (62, -18), (70, -9), (80, 1), (90, 3))  # fmt: skip
+_STANCE_END = 0.60  # toe-off, as a fraction of the cycle
+_DOUBLE_SUPPORT = 0.10  # each double-support period, as a fraction of the cycle
+_CYCLE_SAMPLES = 1000  # phase samples over one cycle when working out the root's travel
+
+
+# --- Small helpers -------------------------------------------------------------------------------
+
+
+def _periodic(keypoints: tuple[tuple[float, float], ...]) -> CubicSpline:
+    """A smooth 1-periodic curve (radians) through (percent of cycle, degrees) keypoints."""
+    x = np.array([p for p, _ in keypoints] + [100.0]) / 100.0
+    y = np.radians([v for _, v in keypoints] + [keypoints[0][1]])
+    return CubicSpline(x, y, bc_type="periodic")
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    """Minimum-jerk ramp from 0 to 1 over x in [0, 1] (clipped outside)."""
+    x = np.clip(x, 0.0, 1.0)
+    return x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
+
+
+def _rx(angle: np.ndarray) -> Rotation:
+    return Rotation.from_rotvec(np.asarray(angle)[:, None] * [1.0, 0.0, 0.0])
+
+
+def _ry(angle: np.ndarray) -> Rotation:
+    return Rotation.from_rotvec(np.asarray(angle)[:, None] * [0.0, 1.0, 0.0])
+
+
+def _rz(angle: np.ndarray) -> Rotation:
+    return Rotation.from_rotvec(np.asarray(angle)[:, None] * [0.0, 0.0, 1.0])
+
+
+def _root(r: Rotation) -> Rotation:
+    """Root orientation for a pelvis motion expressed in SMPL's native frame."""
+    return SMPL_TO_WORLD * r
+
+
+def _frames(duration_s: float, fps: float) -> np.ndarray:
+    """Frame times covering `duration_s` at `fps` (first and last frame included)."""
+    if not (fps > 0 and duration_s > 0):
+        raise ValueError(f"duration_s and fps must be positive, got {duration_s}, {fps}")
+    return np.arange(int(round(duration_s * fps)) + 1) / fps
+
+
+def _body_pose(n: int, joints: dict[int, Rotation]) -> np.ndarray:
+    """(T, 22, 3) axis-angle from per-joint rotations (absent joints stay at rest)."""
+    pose = np.zeros((n, N_BODY_JOINTS, 3))
+    for j, r in joints.items():
+        pose[:, j] = r.as_rotvec()
+    return pose
+
+
+def _to_amass(trans: np.ndarray, body_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SMPL-H arrays: trans (T, 3) and poses (T, 156) with zero finger rotations.
+
+    The translation is shifted horizontally so that the pelvis starts above the world origin
+    (AMASS adds SMPL's root rest position to `trans` unrotated, which would start it off-centre).
+    """
+    trans = np.array(trans, dtype=np.float64)
+    trans[:, :2] -= trans[0, :2] + mean_skeleton().rest_joints[0, :2]
+    poses = np.zeros((body_pose.shape[0], N_POSE_VALUES))
+    poses[:, : 3 * N_BODY_JOINTS] = body_pose.reshape(-1, 3 * N_BODY_JOINTS)
+    return trans, poses
+
+
+def _positions(trans: np.ndarray, body_pose: np.ndarray) -> np.ndarray:
+    return forward_kinematics_arrays(trans, body_pose, mean_skeleton()).positions
+
+
+def _floor_height(rel: np.ndarray) -> np.ndarray:
+    """trans z putting the lowest foot joint of either foot at the clearance, per frame."""
+    return FOOT_JOINT_CLEARANCE_M - rel[:, FOOT_JOINTS, 2].min(axis=1)
+
+
+def _planted(body_pose: np.ndarray) -> np.ndarray:
+    """Root translation keeping the feet where they are at frame 0, for a symmetric stance."""
+    rel = _positions(np.zeros((body_pose.shape[0], 3)), body_pose)
+    feet = rel[:, FOOT_JOINTS, :2].mean(axis=1)
+    trans = np.zeros((body_pose.shape[0], 3))
+    trans[:, :2] = -(feet - feet[0])
+    trans[:, 2] = _floor_height(rel)
+    return trans
+
+
+def _arms(
+    flex_l: np.ndarray, flex_r: np.ndarray, elbow_l: np.ndarray, elbow_r: np.ndarray
+) -> dict[int, Rotation]:
+    """Arms lowered from the T-pose, then flexed forward at the shoulder and at the elbow (rad)."""
+    down = np.full_like(flex_l, np.radians(_ARM_DOWN_DEG))
+    return {
+        _L_SHOULDER: _rx(-flex_l) * _rz(-down),
+        _R_SHOULDER: _rx(-flex_r) * _rz(down),
+        _L_ELBOW: _ry(-elbow_l),
+        _R_ELBOW: _ry(elbow_r),
+    }
+
+
+def _spine(total: Rotation) -> dict[int, Rotation]:
+    """Spread a trunk rotation evenly over the three spine joints (their product is `total`)."""
+    third = Rotation.from_rotvec(total.as_rotvec() / 3.0)
+    return {_SPINE1: third, _SPINE2: third, _SPINE3: third}
+
+
+# --- Walking -------------------------------------------------------------------------------------
+
+
+def _stance_weight(phase: np.ndarray) -> np.ndarray:
+    """1 while a foot carries the body, 0 in swing; blended over the double-support periods."""
+    phase = np.mod(phase, 1.0)
+    rise = _smoothstep(phase / _DOUBLE_SUPPORT)
+    fall = 1.0 - _smoothstep((phase - (_STANCE_END - _DOUBLE_SUPPORT)) / _DOUBLE_SUPPORT)
+    return np.minimum(rise, fall)
+
+
+def _gait_pose(phase_l: np.ndarray, hip_scale: float) -> np.ndarray:
+    """(T, 22, 3) body pose of a gait whose left leg is at `phase_l` (cycles) and faces +x."""
+    hip_c, knee_c, ankle_c = (
+        _periodic(_THIGH_ANGLE),
+        _periodic(_KNEE_FLEXION),
+        _periodic(_ANKLE_DORSIFLEXION),
+    )
+    phase_l = np.mod(phase_l, 1.0)
+    phase_r = np.mod(phase_l + 0.5, 1.0)
+    hip_l = hip_scale * hip_c(phase_l)
+    hip_r = hip_scale * hip_c(phase_r)
+    cycle = 2.0 * np.pi * phase_l
+
+    # Pelvis (native frame): transverse rotation forward on the side of the swinging leg (±4°,
+    # scaled with the step like the hip), obliquity dropping the swing side most in loading
+    # response (±4°), anterior tilt 3° ± 1.5° at twice the stride frequency.
+    yaw = -np.radians(4.0) * hip_scale * np.cos(cycle)
+    oblique = np.radians(4.0) * np.cos(cycle - 2.0 * np.pi * 0.15)
+    tilt = np.radians(3.0) + np.radians(1.5) * np.cos(2.0 * cycle)
+    pelvis = _ry(yaw) * _rz(oblique) * _rx(tilt)
+
+    # The hip absorbs the pelvis motion so each thigh swings in the sagittal plane (feet do not
+    # twist on the floor); the hip curve is read as the thigh's angle to the vertical.
+    joints: dict[int, Rotation] = {
+        _PELVIS: _root(pelvis),
+        _L_HIP: pelvis.inv() * _rx(-hip_l),
+        _R_HIP: pelvis.inv() * _rx(-hip_r),
+        _L_KNEE: _rx(knee_c(phase_l)),
+        _R_KNEE: _rx(knee_c(phase_r)),
+        _L_ANKLE: _rx(-ankle_c(phase_l)),
+        _R_ANKLE: _rx(-ankle_c(phase_r)),
+    }
+    # Trunk: thorax counter-rotates against the pelvis (70 % of its yaw the other way) and stays
+    # upright in the frontal and sagittal planes; the neck turns the head back to face forward.
+    thorax = _ry(-0.7 * yaw)
+    joints.update(_spine(pelvis.inv() * thorax))
+    joints[_NECK] = _ry(0.4 * yaw)
+    joints[_HEAD] = _ry(0.3 * yaw)
+    # Arms swing opposite to the leg on the same side, half the hip's excursion; elbows stay
+    # flexed and flex further as the arm swings forward.
+    flex_l = -0.5 * hip_l
+    flex_r = -0.5 * hip_r
+    joints.update(
+        _arms(
+            flex_l,
+            flex_r,
+            np.radians(20.0) + 0.5 * np.clip(flex_l, 0, None),
+            np.radians(20.0) + 0.5 * np.clip(flex_r, 0, None),
+        )
+    )
+    return _body_pose(phase_l.shape[0], joints)
+
+
+def _contact_rate(rel: np.ndarray) -> np.ndarray:
+    """(N, 2, 3) rate of change over one periodic cycle (per unit phase) of the point each foot
+    rolls over: the ankle (standing in for the heel) until the heel rises, then the ball.
+
+    Rates are blended, not points: as the contact moves from heel to ball the foot rolls forward
+    over the ground, it does not drag the body back by a foot length.
+    """
+    skeleton = mean_skeleton()
+    n = rel.shape[0]
+    rate = (np.roll(rel, -1, axis=0) - np.roll(rel, 1, axis=0)) * (n / 2.0)
+    out = np.empty((n, 2, 3))
+    for i, (ankle, ball) in enumerate(((_L_ANKLE, _L_FOOT), (_R_ANKLE, _R_FOOT))):
+        rest = SMPL_TO_WORLD.apply(skeleton.offsets[ball])
+        d = rel[:, ball] - rel[:, ankle]
+        toe_down = np.arctan2(-d[:, 2], np.linalg.norm(d[:, :2], axis=1)) - np.arctan2(
+            -rest[2], np.linalg.norm(rest[:2])
+        )
+        b = _smoothstep(toe_down / np.radians(1.5))[:, None]
+        out[:, i] = (1.0 - b) * rate[:, ankle] + b * rate[:, ball]
+    return out
+
+
+def _gait_cycle(hip_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Phase grid over one cycle (N + 1,) and the root's horizontal travel (N + 1, 2) along it.
+
+    The travel is what keeps the stance foot still: the root moves opposite to the rolling
+    contact of the foot carrying the body, blended over the double-support periods.
+    """
+    phase = np.arange(_CYCLE_SAMPLES) / _CYCLE_SAMPLES
+    rel = _positions(np.zeros((phase.size, 3)), _gait_pose(phase, hip_scale))
+    w_l = _stance_weight(phase)
+    weights = np.stack((w_l, 1.0 - w_l), axis=1)[:, :, None]
+    rate = -(weights * _contact_rate(rel)).sum(axis=1)[:, :2]
+    rate = np.concatenate((rate, rate[:1]))  # periodic: phase 1 is phase 0
+    travel = cumulative_trapezoid(rate, dx=1.0 / _CYCLE_SAMPLES, axis=0, initial=0.0)
+    return np.append(phase, 1.0), travel
+
+
+def _gait(
+    duration_s: float, fps: float, speed_m_s: float, cadence_steps_min: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A straight walk along +x at the given speed and cadence (steps per minute)."""
+    if not (speed_m_s > 0 and cadence_steps_min > 0):
+        raise ValueError(
+            f"speed and cadence must be positive, got {speed_m_s}, {cadence_steps_min}"
+        )
+    times = _frames(duration_s, fps)
+    stride = speed_m_s * 120.0 / cadence_steps_min  # two steps per stride
+
+    # The step length follows from the leg angles, so the hip excursion is scaled until one
+    # cycle covers the stride (secant iterations; the length is nearly linear in the scale).
+    def length(k: float) -> float:
+        return float(_gait_cycle(k)[1][-1, 0])
+
+    k0, k1 = 1.0, 1.2
+    s0, s1 = length(k0), length(k1)
+    for _ in range(10):
+        if abs(s1 - stride) < 1e-5 * stride or s1 == s0:
+            break
+        k0, k1, s0 = k1, k1 + (stride - s1) * (k1 - k0) / (s1 - s0), s1
+        s1 = length(k1)
+    phase, travel = _gait_cycle(k1)
+    if not (
+        0.3 < k1 < 1.6 and abs(s1 - stride) < 1e-3 * stride and np.all(np.diff(travel[:, 0]) > 0)
+    ):
+        raise ValueError(
+            f"{speed_m_s} m/s at {cadence_steps_min} steps/min needs an implausible step length"
+        )
+
+    # Time runs with distance: the phase at time t is the one whose travel is speed * t, so the
+    # pelvis advances at a constant speed while every foot on the floor stays put (the phase runs
+    # a little faster where the legs cover little ground). Real walking's forward speed wobbles
+    # by some percent within a step; the demo leaves that out.
+    distance = speed_m_s * times
+    cycles = np.floor(distance / travel[-1, 0])
+    within = np.interp(distance - cycles * travel[-1, 0], travel[:, 0], phase)
+    body_pose = _gait_pose(cycles + within, k1)
+    trans = np.zeros((times.size, 3))
+    trans[:, 0] = distance
+    trans[:, 1] = cycles * travel[-1, 1] + np.interp(within, phase, travel[:, 1])
+    trans[:, 2] = _floor_height(_positions(np.zeros((times.size, 3)), body_pose))
+    return _to_amass(trans, body_pose)
+
+
+def walking(
+    duration_s: float = 4.0,
+    fps: float = 120.0,
+    speed_m_s: float = 1.3,
+    cadence_steps_min: float = 110.0,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A straight-line walk along +x: (trans (T, 3), poses (T, 156), fps) in AMASS layout."""
+    trans, poses = _gait(duration_s, fps, speed_m_s, cadence_steps_min)
+    return trans, poses, float(fps)
+
+
+def slow_walking(
+    duration_s: float = 4.0,
+    fps: float = 60.0,
+    speed_m_s: float = 0.8,
+    cadence_steps_min: float = 85.0,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A slow straight-line walk along +x: (trans, poses, fps) in AMASS layout."""
+    return walking(duration_s, fps, speed_m_s, cadence_steps_min)
+
+
+# --- Standing, squat, arm raise ------------------------------------------------------------------
+
+
+def _sway(times: np.ndarray, rng: np.random.Generator, peak: float) -> np.ndarray:
+    """A smooth random sway signal (sum of slow sines, 0.1-0.6 Hz) with the given peak."""
+    freqs = rng.uniform(0.1, 0.6, size=5)
+    phases = rng.uniform(0.0, 2.0 * np.pi, size=5)
+    amps = rng.uniform(0.5, 1.0, size=5) / freqs
+    s = (amps * np.sin(2.0 * np.pi * freqs * times[:, None] + phases)).sum(axis=1)
+    s -= s.mean()
+    return peak * s / np.abs(s).max()
+
+
+def standing(duration_s: float = 3.0, fps: float = 60.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Quiet standing with millimetre postural sway and breathing: (trans, poses, fps)."""
+    times = _frames(duration_s, fps)
+    n = times.size
+    rng = np.random.default_rng(_SWAY_SEED)
+    reach = 0.87  # ankle to pelvis height, the inverted pendulum's length (m)
+    pitch = _sway(times, rng, 0.004) / reach  # forward-backward sway, ±4 mm at the pelvis
+    roll = _sway(times, rng, 0.002) / reach  # side to side, ±2 mm
+    breath = np.sin(2.0 * np.pi * times / 4.0)  # 15 breaths a minute
+    # The body sways as a rigid pendulum over flat feet: the legs tilt, the ankles take it back.
+    pelvis = _rx(pitch)
+    thigh = pelvis * _rz(roll)  # legs lean sideways like a parallelogram, pelvis kept level
+    ankle = thigh.inv()
+    zero, elbow = np.zeros(n), np.full(n, np.radians(10.0))
+    joints: dict[int, Rotation] = {
+        _PELVIS: _root(pelvis),
+        _L_HIP: _rz(roll),
+        _R_HIP: _rz(roll),
+        _L_ANKLE: ankle,
+        _R_ANKLE: ankle,
+        _SPINE3: _rx(-np.radians(0.6) * breath),  # the thorax extends a little on inhaling
+        _L_COLLAR: _rz(np.radians(0.5) * breath),  # and the shoulders rise
+        _R_COLLAR: _rz(-np.radians(0.5) * breath),
+    }
+    joints.update(_arms(zero, zero, elbow, elbow))
+    body_pose = _body_pose(n, joints)
+    trans, poses = _to_amass(_planted(body_pose), body_pose)
+    return trans, poses, float(fps)
+
+
+# Segment masses (fractions of body mass) and centre-of-mass positions along each segment
+# (proximal joint -> distal joint), after Winter's anthropometric table; head and trunk are lumped.
+_SEGMENTS = (
+    (_PELVIS, _NECK, 0.497, 0.5),  # trunk
+    (_NECK, _HEAD, 0.081, 1.0),  # head and neck
+    (_L_SHOULDER, _L_ELBOW, 0.028, 0.436),
+    (_R_SHOULDER, _R_ELBOW, 0.028, 0.436),
+    (_L_ELBOW, _L_WRIST, 0.022, 0.682),  # forearm and hand
+    (_R_ELBOW, _R_WRIST, 0.022, 0.682),
+    (_L_HIP, _L_KNEE, 0.100, 0.433),
+    (_R_HIP, _R_KNEE, 0.100, 0.433),
+    (_L_KNEE, _L_ANKLE, 0.0465, 0.433),
+    (_R_KNEE, _R_ANKLE, 0.0465, 0.433),
+    (_L_ANKLE, _L_FOOT, 0.0145, 0.5),
+    (_R_ANKLE, _R_FOOT, 0.0145, 0.5),
+)
+
+
+def centre_of_mass(positions: np.ndarray) -> np.ndarray:
+    """Approximate whole-body centre of mass (T, 3) from the 22 joint positions (T, 22, 3)."""
+    com = np.zeros(positions.shape[:1] + (3,))
+    for a, b, mass, along in _SEGMENTS:
+        com += mass * (positions[:, a] + along * (positions[:, b] - positions[:, a]))
+    return com
+
+
+def _squat_pose(depth: np.ndarray, lean: np.ndarray) -> np.ndarray:
+    """Body pose at squat depth 0..1 with this forward trunk lean (rad); feet stay flat."""
+    knee = np.radians(90.0) * depth
+    dorsi = np.radians(25.0) * depth
+    # Segment pitches about native x: pelvis `lean` forward, thigh forward by knee - dorsiflexion,
+    # shank forward by the dorsiflexion, foot level; each joint takes the difference.
+    pelvis = _rx(lean)
+    flex = np.radians(85.0) * depth  # arms reach forward for balance
+    joints: dict[int, Rotation] = {
+        _PELVIS: _root(pelvis),
+        _L_HIP: _rx(-(lean + knee - dorsi)),
+        _R_HIP: _rx(-(lean + knee - dorsi)),
+        _L_KNEE: _rx(knee),
+        _R_KNEE: _rx(knee),
+        _L_ANKLE: _rx(-dorsi),
+        _R_ANKLE: _rx(-dorsi),
+        _NECK: _rx(-0.4 * lean),  # the head comes partly back up to look ahead
+        _HEAD: _rx(-0.2 * lean),
+    }
+    elbow = np.full_like(flex, np.radians(8.0))
+    joints.update(_arms(flex, flex, elbow, elbow))
+    return _body_pose(depth.shape[0], joints)
+
+
+def squat(duration_s: float = 4.0, fps: float = 100.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """A controlled squat to ~90° knee flexion and back up, feet flat: (trans, poses, fps)."""
+    times = _frames(duration_s, fps)
+    u = times / times[-1]
+    # Stand 10 %, descend 35 %, hold 10 %, rise 35 %, stand 10 %.
+    depth = _smoothstep((u - 0.10) / 0.35) - _smoothstep((u - 0.55) / 0.35)
+    # Trunk lean per frame that keeps the centre of mass over the feet as in standing
+    # (bisection: the centre of mass moves forward monotonically with the lean).
+    target = _com_ahead_of_ankles(_squat_pose(np.zeros(1), np.zeros(1)))[0]
+    lo, hi = np.zeros_like(depth), np.full_like(depth, np.radians(80.0))
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        ahead = _com_ahead_of_ankles(_squat_pose(depth, mid)) > target
+        hi = np.where(ahead, mid, hi)
+        lo = np.where(ahead, lo, mid)
+    body_pose = _squat_pose(depth, 0.5 * (lo + hi))
+    trans, poses = _to_amass(_planted(body_pose), body_pose)
+    return trans, poses, float(fps)
+
+
+def _com_ahead_of_ankles(body_pose: np.ndarray) -> np.ndarray:
+    """How far (m, along +x) the centre of mass lies ahead of the mid-ankle point."""
+    rel = _positions(np.zeros((body_pose.shape[0], 3)), body_pose)
+    return centre_of_mass(rel)[:, 0] - rel[:, [_L_ANKLE, _R_ANKLE], 0].mean(axis=1)
+
+
+def arm_raise(duration_s: float = 3.0, fps: float = 60.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Standing; both arms raised forward to overhead and lowered again: (trans, poses, fps)."""
+    times = _frames(duration_s, fps)
+    u = times / times[-1]
+    # Rest 10 %, raise 37 %, hold 6 %, lower 37 %, rest 10 %.
+    lift = _smoothstep((u - 0.10) / 0.37) - _smoothstep((u - 0.53) / 0.37)
+    flex = np.radians(170.0) * lift
+    elbow = np.radians(10.0) - np.radians(5.0) * lift
+    joints: dict[int, Rotation] = {
+        _PELVIS: _root(Rotation.identity(times.size)),
+        _SPINE3: _rx(-np.radians(6.0) * lift),  # the upper back extends as the arms go overhead
+        _L_COLLAR: _rz(np.radians(10.0) * lift),  # and the shoulder girdle elevates
+        _R_COLLAR: _rz(-np.radians(10.0) * lift),
+    }
+    joints.update(_arms(flex, flex, elbow, elbow))
+    body_pose = _body_pose(times.size, joints)
+    trans, poses = _to_amass(_planted(body_pose), body_pose)
+    return trans, poses, float(fps)
+
+
+# --- Writers -------------------------------------------------------------------------------------
+
+
+def _betas(betas: np.ndarray | None) -> np.ndarray:
+    return np.zeros(N_BETAS) if betas is None else np.asarray(betas, dtype=np.float64)
+
+
+def _write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write an uncompressed .npz at exactly `path` (np.savez would append '.npz' otherwise)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def write_smplh_npz(
+    path: str | Path,
+    trans: np.ndarray,
+    poses: np.ndarray,
+    fps: float,
+    gender: str = "neutral",
+    betas: np.ndarray | None = None,
+    dtype: DTypeLike = np.float64,
+) -> Path:
+    """Write a clip in AMASS SMPL-H `_poses.npz` layout."""
+    n = trans.shape[0]
+    return _write_npz(
+        path,
+        {
+            "trans": np.asarray(trans, dtype=dtype),
+            "gender": np.array(gender),
+            "mocap_framerate": np.array(float(fps)),
+            "betas": _betas(betas).astype(dtype),
+            "dmpls": np.zeros((n, N_DMPLS), dtype=dtype),
+            "poses": np.asarray(poses, dtype=dtype),
+        },
+    )
+
+
+def write_smplx_npz(
+    path: str | Path,
+    trans: np.ndarray,
+    poses: np.ndarray,
+    fps: float,
+    gender: str = "neutral",
+    betas: np.ndarray | None = None,
+    dtype: DTypeLike = np.float32,
+    gender_as_bytes: bool = True,
+) -> Path:
+    """Write a clip (SMPL-H `poses`, T x 156) in AMASS SMPL-X `_stageii.npz` layout."""
+    poses = np.asarray(poses, dtype=np.float64)
+    n = poses.shape[0]
+    root, body, hands = poses[:, :3], poses[:, 3:66], poses[:, 66:156]
+    jaw, eyes = np.zeros((n, 3)), np.zeros((n, 6))
+    b = _betas(betas)
+    return _write_npz(
+        path,
+        {
+            "gender": np.array(gender.encode()) if gender_as_bytes else np.array(gender),
+            "surface_model_type": np.array("smplx"),
+            "mocap_frame_rate": np.array(float(fps)),
+            "trans": np.asarray(trans, dtype=dtype),
+            # SMPL-X order: root, body, jaw, left eye, right eye, left hand, right hand.
+            "poses": np.concatenate((root, body, jaw, eyes, hands), axis=1).astype(dtype),
+            "betas": b.astype(dtype),
+            "num_betas": np.array(b.size),
+            "root_orient": root.astype(dtype),
+            "pose_body": body.astype(dtype),
+            "pose_hand": hands.astype(dtype),
+            "pose_jaw": jaw.astype(dtype),
+            "pose_eye": eyes.astype(dtype),
+        },
+    )
+
+
+_README = """\
+Synthetic demo corpus, generated by msconvert (msconvert.datasets.demo).
+
+Every clip here was computed by msconvert's own code from joint-angle curves on a mean SMPL
+skeleton. None of it is motion capture, none of it comes from AMASS, and no SMPL model file was
+used. The files only copy AMASS's layout: *_poses.npz (SMPL-H), *_stageii.npz (SMPL-X) and a
+per-subject shape.npz, z-up world, metres, axis-angle rotations; every subject faces +x.
+"""
+
+
+def write_demo_corpus(root: str | Path) -> list[Path]:
+    """Write the synthetic AMASS-like demo tree under `root`; returns the clip files written."""
+    root = Path(root)
+    lab = root / "DemoLab"
+    s1, s2 = lab / "subject1", lab / "subject2"
+    paths = [
+        write_smplh_npz(s1 / "walking_poses.npz", *walking(fps=120.0)),
+        write_smplx_npz(s1 / "walking_slow_stageii.npz", *slow_walking(fps=60.0)),
+        write_smplh_npz(s1 / "standing_poses.npz", *standing(fps=60.0), dtype=np.float32),
+        write_smplh_npz(s2 / "squat_poses.npz", *squat(fps=100.0)),
+        write_smplh_npz(s2 / "arm_raise_poses.npz", *arm_raise(fps=30.0)),
+    ]
+    for subject in (s1, s2):  # AMASS keeps each subject's body shape beside its clips
+        _write_npz(
+            subject / "shape.npz", {"betas": np.zeros(N_BETAS), "gender": np.array("neutral")}
+        )
+    (root / "README.txt").write_text(_README)
+    return paths
+
+
+# --- Broken files --------------------------------------------------------------------------------
+
+BROKEN_DIR = "BrokenLab"
+GOOD_CLIP_IN_BROKEN = f"{BROKEN_DIR}/control/standing_poses.npz"
+
+BROKEN_REASONS: dict[str, str] = {
+    f"{BROKEN_DIR}/archive/truncated_poses.npz": "zip",
+    f"{BROKEN_DIR}/archive/random_bytes_poses.npz": "zip",
+    f"{BROKEN_DIR}/archive/zero_length_poses.npz": "empty",
+    f"{BROKEN_DIR}/archive/object_array_poses.npz": "pickle",
+    f"{BROKEN_DIR}/keys/missing_key_poses.npz": "missing key 'trans'",
+    f"{BROKEN_DIR}/layout/width_150_poses.npz": "shape",
+    f"{BROKEN_DIR}/layout/three_dims_poses.npz": "shape",
+    f"{BROKEN_DIR}/layout/length_mismatch_poses.npz": "frame",
+    f"{BROKEN_DIR}/layout/one_sample_poses.npz": "frame",
+    f"{BROKEN_DIR}/values/nan_rotation_poses.npz": "non-finite",
+    f"{BROKEN_DIR}/values/inf_position_poses.npz": "non-finite",
+    f"{BROKEN_DIR}/values/integer_rotation_poses.npz": "dtype",
+    f"{BROKEN_DIR}/values/alien_poses.npz": "gender",
+    f"{BROKEN_DIR}/rate/zero_rate_poses.npz": "frame rate",
+    f"{BROKEN_DIR}/rate/negative_rate_poses.npz": "frame rate",
+    f"{BROKEN_DIR}/rate/megahertz_rate_poses.npz": "frame rate",
+}
+"""Each broken file (relative path) -> a lowercase substring its one-line error must contain.
+
+The reader's messages (`datasets/amass.py`) are written to these. File names avoid containing
+their own substring, so that a message which merely repeats the path does not pass.
+"""
+
+
+def write_broken_corpus(root: str | Path) -> dict[str, str]:
+    """Write deliberately broken clip files plus one good clip; returns `BROKEN_REASONS`."""
+    root = Path(root)
+    trans, poses, fps = standing(duration_s=1.0, fps=30.0)
+    n = trans.shape[0]
+    good = root / GOOD_CLIP_IN_BROKEN
+    write_smplh_npz(good, trans, poses, fps)
+    data = good.read_bytes()
+
+    def smplh(rel: str, **changes: object) -> None:
+        """A valid SMPL-H file with some keys replaced (None drops the key)."""
+        arrays: dict[str, object] = {
+            "trans": trans,
+            "gender": np.array("neutral"),
+            "mocap_framerate": np.array(fps),
+            "betas": np.zeros(N_BETAS),
+            "dmpls": np.zeros((n, N_DMPLS)),
+            "poses": poses,
+        }
+        arrays.update(changes)
+        _write_npz(root / rel, {k: v for k, v in arrays.items() if v is not None})
+
+    def raw(rel: str, content: bytes) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(content)
+
+    nan_poses = poses.copy()
+    nan_poses[n // 2, 3 * _L_KNEE] = np.nan
+    inf_trans = trans.copy()
+    inf_trans[n // 3, 0] = np.inf
+    object_poses = poses.astype(object)  # loading it needs pickle
+
+    makers: dict[str, Callable[[str], None]] = {
+        "truncated_poses.npz": lambda rel: raw(rel, data[: len(data) // 2]),
+        "random_bytes_poses.npz": lambda rel: raw(
+            rel, np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+        ),
+        "zero_length_poses.npz": lambda rel: raw(rel, b""),
+        "object_array_poses.npz": lambda rel: smplh(rel, poses=object_poses),
+        "missing_key_poses.npz": lambda rel: smplh(rel, trans=None),
+        "width_150_poses.npz": lambda rel: smplh(rel, poses=poses[:, :150]),
+        "three_dims_poses.npz": lambda rel: smplh(rel, poses=poses.reshape(n, 52, 3)[:, :51]),
+        "length_mismatch_poses.npz": lambda rel: smplh(rel, trans=trans[:-5]),
+        "one_sample_poses.npz": lambda rel: smplh(
+            rel, trans=trans[:1], poses=poses[:1], dmpls=np.zeros((1, N_DMPLS))
+        ),
+        "nan_rotation_poses.npz": lambda rel: smplh(rel, poses=nan_poses),
+        "inf_position_poses.npz": lambda rel: smplh(rel, trans=inf_trans),
+        "integer_rotation_poses.npz": lambda rel: smplh(rel, poses=np.rint(poses).astype(np.int64)),
+        "alien_poses.npz": lambda rel: smplh(rel, gender=np.array("alien")),
+        "zero_rate_poses.npz": lambda rel: smplh(rel, mocap_framerate=np.array(0.0)),
+        "negative_rate_poses.npz": lambda rel: smplh(rel, mocap_framerate=np.array(-30.0)),
+        "megahertz_rate_poses.npz": lambda rel: smplh(rel, mocap_framerate=np.array(1e6)),
+    }
+    for rel in BROKEN_REASONS:
+        makers[Path(rel).name](rel)
+    return dict(BROKEN_REASONS)

@@ -1,0 +1,269 @@
+"""The simulation-backend interface, the `Recording` of one control step, and the sensors behind it.
+
+Every backend simulates the same *recording model*: the user's model compiled again from its spec
+with sensors added (muscle force, length and velocity; joint torques from actuators; whole-body
+centre of mass and its velocity; foot-floor contacts) and MuJoCo's automatic reset disabled, so a
+diverging environment shows up as non-finite values instead of silently restarting. Sensors do not
+change the physics. Both backends decode the sensor data with the same function (`decode`), so the
+recorded set is identical.
+
+Timing convention (MuJoCo's): a recorded row holds the state after a physics step, and the forces,
+lengths, torques and contacts computed during that step, i.e. at the state before it.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import mujoco
+import numpy as np
+
+from msconvert.emulator.model import (
+    describe_model,
+    floor_geom,
+    model_spec,
+    muscle_actuators,
+)
+
+FEET = ("left", "right")
+# Largest number of contacts MuJoCo makes between a plane and a geom of each type.
+_PLANE_CONTACTS = {
+    int(mujoco.mjtGeom.mjGEOM_SPHERE): 1,
+    int(mujoco.mjtGeom.mjGEOM_CAPSULE): 2,
+    int(mujoco.mjtGeom.mjGEOM_ELLIPSOID): 1,
+}
+_DEFAULT_PLANE_CONTACTS = 4  # boxes, cylinders and meshes
+_CONTACT_FIELDS = ("force", "pos", "normal", "tangent")  # 12 numbers per contact slot
+_REDUCE_MAXFORCE = 2  # contact sensor reduction: keep the strongest contacts if slots run out
+# Beyond this a state is treated as diverged (MuJoCo's own bad-state bound is 1e10).
+MAX_ABS_STATE = 1e8
+
+
+class Recording(NamedTuple):
+    """Recorded quantities, each (n_envs, n_rows, ...); n_rows is 1, or frame_skip when every
+    physics step is recorded. Forces in N, torques in N m, lengths in m, world frame."""
+
+    qpos: Any  # (.., nq)
+    qvel: Any  # (.., nv)
+    excitation: Any  # (.., M) muscle control u in [0, 1]
+    activation: Any  # (.., M)
+    force: Any  # (.., M) actuator_force: MuJoCo's sign, negative when the muscle pulls
+    length: Any  # (.., M) actuator (musculotendon) length
+    velocity: Any  # (.., M) actuator velocity
+    joint_torque: Any  # (.., J) qfrc_actuator at the hinge and slide joints (`joint_names`)
+    grf: Any  # (.., 2, 3) floor reaction force on each foot (left, right)
+    cop: Any  # (.., 2, 3) centre of pressure of each foot; NaN without contact
+    com: Any  # (.., 3) whole-model centre of mass
+    com_vel: Any  # (.., 3) its linear velocity
+
+
+# Dimension names of each recorded field, for labelled storage (xarray / Zarr).
+DIMS: dict[str, tuple[str, ...]] = {
+    "qpos": ("env", "step", "qpos"),
+    "qvel": ("env", "step", "qvel"),
+    "excitation": ("env", "step", "muscle"),
+    "activation": ("env", "step", "muscle"),
+    "force": ("env", "step", "muscle"),
+    "length": ("env", "step", "muscle"),
+    "velocity": ("env", "step", "muscle"),
+    "joint_torque": ("env", "step", "joint"),
+    "grf": ("env", "step", "foot", "xyz"),
+    "cop": ("env", "step", "foot", "xyz"),
+    "com": ("env", "step", "xyz"),
+    "com_vel": ("env", "step", "xyz"),
+}
+
+
+class Step(NamedTuple):
+    """What one control step returns: the new state, its recording and the diverged envs."""
+
+    state: Any  # backend-specific batched state
+    recording: Recording
+    diverged: Any  # (n_envs,) bool: non-finite or runaway state, or non-finite control
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """Where each recorded quantity sits in the recording model's qpos/act/ctrl and sensordata."""
+
+    muscle_names: tuple[str, ...]
+    joint_names: tuple[str, ...]  # hinge and slide joints: the columns of `joint_torque`
+    qpos_names: tuple[str, ...]
+    qvel_names: tuple[str, ...]
+    muscle_ctrl: np.ndarray  # (M,) actuator index of each muscle
+    muscle_act: np.ndarray  # (M,) index into act of each muscle's activation
+    force: np.ndarray  # (M,) sensordata addresses
+    length: np.ndarray
+    velocity: np.ndarray
+    joint_torque: np.ndarray  # (J,)
+    com: np.ndarray  # (3,)
+    com_vel: np.ndarray  # (3,)
+    contacts: np.ndarray  # (2, S, 12) addresses of each foot's contact slots; -1 = padding
+    nsensordata: int
+
+
+def recording_model(model: mujoco.MjModel) -> tuple[mujoco.MjModel, Layout]:
+    """The model recompiled with the recording sensors and no automatic reset, and its layout."""
+    spec = model_spec(model)
+    spec.option.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_AUTORESET)
+    for i, act in enumerate(spec.actuators):  # sensors refer to their objects by name
+        act.name = act.name or f"msconvert_actuator{i}"
+    for i, geom in enumerate(spec.geoms):
+        geom.name = geom.name or f"msconvert_geom{i}"
+    muscles = muscle_actuators(model)
+    names = [spec.actuators[int(i)].name for i in muscles]
+    sensor = mujoco.mjtSensor
+    obj = mujoco.mjtObj
+
+    def add(name: str, kind: mujoco.mjtSensor, objtype: mujoco.mjtObj, objname: str) -> None:
+        spec.add_sensor(name=f"msconvert:{name}", type=kind, objtype=objtype, objname=objname)
+
+    for n in names:
+        add(f"force:{n}", sensor.mjSENS_ACTUATORFRC, obj.mjOBJ_ACTUATOR, n)
+        add(f"length:{n}", sensor.mjSENS_ACTUATORPOS, obj.mjOBJ_ACTUATOR, n)
+        add(f"velocity:{n}", sensor.mjSENS_ACTUATORVEL, obj.mjOBJ_ACTUATOR, n)
+    scalar = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+    joints = [j for j in range(model.njnt) if int(model.jnt_type[j]) in scalar]
+    joint_names = [model.joint(j).name for j in joints]
+    for n in joint_names:
+        add(f"torque:{n}", sensor.mjSENS_JOINTACTFRC, obj.mjOBJ_JOINT, n)
+    world = model.body(0).name
+    add("com", sensor.mjSENS_SUBTREECOM, obj.mjOBJ_BODY, world)
+    add("com_vel", sensor.mjSENS_SUBTREELINVEL, obj.mjOBJ_BODY, world)
+
+    info = describe_model(model)
+    has_floor = any(g.size for g in info.foot_geoms.values())
+    field = mujoco.mjtConDataField
+    dataspec = sum(1 << int(getattr(field, f"mjCONDATA_{f.upper()}")) for f in _CONTACT_FIELDS)
+    feet_sensors: dict[str, list[tuple[str, int]]] = {side: [] for side in FEET}
+    if has_floor:
+        floor = spec.geoms[floor_geom(model)].name
+        for side in FEET:
+            for g in info.foot_geoms[side]:
+                slots = _PLANE_CONTACTS.get(int(model.geom_type[g]), _DEFAULT_PLANE_CONTACTS)
+                name = f"msconvert:contact:{side}:{spec.geoms[int(g)].name}"
+                s = spec.add_sensor(
+                    name=name,
+                    type=sensor.mjSENS_CONTACT,
+                    objtype=obj.mjOBJ_GEOM,
+                    objname=spec.geoms[int(g)].name,
+                    reftype=obj.mjOBJ_GEOM,
+                    refname=floor,
+                )
+                s.intprm = [dataspec, _REDUCE_MAXFORCE, slots]
+                feet_sensors[side].append((name, slots))
+    rec = spec.compile()
+
+    def adr(name: str) -> np.ndarray:
+        s = rec.sensor(name)
+        return np.arange(s.adr[0], s.adr[0] + s.dim[0])
+
+    width = 3 * len(_CONTACT_FIELDS)
+    n_slots = max([sum(n for _, n in feet_sensors[s]) for s in FEET] + [1])
+    contacts = -np.ones((len(FEET), n_slots, width), dtype=np.int64)
+    for f, side in enumerate(FEET):
+        rows = [adr(name).reshape(n, width) for name, n in feet_sensors[side]]
+        if rows:
+            block = np.concatenate(rows)
+            contacts[f, : len(block)] = block
+    layout = Layout(
+        muscle_names=tuple(names),
+        joint_names=tuple(joint_names),
+        qpos_names=info.qpos_names,
+        qvel_names=info.qvel_names,
+        muscle_ctrl=muscles,
+        muscle_act=rec.actuator_actadr[muscles] + rec.actuator_actnum[muscles] - 1,
+        force=np.array([adr(f"msconvert:force:{n}")[0] for n in names], dtype=np.int64),
+        length=np.array([adr(f"msconvert:length:{n}")[0] for n in names], dtype=np.int64),
+        velocity=np.array([adr(f"msconvert:velocity:{n}")[0] for n in names], dtype=np.int64),
+        joint_torque=np.array(
+            [adr(f"msconvert:torque:{n}")[0] for n in joint_names], dtype=np.int64
+        ),
+        com=adr("msconvert:com"),
+        com_vel=adr("msconvert:com_vel"),
+        contacts=contacts,
+        nsensordata=int(rec.nsensordata),
+    )
+    return rec, layout
+
+
+def decode(layout: Layout, qpos, qvel, act, ctrl, sensordata, xp=np) -> Recording:
+    """Assemble a `Recording` from states, controls and sensor data (any leading shape);
+    `xp` is numpy or jax.numpy, so both backends share this code."""
+    mask = layout.contacts >= 0
+    slots = xp.where(mask, sensordata[..., np.maximum(layout.contacts, 0)], 0.0)
+    f, pos, normal, tangent = (slots[..., 3 * i : 3 * i + 3] for i in range(4))
+    # Contact-frame force -> world; the sensor's frame points from the foot into the floor, so the
+    # floor's reaction on the foot is the negative.
+    world = -(f[..., :1] * normal + f[..., 1:2] * tangent + f[..., 2:3] * xp.cross(normal, tangent))
+    grf = world.sum(axis=-2)
+    fz = world[..., 2:3]
+    total = fz.sum(axis=-2)
+    has_contact = total > 1e-9
+    cop = xp.where(has_contact, (pos * fz).sum(axis=-2) / xp.where(has_contact, total, 1.0), xp.nan)
+    return Recording(
+        qpos=qpos,
+        qvel=qvel,
+        excitation=ctrl[..., layout.muscle_ctrl],
+        activation=act[..., layout.muscle_act],
+        force=sensordata[..., layout.force],
+        length=sensordata[..., layout.length],
+        velocity=sensordata[..., layout.velocity],
+        joint_torque=sensordata[..., layout.joint_torque],
+        grf=grf,
+        cop=cop,
+        com=sensordata[..., layout.com],
+        com_vel=sensordata[..., layout.com_vel],
+    )
+
+
+class Backend(abc.ABC):
+    """A batch of environments of one model, advanced one control step (frame_skip physics
+    steps at constant control) at a time; a diverged environment is flagged, never raised."""
+
+    kind: str
+    model: mujoco.MjModel  # the user's model
+    layout: Layout
+    n_envs: int
+    frame_skip: int
+    record_physics_steps: bool
+    n_diverged: int  # environments flagged diverged so far
+
+    @property
+    def control_dt(self) -> float:
+        return float(self.model.opt.timestep) * self.frame_skip
+
+    @abc.abstractmethod
+    def init(self, qpos, qvel, act=None) -> Any:
+        """A batched state from (n_envs, nq), (n_envs, nv), (n_envs, na) arrays, or single rows
+        broadcast to every env; act defaults to zeros."""
+
+    @abc.abstractmethod
+    def reset(self, state: Any, mask, qpos, qvel, act=None) -> Any:
+        """The state with the envs in `mask` (n_envs,) restarted from the given rows."""
+
+    @abc.abstractmethod
+    def step(self, state: Any, ctrl) -> Step:
+        """Advance every env by one control step with ctrl (n_envs, nu) held constant."""
+
+    def close(self) -> None:
+        """Release what the backend holds (threads); a no-op where nothing needs it."""
+        return None
+
+    @abc.abstractmethod
+    def arrays(self, state: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """qpos, qvel and act of a state as NumPy arrays."""
+
+
+def broadcast_state(model: mujoco.MjModel, n_envs: int, qpos, qvel, act) -> tuple[np.ndarray, ...]:
+    """(n_envs, nq), (n_envs, nv), (n_envs, na) float64 arrays from rows or batches."""
+    act = np.zeros(model.na) if act is None else act
+    out = []
+    for name, x, n in (("qpos", qpos, model.nq), ("qvel", qvel, model.nv), ("act", act, model.na)):
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape not in ((n,), (n_envs, n)):
+            raise ValueError(f"{name} must have shape ({n},) or ({n_envs}, {n}), got {x.shape}")
+        out.append(np.array(np.broadcast_to(x, (n_envs, n))))
+    return tuple(out)

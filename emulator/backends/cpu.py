@@ -1,0 +1,180 @@
+"""MuJoCo's C engine on all CPU cores, through `mujoco.rollout` and one persistent thread pool."""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import mujoco
+import numpy as np
+from mujoco import rollout
+
+from msconvert.emulator.backends.base import (
+    MAX_ABS_STATE,
+    Backend,
+    Step,
+    broadcast_state,
+    decode,
+    recording_model,
+)
+from msconvert.emulator.model import model_spec
+
+_FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
+
+
+class CpuState(NamedTuple):
+    """A batch of MuJoCo full-physics state vectors (time, qpos, qvel, act, ...)."""
+
+    physics: np.ndarray  # (n_envs, nstate)
+
+
+def _offsets(model: mujoco.MjModel) -> dict[int, slice]:
+    """Where each component of the full-physics state vector lies (components in bit order)."""
+    out, start = {}, 0
+    for bit in range(int(mujoco.mjtState.mjNSTATE)):
+        if int(_FULL) & (1 << bit):
+            size = mujoco.mj_stateSize(model, 1 << bit)
+            out[1 << bit] = slice(start, start + size)
+            start += size
+    return out
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class CpuBackend(Backend):
+    """Batched environments on MuJoCo's C engine; one `rollout` call per control step (two when
+    only the last physics step is recorded: sensors run on that step alone)."""
+
+    kind = "cpu"
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        n_envs: int,
+        frame_skip: int,
+        record_physics_steps: bool = False,
+        nthread: int | None = None,
+    ):
+        if n_envs < 1 or frame_skip < 1:
+            raise ValueError("n_envs and frame_skip must be at least 1")
+        self.model, self.n_envs, self.frame_skip = model, n_envs, frame_skip
+        self.record_physics_steps = record_physics_steps
+        self.recording, self.layout = recording_model(model)
+        # The intermediate steps run a sensor-free copy: same physics, no sensor cost.
+        spec = model_spec(model)
+        for s in list(spec.sensors):
+            spec.delete(s)
+        spec.option.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_AUTORESET)
+        self.plain = spec.compile()
+        self.nthread = min(nthread or available_cores(), n_envs)
+        self._pool = rollout.Rollout(nthread=self.nthread)
+        self._data_rec = [mujoco.MjData(self.recording) for _ in range(max(1, self.nthread))]
+        self._data_plain = [mujoco.MjData(self.plain) for _ in range(max(1, self.nthread))]
+        off = _offsets(self.recording)
+        self._time = off[int(mujoco.mjtState.mjSTATE_TIME)]
+        self._qpos = off[int(mujoco.mjtState.mjSTATE_QPOS)]
+        self._qvel = off[int(mujoco.mjtState.mjSTATE_QVEL)]
+        self._act = off[int(mujoco.mjtState.mjSTATE_ACT)]
+        self.nstate = mujoco.mj_stateSize(self.recording, _FULL)
+        rec_rows = frame_skip if record_physics_steps else 1
+        plain_rows = frame_skip - rec_rows
+        # Output buffers reused across calls (rollout writes into them in place).
+        self._ctrl_rec = np.zeros((n_envs, rec_rows, model.nu))
+        self._state_rec = np.zeros((n_envs, rec_rows, self.nstate))
+        self._sens_rec = np.zeros((n_envs, rec_rows, self.recording.nsensordata))
+        self._ctrl_plain = np.zeros((n_envs, plain_rows, model.nu))
+        self._state_plain = np.zeros((n_envs, plain_rows, self.nstate))
+        self._sens_plain = np.zeros((n_envs, plain_rows, 0))
+        self.n_diverged = 0
+
+    def close(self) -> None:
+        """Stop the thread pool."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def init(self, qpos, qvel, act=None) -> CpuState:
+        qpos, qvel, act = broadcast_state(self.model, self.n_envs, qpos, qvel, act)
+        data = mujoco.MjData(self.recording)
+        row = np.zeros(self.nstate)
+        mujoco.mj_getState(self.recording, data, row, _FULL)  # mocap and plugin defaults
+        physics = np.tile(row, (self.n_envs, 1))
+        physics[:, self._qpos], physics[:, self._qvel], physics[:, self._act] = qpos, qvel, act
+        return CpuState(physics)
+
+    def reset(self, state: CpuState, mask, qpos, qvel, act=None) -> CpuState:
+        fresh = self.init(qpos, qvel, act).physics
+        mask = np.asarray(mask, dtype=bool)
+        return CpuState(np.where(mask[:, None], fresh, state.physics))
+
+    def arrays(self, state: CpuState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = state.physics
+        return p[:, self._qpos].copy(), p[:, self._qvel].copy(), p[:, self._act].copy()
+
+    def _rollout(self, model, data, start, ctrl, out_state, out_sens) -> None:
+        self._pool.rollout(
+            model,
+            data,
+            start,
+            ctrl,
+            skip_checks=True,
+            nstep=ctrl.shape[1],
+            state=out_state,
+            sensordata=out_sens,
+            chunk_size=max(1, self.n_envs // (self.nthread * 4)),
+        )
+
+    def step(self, state: CpuState, ctrl) -> Step:
+        ctrl = np.asarray(ctrl, dtype=np.float64).reshape(self.n_envs, self.model.nu)
+        bad_ctrl = ~np.isfinite(ctrl).all(axis=1)
+        ctrl = np.where(np.isfinite(ctrl), ctrl, 0.0)  # MuJoCo would zero it silently
+        start = np.ascontiguousarray(state.physics)
+        if self._ctrl_plain.shape[1]:
+            self._ctrl_plain[:] = ctrl[:, None, :]
+            self._rollout(
+                [self.plain] * self.n_envs,
+                self._data_plain,
+                start,
+                self._ctrl_plain,
+                self._state_plain,
+                self._sens_plain,
+            )
+            start = np.ascontiguousarray(self._state_plain[:, -1])
+        self._ctrl_rec[:] = ctrl[:, None, :]
+        self._rollout(
+            [self.recording] * self.n_envs,
+            self._data_rec,
+            start,
+            self._ctrl_rec,
+            self._state_rec,
+            self._sens_rec,
+        )
+        rows = self._state_rec
+        # Copies: the buffers are overwritten by the next step.
+        qpos, qvel, act = (rows[..., s].copy() for s in (self._qpos, self._qvel, self._act))
+        final = rows[:, -1]
+        diverged = (
+            bad_ctrl
+            | ~np.isfinite(final).all(axis=1)
+            | (np.abs(final) > MAX_ABS_STATE).any(axis=1)
+            | ~np.isfinite(self._sens_rec).all(axis=(1, 2))
+        )
+        ctrl_rows = np.broadcast_to(ctrl[:, None, :], (*rows.shape[:2], self.model.nu))
+        rec = decode(self.layout, qpos, qvel, act, ctrl_rows, self._sens_rec)
+        new = final.copy()
+        if diverged.any():
+            # Keep the batch finite: a diverged env keeps its pre-step state, its rows are NaN.
+            new[diverged] = state.physics[diverged]
+            rec = type(rec)(*(np.where(_rows(diverged, x), np.nan, x) for x in rec))
+            self.n_diverged += int(diverged.sum())
+        return Step(CpuState(new), rec, diverged)
+
+
+def _rows(mask: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return mask.reshape(mask.shape + (1,) * (x.ndim - 1))

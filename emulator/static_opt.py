@@ -1,0 +1,1052 @@
+"""Static optimization: inverse dynamics, then each frame's muscle activations and excitations.
+
+The classic biomechanics answer to "which activations made this motion" (algorithm design §6): a
+baseline for the learned policies and their warm start. Per frame of a `Reference`:
+
+1. `mj_inverse` gives the generalized forces the motion needs. It runs every constraint through
+   MuJoCo's soft constraint model, inverted analytically: each contact, joint-limit and equality
+   row gets the force the forward model would produce at that penetration, velocity and
+   acceleration (no constraint is disabled). What we rely on, and why contacts have two modes:
+   - contacts="soft" keeps the floor forces exactly as MuJoCo's inverse computes them. They are
+     right for states MuJoCo itself simulated, but a retargeted clip whose feet only touch the
+     floor (< 1 mm penetration) gets almost no ground force from them: the root residual then
+     carries the body weight in stance, and the stance leg's joints never see it.
+   - contacts="estimate" (the default, ours, as in residual reduction) takes the floor's soft
+     forces back out and makes the force at every floor contact within `contact_distance` an
+     unknown instead (a four-edge friction pyramid; a small quadratic cost that grows with the
+     gap to the floor), solved together with the activations, so the ground force that best
+     explains the root's motion is found. Contacts between body parts are dropped unless
+     self_contacts=True (retargeted poses interpenetrate; their soft forces are spurious and
+     large). Joint limits keep their soft-model forces.
+   Equality constraints (MyoFullBody's 51 joint couplings) transmit whatever force they need:
+   their multipliers are free, so the muscles meet only the torques in the couplings' null space.
+2. Muscle force is affine in activation at a state, force = gain·act + bias, both read from
+   MuJoCo's own curves by `mj_fwdActuation` at act = 0 and 1; moment arms come from the sparse
+   actuator Jacobian.
+3. minimize Σ act² (or Σ act³) + w·‖root residual‖², act within bounds, with every non-root DoF
+   met exactly. "Exactly" is a `strict_weight` penalty on non-root residuals, which leaves them
+   far below 1e-3 N·m where the muscles can meet the torques; where they cannot, the same problem
+   is the least-squares fallback, and the frame is reported infeasible. The bounds are [0, 1],
+   narrowed (activation_dynamics=True) to what the previous frame's activation can reach in one
+   control interval, so the excitations below reproduce the activations without clipping. Solved
+   in the constraint space (~80 DoF prices after the couplings are projected out, against ~420
+   variables) by a primal active-set method warm-started from the previous frame.
+4. MuJoCo's muscle activation dynamics are inverted: the excitation held over a control interval
+   that takes the activation from one frame's value to the next's, clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import ctypes
+import functools
+import multiprocessing
+import numbers
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import mujoco
+import numpy as np
+from scipy.linalg.lapack import dposv as _posv
+
+from msconvert.emulator.model import ModelError, floor_geom, foot_contact_geoms, muscle_actuators
+from msconvert.emulator.retarget.reference import Reference
+
+COSTS = ("act2", "act3")
+CONTACT_MODES = ("soft", "estimate")
+FEASIBILITY_TOL = 1e-3  # N or N·m on a non-root DoF: above it a frame counts as infeasible
+_ACT3_FLOOR = 0.01  # keeps Σ act³'s reweighting from making idle muscles free (see _solve_act3)
+_ACT3_ITERATIONS = 8
+_QP_MAX_ITER = 300
+_CONTACT_GAP_SCALE = 0.005  # m: a candidate's force cost doubles at this gap to the floor
+_EQUALITY = int(mujoco.mjtConstraint.mjCNSTR_EQUALITY)
+_MUSCLE_DYN = int(mujoco.mjtDyn.mjDYN_MUSCLE)
+_FREE = int(mujoco.mjtJoint.mjJNT_FREE)
+_ONE_DOF = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+
+
+class StaticOptError(ValueError):
+    """Static optimization cannot run on this input; the message is one line naming the reason."""
+
+
+@dataclass(frozen=True, eq=False)
+class StaticOptResult:
+    """Per-frame activations, excitations, forces, root residuals and ground forces of a clip."""
+
+    fps: float
+    muscle_names: tuple[str, ...]
+    foot_names: tuple[str, ...]  # e.g. ('left', 'right'); empty when the feet are unknown
+    activation: np.ndarray  # (T, M) in [0, 1]
+    excitation: np.ndarray  # (T, M) in [0, 1], held over the control interval after each frame
+    excitation_clipped: np.ndarray  # (T, M) bool: the next activation was out of reach
+    force: np.ndarray  # (T, M) actuator force, N (MuJoCo's sign: muscles pull, so it is <= 0)
+    muscle_torque: np.ndarray  # (T, nv) generalized force of all muscles
+    residual_force: np.ndarray  # (T, 3) root residual force, world frame, N
+    residual_moment: np.ndarray  # (T, 3) root residual moment about the root origin, world, N·m
+    joint_residual: np.ndarray  # (T, nv) unmet generalized force on non-root DoFs (root: 0)
+    feasible: np.ndarray  # (T,) bool: every non-root DoF met within FEASIBILITY_TOL
+    grf: np.ndarray  # (T, F, 3) floor force on each foot, world frame, N
+    cop: np.ndarray  # (T, F, 3) centre of pressure of each foot on the floor (NaN when unloaded)
+    grf_total: np.ndarray  # (T, 3) floor force on the whole body, N
+    body_weight: float  # N
+    cost: str
+    contacts: str
+    metrics: dict[str, float]
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames."""
+        return int(self.activation.shape[0])
+
+    @property
+    def times(self) -> np.ndarray:
+        """Time of each frame, s."""
+        return np.arange(self.n_frames, dtype=np.float64) / self.fps
+
+
+def muscle_gain_bias(
+    model: mujoco.MjModel, data: mujoco.MjData, muscles: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gain, bias, moment (M, nv)) of the muscles at data's state; force = gain·act + bias.
+
+    The state's transmission must be computed (mj_forward, mj_inverse or mj_fwdPosition and
+    mj_fwdVelocity). data.act, data.ctrl and actuator outputs are left changed.
+    """
+    muscles = muscle_actuators(model) if muscles is None else muscles
+    _set_input(model, data, muscles, 0.0)
+    mujoco.mj_fwdActuation(model, data)
+    bias = data.actuator_force[muscles].copy()
+    _set_input(model, data, muscles, 1.0)
+    mujoco.mj_fwdActuation(model, data)
+    gain = data.actuator_force[muscles] - bias
+    moment = np.zeros((model.nu, model.nv))
+    mujoco.mju_sparse2dense(
+        moment, data.actuator_moment, data.moment_rownnz, data.moment_rowadr, data.moment_colind
+    )
+    return gain, bias, moment[muscles]
+
+
+def _set_input(
+    model: mujoco.MjModel, data: mujoco.MjData, muscles: np.ndarray, value: float
+) -> None:
+    # ctrl = act makes act_dot zero, so the force is gain·value + bias with or without actearly.
+    data.ctrl[muscles] = value
+    adr = model.actuator_actadr[muscles]
+    has_act = adr >= 0
+    data.act[adr[has_act] + model.actuator_actnum[muscles][has_act] - 1] = value
+
+
+def advance_activation(
+    act: np.ndarray, excitation: np.ndarray, dynprm: np.ndarray, timestep: float, steps: int
+) -> np.ndarray:
+    """Activation after `steps` Euler steps of MuJoCo's muscle dynamics with excitation held.
+
+    Mirrors mju_muscleDynamics: time constants tau_act·(0.5 + 1.5a) and tau_deact/(0.5 + 1.5a)
+    (a clamped to [0, 1]), a hard switch on sign(u − a) or, with dynprm[2] > 0, a quintic blend
+    over that width; the excitation is clamped to [0, 1]; Euler is how MuJoCo's Euler and
+    implicit integrators advance act.
+    """
+    a = np.array(act, dtype=np.float64)
+    u = np.clip(excitation, 0.0, 1.0)
+    t_act, t_deact, width = (np.broadcast_to(dynprm[..., i], a.shape) for i in range(3))
+    smooth = width > 0
+    for _ in range(steps):
+        ac = np.clip(a, 0.0, 1.0)
+        tau_a = t_act * (0.5 + 1.5 * ac)
+        tau_d = t_deact / (0.5 + 1.5 * ac)
+        du = u - a
+        tau = np.where(du > 0, tau_a, tau_d)
+        if smooth.any():
+            x = np.clip(du / np.where(smooth, width, 1.0) + 0.5, 0.0, 1.0)
+            blend = x**3 * (3 * x * (2 * x - 5) + 10)
+            tau = np.where(smooth, tau_d + (tau_a - tau_d) * blend, tau)
+        a = a + timestep * du / np.maximum(tau, mujoco.mjMINVAL)
+    return a
+
+
+def invert_activation_dynamics(
+    activation: np.ndarray, dynprm: np.ndarray, timestep: float, steps: int, tol: float = 1e-10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Excitations (T, M) that carry each frame's activation to the next one, and where it clipped.
+
+    The excitation is held for `steps` physics steps per frame; the last frame, which has no
+    successor, gets its steady state (excitation = activation).
+    """
+    a0, a1 = activation[:-1], activation[1:]
+    reach_lo, reach_hi = ActivationReach(dynprm, timestep, steps).bounds(a0)
+    u = np.where(a1 <= reach_lo, 0.0, np.where(a1 >= reach_hi, 1.0, np.nan))
+    clipped = (a1 < reach_lo - 1e-6) | (a1 > reach_hi + 1e-6)
+    rows, cols = np.nonzero(np.isnan(u))
+    start, target = a0[rows, cols], a1[rows, cols]
+    prm = np.asarray(dynprm, dtype=np.float64)[cols]
+    # With a constant time constant the end activation is u + (a0 − u)·r, r = (1 − h/τ)^steps:
+    # solved for u with τ at the mean activation, that is the first guess. Then secant steps
+    # (inside a bisection bracket) on the frames not yet done, the first one through the end of
+    # the bracket on the other side (u = 0 or 1, whose end activation is known).
+    mean = np.clip(0.5 * (start + target), 0.0, 1.0)
+    tau = np.where(target > start, prm[:, 0] * (0.5 + 1.5 * mean), prm[:, 1] / (0.5 + 1.5 * mean))
+    slope = 1.0 - (1.0 - timestep / np.maximum(tau, timestep)) ** steps
+    x = np.clip(start + (target - start) / slope, 0.0, 1.0)
+    lo, hi = np.zeros_like(x), np.ones_like(x)
+    f_lo, f_hi = reach_lo[rows, cols] - target, reach_hi[rows, cols] - target
+    x_old = f_old = None
+    solved = np.empty_like(x)
+    todo = np.arange(x.size)
+    for _ in range(60):
+        f = advance_activation(start, x, prm, timestep, steps) - target
+        done = np.abs(f) <= tol
+        solved[todo[done]] = x[done]
+        keep = ~done
+        if not keep.any():
+            break
+        if x_old is None:
+            x_old, f_old = np.where(f < 0, 1.0, 0.0), np.where(f < 0, f_hi, f_lo)
+        dx = x - x_old
+        secant = (f - f_old) / np.where(dx != 0, dx, 1.0)
+        slope = np.where((dx != 0) & (secant > 0), secant, slope)  # the end rises with u
+        todo, x, f, slope = todo[keep], x[keep], f[keep], slope[keep]
+        start, target, prm = start[keep], target[keep], prm[keep]
+        lo, hi = np.where(f < 0, x, lo[keep]), np.where(f > 0, x, hi[keep])
+        x_old, f_old = x, f
+        x = x - f / slope
+        x = np.where((x > lo) & (x < hi), x, 0.5 * (lo + hi))
+    else:
+        solved[todo] = x
+    u[rows, cols] = solved
+    excitation = np.concatenate([u, activation[-1:]], axis=0)
+    clipped = np.concatenate([clipped, np.zeros_like(clipped[-1:])], axis=0)
+    return np.clip(excitation, 0.0, 1.0), clipped
+
+
+class ActivationReach:
+    """The activations reachable within one control interval, from any activation.
+
+    Tabulated once per distinct dynprm (both ends: excitation 0 and 1 held for the interval) and
+    interpolated, so bounding each frame's activations by what the previous frame's can reach
+    costs microseconds.
+    """
+
+    def __init__(self, dynprm: np.ndarray, timestep: float, steps: int, size: int = 4097) -> None:
+        self.grid = np.linspace(0.0, 1.0, size)
+        prm, group = np.unique(np.asarray(dynprm, dtype=np.float64), axis=0, return_inverse=True)
+        self.prm, self.group = prm, group.ravel()
+        prm = np.repeat(self.prm[:, None, :], size, axis=1)
+        grid = np.broadcast_to(self.grid, prm.shape[:2])
+        self.low = advance_activation(grid, np.zeros_like(grid), prm, timestep, steps)
+        self.high = advance_activation(grid, np.ones_like(grid), prm, timestep, steps)
+
+    def bounds(self, act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lowest, highest) activation reachable from act (..., M) after one interval."""
+        act = np.asarray(act, dtype=np.float64)
+        lo, hi = np.empty_like(act), np.empty_like(act)
+        for g in range(self.prm.shape[0]):
+            sel = self.group == g
+            lo[..., sel] = np.interp(act[..., sel], self.grid, self.low[g])
+            hi[..., sel] = np.interp(act[..., sel], self.grid, self.high[g])
+        return np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
+
+
+def _solve_box_qp(
+    at: np.ndarray,
+    rhs: np.ndarray,
+    winv: np.ndarray,
+    h: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    x0: np.ndarray,
+    max_iter: int = _QP_MAX_ITER,
+) -> tuple[np.ndarray, int]:
+    """argmin ½Σh·x² + ½‖at·x − rhs‖²_W over lo ≤ x ≤ hi, W = winv⁻¹; (x, iterations).
+
+    iterations == max_iter: not converged (x is feasible, but not optimal).
+
+    A primal active-set method started from x0 (the previous frame's answer). Every linear solve
+    happens in the small constraint space (Woodbury: one k × k system, k = DoFs after the
+    couplings, instead of one in the ~420 variables): with a set of variables fixed at their
+    bounds, the price of each DoF is z = W(rhs − at·x) and the free variables are (atᵀz)/h. A
+    move to that subspace optimum that leaves the box is projected back when that still lowers
+    the objective (so many bounds are taken at once), else stopped at the first bound; at a
+    subspace optimum, fixed variables whose multiplier has the wrong sign are released. The k × k
+    matrix is updated by the columns that change rather than rebuilt. (A line-searched Newton
+    method on the dual, block pivoting and projected Newton all stall or cycle on this problem
+    when non-root torques are out of the muscles' reach: the strict weight makes it stiff.)
+    """
+    hinv = 1.0 / h
+    w = np.linalg.inv(winv)
+    at_t = at.T
+
+    def objective(x: np.ndarray) -> float:
+        r = at @ x - rhs
+        return float(0.5 * np.sum(h * x * x) + 0.5 * r @ w @ r)
+
+    x = np.clip(x0, lo, hi)
+    fixed = (x <= lo) | (x >= hi)
+    value = objective(x)
+    built_for = fixed.copy()  # the fixed set that k was last built for
+    k = winv + (at * np.where(fixed, 0.0, hinv)) @ at_t
+    updates = 0
+    for it in range(1, max_iter + 1):
+        changed = np.flatnonzero(fixed != built_for)
+        if changed.size > 20 or updates > 50:  # rebuild now and then: cheaper, and no drift
+            k = winv + (at * np.where(fixed, 0.0, hinv)) @ at_t
+            updates = 0
+        elif changed.size:
+            sign = np.where(fixed[changed], -hinv[changed], hinv[changed])
+            k += (at[:, changed] * sign) @ at_t[changed]
+            updates += 1
+        built_for = fixed.copy()
+        free = ~fixed
+        _, z, info = _posv(k, rhs - at @ np.where(fixed, x, 0.0))
+        if info != 0:
+            z = np.linalg.lstsq(k, rhs - at @ np.where(fixed, x, 0.0), rcond=None)[0]
+        q = at_t @ z
+        target = hinv * q
+        out = free & ((target < lo) | (target > hi))
+        if out.any():
+            trial = np.where(free, np.clip(target, lo, hi), x)
+            trial_value = objective(trial)
+            if trial_value < value:  # the projected step: several bounds at once
+                x, value = trial, trial_value
+                fixed |= out
+                continue
+            step = np.where(free, target - x, 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                reach = np.where(step < 0, (lo - x) / step, (hi - x) / step)
+            reach = np.where(out, np.maximum(reach, 0.0), np.inf)
+            alpha = float(reach.min())
+            block = reach <= alpha + 1e-12
+            x = np.where(free, x + alpha * step, x)
+            x[block] = np.where(step[block] < 0, lo[block], hi[block])
+            value = objective(x)
+            fixed |= block
+            continue
+        x = np.where(free, target, x)
+        value = objective(x)
+        tol = 1e-12 * (1.0 + np.abs(q))
+        wrong = np.where(x <= lo, q - h * lo - tol, h * hi - q - tol)
+        wrong = np.where(fixed & (lo < hi), wrong, -1.0)  # a pinned variable stays
+        release = wrong > 0
+        if not release.any():
+            return x, it
+        fixed &= ~release
+    return x, max_iter
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every frame's solve shares: the (possibly edited) model and index sets."""
+
+    model: mujoco.MjModel
+    muscles: np.ndarray
+    root_dofs: np.ndarray  # the free root joint's six DoFs (empty for a fixed base)
+    root_body: int
+    winv: np.ndarray  # (nv,) 1 / weight of each DoF's residual
+    eq_dependent: np.ndarray  # (neq,) the DoF each joint coupling fixes, -1 for other equalities
+    floor: int  # floor geom, -1 when the model has none
+    geom_foot: np.ndarray  # (ngeom,) index of the foot a geom belongs to, -1 if none
+    n_feet: int
+    contacts: str
+    self_contacts: bool
+    contact_weight: float
+    cost: str
+    dynamic: np.ndarray  # (M,) bool: muscles with MuJoCo's muscle activation dynamics
+    reach: ActivationReach | None  # bounds each frame's activations by the previous frame's
+
+
+@dataclass
+class _Frame:
+    """One frame's answer."""
+
+    activation: np.ndarray
+    force: np.ndarray
+    muscle_torque: np.ndarray
+    residual: np.ndarray  # (nv,) unmet generalized force (root rows: the root residual)
+    root_rotation: np.ndarray  # (3, 3)
+    grf: np.ndarray  # (F, 3)
+    cop: np.ndarray  # (F, 3)
+    grf_total: np.ndarray  # (3,)
+    iterations: int
+    converged: bool
+
+
+class _FrameSolver:
+    """One thread's solver: its own MjData, buffers and warm start."""
+
+    def __init__(self, setup: _Setup) -> None:
+        self.s = setup
+        self.data = mujoco.MjData(setup.model)
+        self.sparse = bool(mujoco.mj_isSparse(setup.model))
+        self.act: np.ndarray | None = None  # the previous frame's activations: the warm start
+        self.at_bound = np.zeros(0, dtype=int)  # -1/+1: those at their lower/upper bound
+        self.edge_force: dict[tuple[int, int], np.ndarray] = {}  # ... and contact forces
+
+    def solve(self, qpos: np.ndarray, qvel: np.ndarray, qacc: np.ndarray) -> _Frame:
+        """The next frame: inverse dynamics, muscle and contact columns, the QP, the outputs."""
+        s, m, d = self.s, self.s.model, self.data
+        d.qpos[:], d.qvel[:], d.qacc[:] = qpos, qvel, qacc
+        mujoco.mj_inverse(m, d)
+        need = d.qfrc_inverse.copy()
+        cand, others = self._contacts()
+        # Take soft contact forces back out: the floor's when they are unknowns instead, and
+        # those between body parts unless asked for (qfrc_inverse = ... − Jᵀ·efc_force).
+        removed = [self._rows(cand)] if s.contacts == "estimate" else []
+        if not s.self_contacts:
+            removed.append(self._rows(others))
+        rows = np.concatenate(removed) if removed else np.zeros(0, dtype=int)
+        if rows.size:
+            force = np.zeros(d.nefc)
+            force[rows] = d.efc_force[rows]
+            back = np.zeros(m.nv)
+            mujoco.mj_mulJacTVec(m, d, back, force)
+            need += back
+        gain, bias, moment = muscle_gain_bias(m, d, s.muscles)
+        # qfrc_actuator is left at muscle input 1: what remains after the muscles' gain is their
+        # passive (bias) force plus any non-muscle actuator's force at its current control.
+        rhs = need - d.qfrc_actuator + moment.T @ gain
+        a_mus = moment.T * gain  # (nv, M) generalized force per unit activation
+        cols, h_c, edges = self._contact_columns(cand)
+        a_full = np.concatenate([a_mus, cols], axis=1) if cols.size else a_mus
+        space = self._coupling_space()
+        at, rhs_t, winv_t = space.project(a_full), space.project(rhs), space.weights(s.winv)
+        n_mus = s.muscles.size
+        lo_m, hi_m = np.zeros(n_mus), np.ones(n_mus)
+        if s.reach is not None and self.act is not None:
+            # Only activations the previous frame's can reach in one interval: the excitations
+            # then reproduce them (no clipping), at the price of residuals where the motion asks
+            # for faster changes than the muscles allow.
+            lo_m[s.dynamic], hi_m[s.dynamic] = s.reach.bounds(self.act[s.dynamic])
+        lo = np.concatenate([lo_m, np.zeros(h_c.size)])
+        hi = np.concatenate([hi_m, np.full(h_c.size, np.inf)])
+        start = np.zeros(hi.size)
+        if self.act is not None:
+            # The previous answer, with the muscles that sat on a bound put on the new one: the
+            # set of muscles at their bounds changes little from frame to frame.
+            start[:n_mus] = np.where(
+                self.at_bound < 0, lo_m, np.where(self.at_bound > 0, hi_m, self.act)
+            )
+        keys = self._contact_keys(cand) if h_c.size else []
+        for k, key in enumerate(keys):  # contact forces: the previous frame's at the same spot
+            if key in self.edge_force:
+                start[n_mus + 4 * k : n_mus + 4 * k + 4] = self.edge_force[key]
+        if s.cost == "act2":
+            h = np.concatenate([np.full(n_mus, 2.0), h_c])
+            x, its = _solve_box_qp(at, rhs_t, winv_t, h, lo, hi, start)
+            converged = its < _QP_MAX_ITER
+        else:
+            x, its, converged = self._solve_act3(at, rhs_t, winv_t, h_c, lo, hi, start)
+        act = np.clip(x[:n_mus], 0.0, 1.0)
+        self.act = act
+        self.at_bound = np.where(act <= lo_m, -1, np.where(act >= hi_m, 1, 0))
+        self.edge_force = {key: x[n_mus + 4 * k : n_mus + 4 * k + 4] for k, key in enumerate(keys)}
+        # The unmet force the couplings cannot absorb: e = W⁻¹·N·z with z = W̃⁻¹(Nᵀ(rhs − A·x)).
+        unmet = s.winv * space.lift(np.linalg.solve(winv_t, rhs_t - at @ x))
+        muscle_force = gain * act + bias
+        grf, cop, total = self._ground_forces(cand, x[n_mus:], edges)
+        return _Frame(
+            activation=act,
+            force=muscle_force,
+            muscle_torque=moment.T @ muscle_force,
+            residual=unmet,
+            root_rotation=d.xmat[s.root_body].reshape(3, 3).copy(),
+            grf=grf,
+            cop=cop,
+            grf_total=total,
+            iterations=its,
+            converged=converged,
+        )
+
+    def _solve_act3(
+        self,
+        at: np.ndarray,
+        rhs: np.ndarray,
+        winv: np.ndarray,
+        h_c: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        start: np.ndarray,
+    ) -> tuple[np.ndarray, int, bool]:
+        """Σ act³ in place of Σ act²: (x, QP iterations, converged)."""
+        # Σ act³ by reweighted quadratics: with weights 1.5·(a + ε)·a², a fixed point meets the
+        # optimality conditions of Σ act³ + 1.5·ε·Σ act²; ε keeps idle muscles from being free
+        # (which makes the iteration oscillate). Weights start from the previous frame's answer.
+        n_mus = self.s.muscles.size
+        total, converged = 0, False
+        x = start
+        if self.act is None:
+            h = np.concatenate([np.full(n_mus, 2.0), h_c])
+            x, total = _solve_box_qp(at, rhs, winv, h, lo, hi, start)
+        weight = x[:n_mus].copy()
+        for _ in range(_ACT3_ITERATIONS):
+            h = np.concatenate([3.0 * (weight + _ACT3_FLOOR), h_c])
+            x_new, its = _solve_box_qp(at, rhs, winv, h, lo, hi, x)
+            total += its
+            change = float(np.max(np.abs(x_new[:n_mus] - x[:n_mus])))
+            x = x_new
+            weight = 0.5 * (weight + x[:n_mus])  # damped: plain reweighting can 2-cycle
+            if change < 1e-4 and its < _QP_MAX_ITER:
+                converged = True
+                break
+        return x, total, converged
+
+    def _contacts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Active contacts: those with the floor, and all others (between body parts)."""
+        d, floor = self.data, self.s.floor
+        geom = d.contact.geom[: d.ncon]
+        active = d.contact.efc_address[: d.ncon] >= 0
+        on_floor = (geom[:, 0] == floor) | (geom[:, 1] == floor)
+        return np.flatnonzero(active & on_floor), np.flatnonzero(active & ~on_floor)
+
+    def _rows(self, contacts: np.ndarray) -> np.ndarray:
+        """The efc rows of these contacts."""
+        d = self.data
+        cone = self.s.model.opt.cone == int(mujoco.mjtCone.mjCONE_ELLIPTIC)
+        rows = [np.zeros(0, dtype=int)]
+        for c in contacts:
+            dim = int(d.contact.dim[c])
+            n = dim if dim == 1 or cone else 2 * (dim - 1)  # pyramids have 2(dim-1) edges
+            rows.append(np.arange(d.contact.efc_address[c], d.contact.efc_address[c] + n))
+        return np.concatenate(rows)
+
+    def _contact_keys(self, cand: np.ndarray) -> list[tuple[int, int]]:
+        """(geom, n-th contact of that geom) per candidate: a frame-to-frame match."""
+        seen: dict[int, int] = {}
+        keys = []
+        for c in cand:
+            g = int(self.data.contact.geom[c].sum()) - self.s.floor  # the geom that is not floor
+            seen[g] = seen.get(g, -1) + 1
+            keys.append((g, seen[g]))
+        return keys
+
+    def _contact_columns(self, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Estimate mode: generalized force per unit edge force of each candidate's pyramid."""
+        s, m, d = self.s, self.s.model, self.data
+        if s.contacts != "estimate" or cand.size == 0:
+            return np.zeros((m.nv, 0)), np.zeros(0), np.zeros((0, 4, 3))
+        jacp = np.zeros((3, m.nv))
+        cols = np.empty((m.nv, 4 * cand.size))
+        edges = np.empty((cand.size, 4, 3))
+        h = np.empty(4 * cand.size)
+        for k, c in enumerate(cand):
+            con = d.contact[int(c)]
+            other = con.geom[1] if con.geom[0] == s.floor else con.geom[0]
+            frame = con.frame.reshape(3, 3)
+            # The frame's normal points from geom1 to geom2: up when the floor is geom1.
+            up = frame[0] if con.geom[0] == s.floor else -frame[0]
+            mu = float(con.friction[0])
+            t1, t2 = frame[1], frame[2]
+            edges[k] = np.stack([up + mu * t1, up - mu * t1, up + mu * t2, up - mu * t2])
+            mujoco.mj_jac(m, d, jacp, None, con.pos, int(m.geom_bodyid[other]))
+            cols[:, 4 * k : 4 * k + 4] = jacp.T @ edges[k].T
+            gap = max(float(con.dist), 0.0) / _CONTACT_GAP_SCALE
+            h[4 * k : 4 * k + 4] = 2.0 * s.contact_weight * (1.0 + gap * gap)
+        return cols, h, edges
+
+    def _ground_forces(
+        self, cand: np.ndarray, edge_force: np.ndarray, edges: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Floor force on each foot and on the whole body, and each foot's centre of pressure."""
+        s, m, d = self.s, self.s.model, self.data
+        grf = np.zeros((s.n_feet, 3))
+        moment_z = np.zeros((s.n_feet, 2))  # Σ p_xy·F_z, for the centre of pressure
+        total = np.zeros(3)
+        f6 = np.zeros(6)
+        for k, c in enumerate(cand):
+            con = d.contact[int(c)]
+            floor_first = con.geom[0] == s.floor
+            other = con.geom[1] if floor_first else con.geom[0]
+            if s.contacts == "estimate":
+                force = edge_force[4 * k : 4 * k + 4] @ edges[k]
+            else:
+                mujoco.mj_contactForce(m, d, int(c), f6)
+                force = con.frame.reshape(3, 3).T @ f6[:3]  # on geom2, world frame
+                force = force if floor_first else -force
+            total += force
+            foot = s.geom_foot[other]
+            if foot >= 0:
+                grf[foot] += force
+                moment_z[foot] += con.pos[:2] * force[2]
+        cop = np.full((s.n_feet, 3), np.nan)
+        loaded = grf[:, 2] > 1e-6
+        if loaded.any():
+            cop[loaded, :2] = moment_z[loaded] / grf[loaded, 2:3]
+            cop[loaded, 2] = d.geom_xpos[s.floor, 2]
+        return grf, cop, total
+
+    def _coupling_space(self) -> _CouplingSpace:
+        """The generalized forces the equality constraints leave to the muscles, this frame."""
+        s, m, d = self.s, self.s.model, self.data
+        ne = int(np.count_nonzero(d.efc_type[: d.nefc] == _EQUALITY))
+        if ne == 0:
+            return _CouplingSpace(m.nv)
+        jac = np.zeros((ne, m.nv))
+        if self.sparse:  # equality rows come first in MuJoCo's constraint order
+            mujoco.mju_sparse2dense(
+                jac, d.efc_J, d.efc_J_rownnz[:ne], d.efc_J_rowadr[:ne], d.efc_J_colind
+            )
+        else:
+            jac[:] = d.efc_J[: ne * m.nv].reshape(ne, m.nv)
+        dep = s.eq_dependent[d.efc_id[:ne]]
+        if (dep >= 0).all() and np.unique(dep).size == ne:
+            # Joint couplings: each row fixes one DoF from others, so those others span the
+            # space (dependent = −X·independent); much cheaper than an SVD.
+            indep = np.setdiff1d(np.arange(m.nv), dep)
+            try:
+                coupled = np.linalg.solve(jac[:, dep], jac[:, indep])
+                return _CouplingSpace(m.nv, indep=indep, dep=dep, coupled=coupled)
+            except np.linalg.LinAlgError:
+                pass
+        _, sv, vt = np.linalg.svd(jac, full_matrices=True)
+        rank = int(np.count_nonzero(sv > 1e-9 * max(float(sv[0]), 1e-300)))
+        return _CouplingSpace(m.nv, basis=vt[rank:].T)
+
+
+class _CouplingSpace:
+    """A basis N of the null space of the equality Jacobian J: forces J·y = 0 are left to muscles.
+
+    Either structured (independent DoFs I, dependent D = −X·I, from joint couplings), a dense
+    basis (an SVD, for other equality constraints), or the whole space when there are none.
+    """
+
+    def __init__(
+        self,
+        nv: int,
+        indep: np.ndarray | None = None,
+        dep: np.ndarray | None = None,
+        coupled: np.ndarray | None = None,
+        basis: np.ndarray | None = None,
+    ) -> None:
+        self.nv, self.indep, self.dep, self.coupled, self.basis = nv, indep, dep, coupled, basis
+
+    def project(self, a: np.ndarray) -> np.ndarray:
+        """Nᵀ·a for a with nv rows."""
+        if self.basis is not None:
+            return self.basis.T @ a
+        if self.coupled is None:
+            return a
+        return a[self.indep] - self.coupled.T @ a[self.dep]
+
+    def lift(self, z: np.ndarray) -> np.ndarray:
+        """N·z."""
+        if self.basis is not None:
+            return self.basis @ z
+        if self.coupled is None:
+            return z
+        out = np.empty(self.nv)
+        out[self.indep] = z
+        out[self.dep] = -self.coupled @ z
+        return out
+
+    def weights(self, winv: np.ndarray) -> np.ndarray:
+        """Nᵀ·diag(winv)·N, the residual weights' inverse in the reduced space."""
+        if self.basis is not None:
+            return (self.basis.T * winv) @ self.basis
+        if self.coupled is None:
+            return np.diag(winv)
+        x = self.coupled
+        return np.diag(winv[self.indep]) + (x.T * winv[self.dep]) @ x
+
+
+def _arrays(
+    reference: Reference | Mapping[str, Any], model: mujoco.MjModel
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """qpos, qvel, qacc and fps of a reference, checked against the model."""
+    if isinstance(reference, Reference):
+        raw = {k: getattr(reference, k) for k in ("qpos", "qvel", "qacc", "fps")}
+    elif isinstance(reference, Mapping):
+        missing = [k for k in ("qpos", "qvel", "qacc", "fps") if k not in reference]
+        if missing:
+            raise StaticOptError(f"reference lacks {', '.join(missing)}")
+        raw = {k: reference[k] for k in ("qpos", "qvel", "qacc", "fps")}
+    else:
+        raise StaticOptError(
+            f"reference must be a Reference or a mapping of qpos, qvel, qacc and fps, "
+            f"not {type(reference).__name__}"
+        )
+    try:
+        fps = float(raw["fps"])
+        arrays = {k: np.asarray(raw[k], dtype=np.float64) for k in ("qpos", "qvel", "qacc")}
+    except (TypeError, ValueError) as exc:
+        raise StaticOptError(f"reference is not numeric ({exc})") from exc
+    if not np.isfinite(fps) or fps <= 0:
+        raise StaticOptError(f"reference fps must be a positive number, not {fps}")
+    width = {"qpos": model.nq, "qvel": model.nv, "qacc": model.nv}
+    for key, arr in arrays.items():
+        if arr.ndim != 2 or arr.shape[1] != width[key]:
+            raise StaticOptError(
+                f"reference {key} has shape {arr.shape}, the model needs (T, {width[key]})"
+            )
+    n = arrays["qpos"].shape[0]
+    if any(arr.shape[0] != n for arr in arrays.values()):
+        shapes = ", ".join(f"{k} {a.shape}" for k, a in arrays.items())
+        raise StaticOptError(f"reference arrays disagree on the frame count: {shapes}")
+    if n < 2:
+        raise StaticOptError(f"reference has {n} frame(s); static optimization needs at least 2")
+    for key, arr in arrays.items():
+        bad = ~np.isfinite(arr).all(axis=1)
+        if bad.any():
+            raise StaticOptError(
+                f"reference {key} is not finite in {int(bad.sum())} frame(s), "
+                f"first at frame {int(np.argmax(bad))}"
+            )
+    return arrays["qpos"], arrays["qvel"], arrays["qacc"], fps
+
+
+def _feet(
+    model: mujoco.MjModel, feet: Mapping[str, Sequence[str]] | None
+) -> tuple[tuple[str, ...], list[np.ndarray]]:
+    """Foot names and their floor-contact geoms; None: the model's packaged correspondence."""
+    if feet is None:
+        from msconvert.emulator.retarget.correspondence import (
+            default_correspondence_path,
+            load_correspondence,
+        )
+        from msconvert.emulator.retarget.exceptions import CorrespondenceError
+
+        try:
+            feet = load_correspondence(default_correspondence_path(model)).feet
+        except CorrespondenceError:
+            return (), []
+    try:
+        return tuple(feet), [foot_contact_geoms(model, list(bodies)) for bodies in feet.values()]
+    except ModelError as exc:
+        raise StaticOptError(str(exc)) from exc
+
+
+def _setup(
+    model: mujoco.MjModel,
+    feet: Mapping[str, Sequence[str]] | None,
+    cost: str,
+    contacts: str,
+    residual_weight: float,
+    strict_weight: float,
+    contact_weight: float,
+    contact_distance: float,
+    activation_dynamics: bool,
+    self_contacts: bool,
+    fps: float,
+) -> tuple[_Setup, tuple[str, ...]]:
+    """Check the settings and prepare what every frame shares; also the foot names."""
+    if cost not in COSTS:
+        raise StaticOptError(f"cost must be one of {', '.join(COSTS)}, not {cost!r}")
+    if contacts not in CONTACT_MODES:
+        raise StaticOptError(
+            f"contacts must be one of {', '.join(CONTACT_MODES)}, not {contacts!r}"
+        )
+    for name, value in (
+        ("residual_weight", residual_weight),
+        ("strict_weight", strict_weight),
+        ("contact_weight", contact_weight),
+    ):
+        if not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
+            raise StaticOptError(f"{name} must be a positive number, not {value!r}")
+    if not (isinstance(contact_distance, numbers.Real) and 0 <= contact_distance < np.inf):
+        raise StaticOptError(f"contact_distance must be a distance >= 0, not {contact_distance!r}")
+    muscles = muscle_actuators(model)
+    if muscles.size == 0:
+        raise StaticOptError("model has no muscle actuators")
+    try:
+        floor = floor_geom(model)
+    except ModelError:
+        floor = -1
+    names, geoms = _feet(model, feet) if floor >= 0 else ((), [])
+    if contacts == "estimate" and floor >= 0:  # (without a floor there is nothing to estimate)
+        # A copy whose floor contacts are detected up to contact_distance away: those are the
+        # candidates whose forces become unknowns (their soft-model forces are taken back out).
+        model = copy.deepcopy(model)
+        model.geom_margin[floor] = float(contact_distance)
+    geom_foot = np.full(model.ngeom, -1)
+    for i, g in enumerate(geoms):
+        geom_foot[g] = i
+    free = np.flatnonzero(model.jnt_type == _FREE)
+    root_dofs = np.arange(6) + model.jnt_dofadr[free[0]] if free.size else np.zeros(0, int)
+    root_body = int(model.jnt_bodyid[free[0]]) if free.size else 0
+    # The solver minimizes ½Σh·x² + ½eᵀWe: h = 2 for Σ act², W = 2·weight for weight·‖e‖².
+    winv = np.full(model.nv, 0.5 / strict_weight)
+    winv[root_dofs] = 0.5 / residual_weight
+    dynamic = model.actuator_dyntype[muscles] == _MUSCLE_DYN
+    reach = None
+    if activation_dynamics and dynamic.any():
+        steps = _substeps(model, fps)
+        prm = model.actuator_dynprm[muscles[dynamic], :3]
+        reach = ActivationReach(prm, model.opt.timestep, steps)
+    eq_dependent = np.full(model.neq, -1)
+    for e in range(model.neq):
+        j = int(model.eq_obj1id[e])
+        if model.eq_type[e] == int(mujoco.mjtEq.mjEQ_JOINT) and model.jnt_type[j] in _ONE_DOF:
+            eq_dependent[e] = model.jnt_dofadr[j]
+    setup = _Setup(
+        model=model,
+        eq_dependent=eq_dependent,
+        muscles=muscles,
+        root_dofs=root_dofs,
+        root_body=root_body,
+        winv=winv,
+        floor=floor,
+        geom_foot=geom_foot,
+        n_feet=len(names),
+        contacts=contacts,
+        self_contacts=self_contacts,
+        contact_weight=contact_weight,
+        cost=cost,
+        dynamic=dynamic,
+        reach=reach,
+    )
+    return setup, names
+
+
+@functools.cache
+def _openblas_thread_controls() -> tuple[tuple[Callable[[int], None], Callable[[], int]], ...]:
+    """(set, get) thread-count functions of every OpenBLAS loaded in this process (Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+    except OSError:
+        return ()
+    controls = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "")):
+            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+                controls.append((setter, getter))
+                break
+    return tuple(controls)
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = [0, ()]  # active callers, and the thread counts to restore
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Hold OpenBLAS to one thread while inside; restored when the last caller leaves."""
+    # On these small products its threads spin and contend with ours (10x slower on 2 cores).
+    with _BLAS_LOCK:
+        if _BLAS_USERS[0] == 0:
+            controls = _openblas_thread_controls()
+            _BLAS_USERS[1] = tuple(get() for _, get in controls)
+            for set_threads, _ in controls:
+                set_threads(1)
+        _BLAS_USERS[0] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS[0] -= 1
+            if _BLAS_USERS[0] == 0:
+                for (set_threads, _), n in zip(
+                    _openblas_thread_controls(), _BLAS_USERS[1], strict=True
+                ):
+                    set_threads(n)
+
+
+def _substeps(model: mujoco.MjModel, fps: float) -> int:
+    """Physics steps per control interval (the excitation is held over them)."""
+    return max(1, int(round(1.0 / (fps * model.opt.timestep))))
+
+
+_WARMUP_FRAMES = 10  # a chunk after the first starts this early, for its warm start and bounds
+_FORK_JOB: tuple[_Setup, np.ndarray, np.ndarray, np.ndarray] | None = None
+_FORK_LOCK = threading.Lock()
+
+
+def _solve_range(
+    setup: _Setup, qpos: np.ndarray, qvel: np.ndarray, qacc: np.ndarray, span: tuple[int, int, int]
+) -> list[_Frame]:
+    """Frames start..stop−1, solved in order after warming up on frames first..start−1."""
+    first, start, stop = span
+    solver = _FrameSolver(setup)
+    out = []
+    for k in range(first, stop):
+        frame = solver.solve(qpos[k], qvel[k], qacc[k])
+        if k >= start:
+            out.append(frame)
+    return out
+
+
+def _solve_forked(span: tuple[int, int, int]) -> list[_Frame]:
+    """A forked worker's chunk; the job came with the fork, only the span and frames are sent."""
+    assert _FORK_JOB is not None
+    return _solve_range(*_FORK_JOB, span)
+
+
+def _solve_frames(
+    setup: _Setup,
+    qpos: np.ndarray,
+    qvel: np.ndarray,
+    qacc: np.ndarray,
+    threads: int,
+    processes: int,
+) -> tuple[list[_Frame], str]:
+    """Every frame, in contiguous chunks run by forked processes, threads or in this thread."""
+    n = qpos.shape[0]
+    workers = max(1, min(max(threads, processes), n // (2 * _WARMUP_FRAMES) or 1))
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    spans = [
+        (max(0, a - _WARMUP_FRAMES), a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    how = "serial"
+    with _single_threaded_blas():
+        if workers == 1:
+            chunks = [_solve_range(setup, qpos, qvel, qacc, spans[0])]
+        elif processes > 1 and _can_fork():
+            global _FORK_JOB
+            with _FORK_LOCK:  # the workers copy the job when they fork, at the pool's creation
+                _FORK_JOB = (setup, qpos, qvel, qacc)
+                try:
+                    pool = multiprocessing.get_context("fork").Pool(workers)
+                finally:
+                    _FORK_JOB = None
+            with pool:
+                chunks = pool.map(_solve_forked, spans)
+            how = f"{workers} processes"
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                chunks = list(pool.map(lambda sp: _solve_range(setup, qpos, qvel, qacc, sp), spans))
+            how = f"{workers} threads"
+    return [f for chunk in chunks for f in chunk], how
+
+
+def _can_fork() -> bool:
+    # A daemonic worker (multiprocessing.Pool) may not have children; fork exists on POSIX only.
+    return "fork" in multiprocessing.get_all_start_methods() and not (
+        multiprocessing.current_process().daemon
+    )
+
+
+def static_optimization(
+    reference: Reference | Mapping[str, Any],
+    model: mujoco.MjModel,
+    *,
+    cost: str = "act2",
+    residual_weight: float = 100.0,
+    strict_weight: float = 1e6,
+    contacts: str = "estimate",
+    contact_weight: float = 1e-3,
+    contact_distance: float = 0.02,
+    activation_dynamics: bool = True,
+    self_contacts: bool = False,
+    feet: Mapping[str, Sequence[str]] | None = None,
+    threads: int | None = None,
+    processes: int | None = None,
+) -> StaticOptResult:
+    """Activations, excitations and forces that reproduce each frame's inverse dynamics.
+
+    reference: a `Reference`, or a mapping with qpos (T, nq), qvel (T, nv), qacc (T, nv), fps.
+    The cost is Σ act² ('act2') or Σ act³ ('act3') + residual_weight·‖root residual‖² (N, N·m)
+    + strict_weight·‖other DoFs' residual‖² + contact_weight·Σ (estimated edge force, N)².
+    contacts: 'estimate' or 'soft' (module docstring); contact_distance (m): the largest gap at
+    which an estimated contact may push. activation_dynamics: bound each frame's activations by
+    what the previous frame's can reach. self_contacts: keep the soft forces of contacts between
+    body parts (off by default: retargeted poses interpenetrate, and MyoFullBody's own default
+    pose has the humeri 2 cm inside the thorax, pushed out with ~500 N·m at the shoulders).
+    feet: foot name -> body names (None: the model's packaged correspondence file, if any).
+    threads / processes: split the frames into this many contiguous chunks, solved in parallel
+    by threads or by forked processes (None: 1). Threads barely help (each frame's many small
+    NumPy steps hold the GIL); processes do.
+    """
+    started = time.perf_counter()
+    qpos, qvel, qacc, fps = _arrays(reference, model)
+    setup, foot_names = _setup(
+        model,
+        feet,
+        cost,
+        contacts,
+        residual_weight,
+        strict_weight,
+        contact_weight,
+        contact_distance,
+        activation_dynamics,
+        self_contacts,
+        fps,
+    )
+    n = qpos.shape[0]
+    done, parallel = _solve_frames(setup, qpos, qvel, qacc, int(threads or 1), int(processes or 1))
+    activation = np.stack([f.activation for f in done])
+    residual = np.stack([f.residual for f in done])
+    root = setup.root_dofs
+    if root.size:
+        rot = np.stack([f.root_rotation for f in done])
+        residual_force = residual[:, root[:3]]
+        residual_moment = np.einsum("tij,tj->ti", rot, residual[:, root[3:]])  # local -> world
+    else:
+        residual_force = residual_moment = np.zeros((n, 3))
+    joint_residual = residual.copy()
+    joint_residual[:, root] = 0.0
+    feasible = np.max(np.abs(joint_residual), axis=1) <= FEASIBILITY_TOL
+
+    m = setup.model
+    muscles, dynamic = setup.muscles, setup.dynamic
+    steps = _substeps(m, fps)
+    excitation = activation.copy()
+    clipped = np.zeros_like(activation, dtype=bool)
+    if dynamic.any():
+        u, c = invert_activation_dynamics(
+            activation[:, dynamic], m.actuator_dynprm[muscles[dynamic], :3], m.opt.timestep, steps
+        )
+        excitation[:, dynamic], clipped[:, dynamic] = u, c
+
+    grf_total = np.stack([f.grf_total for f in done])
+    gravity = float(np.linalg.norm(m.opt.gravity))
+    body_weight = float(m.body_subtreemass[setup.root_body]) * gravity
+    elapsed = time.perf_counter() - started
+    bw = body_weight if body_weight > 0 else np.nan
+    metrics = {
+        "static_opt.residual_force_pct_bw": float(
+            np.mean(np.linalg.norm(residual_force, axis=1)) / bw * 100
+        ),
+        "static_opt.residual_moment_nm": float(np.mean(np.linalg.norm(residual_moment, axis=1))),
+        "static_opt.fps": n / elapsed,
+        "static_opt.joint_residual_nm": float(np.mean(np.max(np.abs(joint_residual), axis=1))),
+        "static_opt.infeasible_pct": float(100.0 * np.mean(~feasible)),
+        "static_opt.excitation_clip_pct": float(100.0 * np.mean(clipped)),
+        "static_opt.activation_mean": float(np.mean(activation)),
+        "static_opt.grf_vertical_pct_bw": float(np.mean(grf_total[:, 2]) / bw * 100),
+        "static_opt.qp_iterations": float(np.mean([f.iterations for f in done])),
+        "static_opt.unconverged_pct": float(100.0 * np.mean([not f.converged for f in done])),
+    }
+    if setup.floor < 0:
+        floor_note = "the model has no floor"
+    elif contacts == "soft":
+        floor_note = "floor forces from MuJoCo's soft contact model (mj_inverse)"
+    else:
+        floor_note = f"floor forces estimated at contacts within {contact_distance} m"
+    interval = 1.0 / (fps * m.opt.timestep)
+    held = f"held for {steps} physics steps after each frame; last frame: steady state"
+    if abs(interval - steps) > 1e-6:
+        held += f" (a control interval is {interval:.3g} steps)"
+    notes = {"contacts": floor_note, "excitation": held, "parallel": parallel}
+    names = [m.actuator(int(i)).name for i in muscles]
+    return StaticOptResult(
+        fps=fps,
+        muscle_names=tuple(names),
+        foot_names=foot_names,
+        activation=activation,
+        excitation=excitation,
+        excitation_clipped=clipped,
+        force=np.stack([f.force for f in done]),
+        muscle_torque=np.stack([f.muscle_torque for f in done]),
+        residual_force=residual_force,
+        residual_moment=residual_moment,
+        joint_residual=joint_residual,
+        feasible=feasible,
+        grf=np.stack([f.grf for f in done]),
+        cop=np.stack([f.cop for f in done]),
+        grf_total=grf_total,
+        body_weight=body_weight,
+        cost=cost,
+        contacts=contacts,
+        metrics=metrics,
+        notes=notes,
+    )
