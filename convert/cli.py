@@ -7,6 +7,7 @@ import io
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,57 @@ def main() -> None:
 def _split(values: tuple[str, ...]) -> list[str]:
     """Options given repeatedly or comma-separated, flattened."""
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def conversion_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of every converting command (amass, retarget): body model, model, rates."""
+    for option in reversed(_CONVERSION_OPTIONS):
+        command = option(command)
+    return command
+
+
+_CONVERSION_OPTIONS = [
+    click.option(
+        "--body-models",
+        type=click.Path(exists=True, file_okay=False),
+        default=None,
+        help="Directory of your licensed SMPL-H/SMPL-X model files (.npz) for exact joints. "
+        "Without it a built-in mean-shape skeleton is used and betas are ignored.",
+    ),
+    click.option(
+        "--allow-pickle-body-models",
+        is_flag=True,
+        help="Also read .pkl body-model files (unpickling: only for files you trust).",
+    ),
+    click.option(
+        "--source-fps",
+        type=click.FloatRange(min=1.0, max=1000.0),
+        default=None,
+        help="Resample the stored source kinematics to this rate (slerp on rotations). "
+        "Default: keep each file's own rate.",
+    ),
+    click.option(
+        "--model",
+        "model_path",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="MJCF of the musculoskeletal model. Default: MyoFullBody (416 muscles).",
+    ),
+    click.option(
+        "--retarget-config",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="Correspondence file (JSON) mapping SMPL joints to the model's bodies. "
+        "Default: the one packaged for the model.",
+    ),
+    click.option(
+        "--control-hz",
+        type=click.FloatRange(min=10.0, max=500.0),
+        default=50.0,
+        show_default=True,
+        help="Rate of the retargeted reference (the control rate).",
+    ),
+]
 
 
 @main.command(context_settings=CONTEXT)
@@ -90,46 +142,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     default=None,
     help="Convert at most N clips (after include/exclude, in id order).",
 )
-@click.option(
-    "--body-models",
-    type=click.Path(exists=True, file_okay=False),
-    default=None,
-    help="Directory of your licensed SMPL-H/SMPL-X model files (.npz) for exact joints. "
-    "Without it a built-in mean-shape skeleton is used and betas are ignored.",
-)
-@click.option(
-    "--allow-pickle-body-models",
-    is_flag=True,
-    help="Also read .pkl body-model files (unpickling: only for files you trust).",
-)
-@click.option(
-    "--source-fps",
-    type=click.FloatRange(min=1.0, max=1000.0),
-    default=None,
-    help="Resample the stored source kinematics to this rate (slerp on rotations). "
-    "Default: keep each file's own rate.",
-)
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="MJCF of the musculoskeletal model. Default: MyoFullBody (416 muscles).",
-)
-@click.option(
-    "--retarget-config",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="Correspondence file (JSON) mapping SMPL joints to the model's bodies. "
-    "Default: the one packaged for the model.",
-)
-@click.option(
-    "--control-hz",
-    type=click.FloatRange(min=10.0, max=500.0),
-    default=50.0,
-    show_default=True,
-    help="Rate of the retargeted reference (the control rate).",
-)
+@conversion_options
 def amass(
     root: Path,
     out: str,
@@ -140,36 +153,24 @@ def amass(
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     limit: int | None,
-    body_models: str | None,
-    allow_pickle_body_models: bool,
-    source_fps: float | None,
-    model_path: str | None,
-    retarget_config: str | None,
-    control_hz: float,
+    **conversion: Any,
 ) -> None:
     """Convert an AMASS corpus (SMPL-H *_poses.npz, SMPL-X *_stageii.npz) into a catalog.
 
     ROOT is searched recursively; clip ids are the corpus-relative paths without the suffix
     (KIT/3/walking_slow08). Every clip ends up complete or failed with a one-line reason; the
     exit code is 1 when any clip failed.
+
+    \b
+    Examples:
+      msconvert amass ./AMASS --out catalog.zarr
+      msconvert amass ./AMASS --out catalog.zarr --include 'KIT/*' --limit 20 --until retarget
+      msconvert amass ./AMASS --out catalog.zarr --resume      # after a crash or Ctrl-C
     """
-    from msconvert.catalog import Catalog, CatalogError
-    from msconvert.convert.pipeline import (
-        IMPLEMENTED_STAGES,
-        PipelineOptions,
-        StageNotAvailableError,
-        check_until,
-        run_batch,
-    )
-    from msconvert.convert.progress import BatchProgress, summary_table
     from msconvert.datasets.amass import discover
     from msconvert.datasets.motion import MotionError
 
-    until = until or IMPLEMENTED_STAGES[-1]
-    try:
-        check_until(until)
-    except StageNotAvailableError as exc:
-        raise click.UsageError(str(exc)) from None
+    options = _pipeline_options(until, conversion)
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; pick one")
     try:
@@ -181,43 +182,112 @@ def amass(
             f"no AMASS clips (*_poses.npz, *_stageii.npz) under {root}"
             + (" matching the include/exclude patterns" if include or exclude else "")
         )
-    options = PipelineOptions(
-        until=until,
-        source_fps=source_fps,
-        body_models=body_models,
-        allow_pickle_body_models=allow_pickle_body_models,
-        model=model_path,
-        retarget_config=retarget_config,
-        control_hz=control_hz,
-    )
     _check_model(options)
+    catalog = _create_catalog(out, resume=resume, overwrite=overwrite)
+    n_workers = workers or (os.cpu_count() or 1 if len(sources) >= 8 else 1)
+    stderr.print(
+        f"Converting {len(sources)} clips from {root} to {out} (until {options.until}, "
+        f"{n_workers} worker{'s' if n_workers > 1 else ''})"
+    )
+    _convert(sources, catalog, out, options, workers=n_workers, resume=resume)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    metavar="CATALOG",
+    help="Catalog to write into; created when missing, other clips in it are kept.",
+)
+@click.option(
+    "--clip-id",
+    default=None,
+    help="Id of the clip in the catalog. Default: the file name without its suffix.",
+)
+@click.option(
+    "--until",
+    type=click.Choice(["ingest", "retarget", "train", "emulate"]),
+    default="retarget",
+    show_default=True,
+    help="Stop after this stage.",
+)
+@conversion_options
+def retarget(file: Path, out: str, clip_id: str | None, until: str, **conversion: Any) -> None:
+    """Retarget one AMASS file onto the model and write it as one clip of CATALOG.
+
+    A clip of the same id already in CATALOG is replaced.
+
+    \b
+    Example:
+      msconvert retarget walk_poses.npz --out catalog.zarr --model my_model.xml
+    """
+    from msconvert.catalog.schema import ClipIdError, sanitize_clip_id
+    from msconvert.datasets.amass import SUFFIXES, ClipSource, clip_id_for
+
+    options = _pipeline_options(until, conversion)
+    suffix = next((s for s in SUFFIXES if file.name.endswith(s)), None)
+    body_model = SUFFIXES[suffix] if suffix else "smplh"
     try:
-        exists = _catalog_exists(out)
-        if exists and not (resume or overwrite):
+        cid = sanitize_clip_id(clip_id) if clip_id else clip_id_for(file.name)
+    except ClipIdError as exc:
+        raise click.BadParameter(str(exc), param_hint="--clip-id") from None
+    source = ClipSource(path=file, relpath=file.name, clip_id=cid, body_model=body_model)
+    _check_model(options)
+    catalog = _create_catalog(out, resume=True, overwrite=False)
+    stderr.print(f"Retargeting {file} to {out} as clip {cid}")
+    _convert([source], catalog, out, options, workers=1, resume=False)
+
+
+def _pipeline_options(until: str | None, conversion: dict[str, Any]):  # noqa: ANN202
+    """PipelineOptions from the shared conversion options; a stage not built is a usage error."""
+    from msconvert.convert.pipeline import (
+        IMPLEMENTED_STAGES,
+        PipelineOptions,
+        StageNotAvailableError,
+        check_until,
+    )
+
+    until = until or IMPLEMENTED_STAGES[-1]
+    try:
+        check_until(until)
+    except StageNotAvailableError as exc:
+        raise click.UsageError(str(exc)) from None
+    model = conversion.pop("model_path")
+    return PipelineOptions(until=until, model=model, **conversion)
+
+
+def _create_catalog(out: str, *, resume: bool, overwrite: bool):  # noqa: ANN202 - Catalog
+    from msconvert.catalog import Catalog, CatalogError
+
+    try:
+        if _catalog_exists(out) and not (resume or overwrite):
             raise click.UsageError(
                 f"{out} already exists: pass --resume to continue it or --overwrite to replace it"
             )
-        catalog = Catalog.create(out, overwrite=overwrite)
+        return Catalog.create(out, overwrite=overwrite)
     except CatalogError as exc:
         raise click.UsageError(str(exc)) from None
 
-    n_workers = workers or (os.cpu_count() or 1 if len(sources) >= 8 else 1)
+
+def _convert(sources, catalog, out: str, options, *, workers: int, resume: bool) -> None:  # noqa: ANN001
+    """Run the batch with a progress bar, print the summary; exit 1 when any clip failed."""
+    from msconvert.convert.pipeline import run_batch
+    from msconvert.convert.progress import BatchProgress, summary_table
+
     if options.body_model_mode == "mean-skeleton":
         stderr.print(
             "[yellow]Body model:[/] built-in mean-shape SMPL skeleton; betas are ignored "
             "(pass --body-models DIR for exact SMPL-H/SMPL-X joints)."
         )
-    stderr.print(
-        f"Converting {len(sources)} clips from {root} to {out} (until {until}, "
-        f"{n_workers} worker{'s' if n_workers > 1 else ''})"
-    )
     try:
         with catalog, BatchProgress(len(sources), "clips") as bar:
             report = run_batch(
                 sources,
                 catalog,
                 options,
-                workers=n_workers,
+                workers=workers,
                 resume=resume,
                 on_outcome=bar.outcome,
                 on_skip=bar.skipped,
@@ -335,7 +405,7 @@ def ls_command(catalog: str, status: str | None, fmt: str, columns: str) -> None
                     r["clip"],
                     r["status"],
                     r["reason"],
-                    *(_fmt_metric(r["metrics"].get(k)) for k in metric_keys),
+                    *(_fmt_metric(r["metrics"].get(k), exact=True) for k in metric_keys),
                 ]
             )
         click.echo(buf.getvalue(), nl=False)
@@ -361,11 +431,11 @@ def ls_command(catalog: str, status: str | None, fmt: str, columns: str) -> None
     stdout.print(table)
 
 
-def _fmt_metric(v: Any) -> str:
+def _fmt_metric(v: Any, exact: bool = False) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return repr(v) if exact else f"{v:.4g}"
     return str(v)
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import xarray as xr
 
 from msconvert import __version__
-from msconvert.catalog import Catalog
+from msconvert.catalog import Catalog, CatalogError
 from msconvert.catalog.records import reference_dataset, source_dataset
 from msconvert.catalog.schema import STATUS_COMPLETE, STATUS_FAILED
 from msconvert.convert.executors import map_unordered
@@ -263,7 +263,12 @@ def run_batch(
             on_skip(report.skipped)
     try:
         for outcome in map_unordered(run_clip, todo, options, workers=workers, on_crash=_crashed):
-            _write(catalog, outcome)
+            try:
+                _write(catalog, outcome)
+            except CatalogError as exc:  # e.g. the id clashes with what an earlier run wrote
+                outcome = replace(
+                    outcome, status=STATUS_FAILED, stage="catalog", reason=str(exc), data=None
+                )
             if outcome.status == STATUS_COMPLETE:
                 report.completed += 1
                 report.frames += outcome.frames

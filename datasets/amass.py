@@ -88,6 +88,15 @@ def _with_counter(base: str, n: int) -> str:
         last = last[:-1]
 
 
+def _next_free(clip_id: str, taken: set[str]) -> str:
+    """The first `clip_id+N` (N >= 2) not in taken; it is added to taken."""
+    n = 2
+    while (candidate := _with_counter(clip_id, n)) in taken:
+        n += 1
+    taken.add(candidate)
+    return candidate
+
+
 def _matches(patterns: Sequence[str], clip_id: str, relpath: str) -> bool:
     """True when any glob matches the clip id or the relpath ('*' crosses '/')."""
     return any(fnmatch.fnmatchcase(clip_id, p) or fnmatch.fnmatchcase(relpath, p) for p in patterns)
@@ -108,6 +117,7 @@ def discover(
     suffix, passed through `sanitize_clip_id`. When several files share a sanitized id, the
     first by relpath keeps it and the others get `+2`, `+3`, ... (skipping ids already in use),
     computed over the whole corpus before filtering, so an id never depends on the filters.
+    A file whose id is also the folder of other clips gets the next free `+N` id too.
     include/exclude are fnmatch globs tried on the clip id and on the relpath (either matching
     counts); an empty include keeps everything. `limit` applies after filtering.
     """
@@ -146,15 +156,20 @@ def discover(
     ids = [clip_id_for(relpath) for relpath, _, _ in found]
     taken = set(ids)
     seen: set[str] = set()
+    for i, clip_id in enumerate(ids):
+        if clip_id in seen:
+            ids[i] = _next_free(clip_id, taken)
+        seen.add(ids[i])
+    # A clip id that is also a folder of other clips (`KIT/3_poses.npz` beside `KIT/3/...`) cannot
+    # be a Zarr group and a parent of groups at once: the file's clip moves to `KIT/3+2`.
+    folders = {
+        clip_id.rsplit("/", k)[0] for clip_id in ids for k in range(1, clip_id.count("/") + 1)
+    }
+    taken |= folders
+    ids = [_next_free(c, taken) if c in folders else c for c in ids]
+
     sources: list[ClipSource] = []
     for (relpath, path, model), clip_id in zip(found, ids, strict=True):
-        if clip_id in seen:
-            n = 2
-            while (candidate := _with_counter(clip_id, n)) in taken:
-                n += 1
-            taken.add(candidate)
-            clip_id = candidate
-        seen.add(clip_id)
         if include and not _matches(include, clip_id, relpath):
             continue
         if exclude and _matches(exclude, clip_id, relpath):

@@ -601,6 +601,16 @@ def test_discover_collisions_get_counters(tmp_path: Path) -> None:
     ]
 
 
+def test_discover_clip_that_is_also_a_folder_moves_aside(tmp_path: Path) -> None:
+    touch(tmp_path, "KIT/3_poses.npz", "KIT/3/walk_poses.npz", "KIT/3/run/fast_poses.npz")
+    by_rel = {s.relpath: s.clip_id for s in discover(tmp_path)}
+    assert by_rel == {
+        "KIT/3_poses.npz": "KIT/3+2",
+        "KIT/3/walk_poses.npz": "KIT/3/walk",
+        "KIT/3/run/fast_poses.npz": "KIT/3/run/fast",
+    }
+
+
 def test_discover_collision_on_long_names_stays_valid(tmp_path: Path) -> None:
     stem = "w" * 130  # longer than a clip id part may be: both truncate to the same id
     touch(tmp_path, f"{stem}1_poses.npz", f"{stem}2_poses.npz")

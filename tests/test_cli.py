@@ -302,3 +302,34 @@ def test_retarget_stage_writes_reference_arrays_and_metrics(mixed_catalog):
     assert len(info["attrs"]["model_sha256"]) == 64
     for name in ("reference_qvel", "reference_body_pos", "retarget_position_error"):
         assert info["arrays"][name]["dims"][0] == "time"
+
+
+def test_id_clashing_with_an_earlier_run_fails_that_clip_only(demo_corpus, tmp_path):
+    walking = next(demo_corpus.rglob("walking_poses.npz"))
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "A").mkdir(parents=True)
+    (second / "A/b").mkdir(parents=True)
+    (first / "A/b_poses.npz").write_bytes(walking.read_bytes())
+    (second / "A/b/c_poses.npz").write_bytes(walking.read_bytes())
+    (second / "A/d_poses.npz").write_bytes(walking.read_bytes())
+    out = tmp_path / "c.zarr"
+    assert run("amass", first, "--out", out, "--until", "ingest").exit_code == 0
+    # A second corpus into the same catalog: 'A/b/c' would sit inside the clip 'A/b'.
+    result = run("amass", second, "--out", out, "--until", "ingest", "--resume")
+    assert result.exit_code == 1, result.output
+    rows = {r["clip"]: r["status"] for r in ls_json(out)}
+    assert rows == {"A/b": "complete", "A/d": "complete"}
+    assert "A/b/c" in result.output and "inside clip" in result.output
+
+
+def test_retarget_one_file_into_a_catalog(demo_corpus, tmp_path):
+    walking = next(demo_corpus.rglob("walking_poses.npz"))
+    out = tmp_path / "one.zarr"
+    assert run("retarget", walking, "--out", out).exit_code == 0
+    again = run("retarget", walking, "--out", out, "--clip-id", "S1/walk", "--control-hz", "25")
+    assert again.exit_code == 0, again.output
+    rows = {r["clip"]: r for r in ls_json(out)}
+    assert set(rows) == {"walking", "S1/walk"}  # the second run adds, it does not replace
+    assert rows["walking"]["metrics"]["retarget.position_error_mm"] < 20
+    bad = run("retarget", walking, "--out", out, "--clip-id", "///")
+    assert bad.exit_code == 2 and "--clip-id" in bad.output
