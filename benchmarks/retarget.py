@@ -6,7 +6,7 @@ recipe: a FrameTask per correspondence, a PostureTask, a DampingTask, the joint 
 EqualityConstraintTask, a ConfigurationLimit, the daqp QP solver, the same iterations per frame.
 Runs pinned to one core; prints a line per clip and solver, and a JSON summary as the last line.
 
-    .venv/bin/python benchmarks/retarget.py [--seconds S] [--fps F] [--model PATH]
+    .venv/bin/python benchmarks/retarget.py [--json] [--seconds S] [--fps F] [--model PATH]
 """
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ import argparse
 import json
 import logging
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import mink
 import mujoco
 import numpy as np
 
-from msconvert.datasets.demo import walking
+from msconvert.datasets.amass import read_amass
+from msconvert.datasets.demo import slow_walking, standing, walking, write_smplh_npz
 from msconvert.datasets.kinematics import mean_skeleton
 from msconvert.emulator.model import load_model
 from msconvert.emulator.retarget import RetargetConfig, solve_ik
@@ -92,12 +95,28 @@ def mink_ik(
     return IKResult(qpos=out, iterations=used, seconds=time.perf_counter() - start)
 
 
+def _clips(seconds: float) -> list:
+    """The demo corpus's walk, slow walk and stance, read back through the AMASS reader."""
+    with tempfile.TemporaryDirectory() as tmp:
+        motions = []
+        for name, make in (
+            ("walking", walking),
+            ("slow_walking", slow_walking),
+            ("standing", standing),
+        ):
+            path = write_smplh_npz(Path(tmp, f"{name}_poses.npz"), *make(duration_s=seconds))
+            motions.append(read_amass(path, relpath=path.name, clip_id=name))
+        return motions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the walking clip")
     parser.add_argument("--fps", type=float, default=50.0, help="control rate")
     parser.add_argument("--model", default=None, help="MJCF path (default MyoFullBody)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON summary")
     args = parser.parse_args()
+    say = (lambda *a: None) if args.json else print
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, for both solvers
     logging.getLogger("mink").setLevel(logging.ERROR)  # its per-step limit warnings
 
@@ -105,7 +124,7 @@ def main() -> None:
     config = RetargetConfig(fps=args.fps)
     skeleton = mean_skeleton()
     totals = {"ours": [], "mink": []}
-    for motion in (walking(seconds=args.seconds),):  # the demo corpus's walk
+    for motion in _clips(args.seconds):
         targets = prepare_targets(motion, model, config, skeleton)
         b, p, q = targets.binding, targets.positions, targets.quats
         for name, solver in (("ours", solve_ik), ("mink", mink_ik)):
@@ -113,7 +132,7 @@ def main() -> None:
             ref = build_reference(model, targets, ik.qpos, ik.fps, config)
             row = {k: ref.metrics[f"retarget.{k}"] for k in KEYS}
             totals[name].append((ref.n_frames, ik.seconds, row))
-            print(motion.clip_id, name, json.dumps({k: round(v, 3) for k, v in row.items()}))
+            say(motion.clip_id, name, json.dumps({k: round(v, 3) for k, v in row.items()}))
     summary = {}
     for name, rows in totals.items():
         frames = sum(r[0] for r in rows)
