@@ -152,9 +152,32 @@ def parity(n_envs: int = 4, control_steps: int = 200, frame_skip: int = 5) -> di
     return {"parity_max_abs_err": err["qpos"], "parity_max_abs_err_by_field": err}
 
 
-def static_opt_speed() -> dict:
-    # --- static_opt_fps: to be measured here by the owner of emulator/static_opt.py. ---
-    return {}
+def static_opt_speed(seconds: float = 4.0) -> dict:
+    """4. Static optimization on MyoFullBody: the demo walk, retargeted at 50 Hz, on 2 cores."""
+    import tempfile
+    from pathlib import Path
+
+    from msconvert.datasets.amass import read_amass
+    from msconvert.datasets.demo import walking, write_smplh_npz
+    from msconvert.emulator.retarget import RetargetConfig, retarget
+    from msconvert.emulator.static_opt import static_optimization
+
+    model = load_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_smplh_npz(Path(tmp, "walk_poses.npz"), *walking(duration_s=seconds))
+        motion = read_amass(path, relpath=path.name, clip_id="walk")
+    reference = retarget(motion, model, RetargetConfig(fps=50.0))
+    out = {}
+    for processes in (1, 2):
+        t0 = time.perf_counter()
+        result = static_optimization(reference, model, processes=processes)
+        fps = reference.n_frames / (time.perf_counter() - t0)
+        print(f"static-opt MyoFullBody, {processes} process(es): {fps:.1f} frames/s")
+        out[f"static_opt_fps_{processes}proc"] = round(fps, 1)
+    out["static_opt_fps"] = out["static_opt_fps_2proc"]
+    for key in ("residual_force_pct_bw", "residual_moment_nm", "infeasible_pct"):
+        out[f"static_opt_{key}"] = round(result.metrics[f"static_opt.{key}"], 3)
+    return out
 
 
 def main() -> None:

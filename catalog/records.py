@@ -13,6 +13,7 @@ from msconvert.catalog.schema import DIM_JOINT, DIM_QUAT, DIM_SOURCE_TIME, DIM_T
 from msconvert.datasets.kinematics import JointTrajectory
 from msconvert.datasets.motion import Motion
 from msconvert.emulator.retarget.reference import Reference
+from msconvert.emulator.static_opt import StaticOptResult
 
 XYZ = ("x", "y", "z")
 WXYZ = ("w", "x", "y", "z")
@@ -119,6 +120,61 @@ def reference_dataset(ref: Reference) -> xr.Dataset:
             (t,),
             ref.ground_shift_m.astype(np.float32),
             {"units": "m", "description": "vertical root shift that put the feet on the floor"},
+        ),
+    }
+    return xr.Dataset(data_vars=data, coords=coords)
+
+
+RESIDUAL_COMPONENTS = ("fx", "fy", "fz", "mx", "my", "mz")
+
+
+def static_opt_dataset(result: StaticOptResult, times: np.ndarray) -> xr.Dataset:
+    """Static optimization's muscle solution per reference frame (the `static-opt` method)."""
+    t, m = DIM_TIME, "muscle"
+    feet = result.foot_names or tuple(f"foot{i}" for i in range(result.grf.shape[1]))
+    coords = {
+        DIM_TIME: (DIM_TIME, np.asarray(times, np.float64), {"units": "s"}),
+        m: (m, np.asarray(result.muscle_names)),
+        "foot": ("foot", np.asarray(feet)),
+        DIM_XYZ: (DIM_XYZ, np.asarray(XYZ)),
+        "residual_component": ("residual_component", np.asarray(RESIDUAL_COMPONENTS)),
+    }
+    residual = np.concatenate([result.residual_force, result.residual_moment], axis=1)
+    data = {
+        "activation": (
+            (t, m),
+            result.activation.astype(np.float32),
+            {"units": "1", "range": "0..1"},
+        ),
+        "excitation": (
+            (t, m),
+            result.excitation.astype(np.float32),
+            {"units": "1", "range": "0..1", "description": "neural input held after each frame"},
+        ),
+        "muscle_force": (
+            (t, m),
+            (-result.force).astype(np.float32),
+            {"units": "N", "description": "muscle tension, >= 0 (MuJoCo's actuator_force negated)"},
+        ),
+        "grf": (
+            (t, "foot", DIM_XYZ),
+            result.grf.astype(np.float32),
+            {"units": "N", "description": "floor reaction force on each foot, world frame"},
+        ),
+        "cop": (
+            (t, "foot", DIM_XYZ),
+            result.cop.astype(np.float32),
+            {"units": "m", "description": "centre of pressure per foot; NaN when unloaded"},
+        ),
+        "residual": (
+            (t, "residual_component"),
+            residual.astype(np.float32),
+            {"units": "N and N m", "description": "root residual force and moment, world frame"},
+        ),
+        "static_opt_feasible": (
+            (t,),
+            result.feasible.astype(bool),
+            {"description": "every non-root DoF's torque met by the muscles"},
         ),
     }
     return xr.Dataset(data_vars=data, coords=coords)

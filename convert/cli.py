@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,21 @@ def conversion_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _CONVERSION_OPTIONS = [
+    click.option(
+        "--method",
+        type=click.Choice(["rl", "static-opt"]),
+        default="rl",
+        show_default=True,
+        help="rl: learn a muscle policy per clip (train, emulate). static-opt: inverse dynamics "
+        "+ static optimization per frame, the fast classic answer (no policy).",
+    ),
+    click.option(
+        "--static-opt-cost",
+        type=click.Choice(["act2", "act3"]),
+        default="act2",
+        show_default=True,
+        help="static-opt: minimize the sum of activations squared or cubed.",
+    ),
     click.option(
         "--body-models",
         type=click.Path(exists=True, file_okay=False),
@@ -108,7 +124,8 @@ _CONVERSION_OPTIONS = [
     "--until",
     type=click.Choice(["ingest", "retarget", "train", "emulate"]),
     default=None,
-    help="Stop after this stage. Default: the last stage this version implements (retarget).",
+    help="Stop after this stage. Default: the last stage the method implements "
+    "(rl: retarget for now; static-opt: emulate).",
 )
 @click.option(
     "--resume",
@@ -185,6 +202,8 @@ def amass(
     _check_model(options)
     catalog = _create_catalog(out, resume=resume, overwrite=overwrite)
     n_workers = workers or (os.cpu_count() or 1 if len(sources) >= 8 else 1)
+    if n_workers == 1:  # clips one at a time: let static optimization use the cores
+        options = replace(options, static_opt_processes=_cores())
     stderr.print(
         f"Converting {len(sources)} clips from {root} to {out} (until {options.until}, "
         f"{n_workers} worker{'s' if n_workers > 1 else ''})"
@@ -235,6 +254,7 @@ def retarget(file: Path, out: str, clip_id: str | None, until: str, **conversion
         raise click.BadParameter(str(exc), param_hint="--clip-id") from None
     source = ClipSource(path=file, relpath=file.name, clip_id=cid, body_model=body_model)
     _check_model(options)
+    options = replace(options, static_opt_processes=_cores())
     catalog = _create_catalog(out, resume=True, overwrite=False)
     stderr.print(f"Retargeting {file} to {out} as clip {cid}")
     _convert([source], catalog, out, options, workers=1, resume=False)
@@ -243,19 +263,25 @@ def retarget(file: Path, out: str, clip_id: str | None, until: str, **conversion
 def _pipeline_options(until: str | None, conversion: dict[str, Any]):  # noqa: ANN202
     """PipelineOptions from the shared conversion options; a stage not built is a usage error."""
     from msconvert.convert.pipeline import (
-        IMPLEMENTED_STAGES,
         PipelineOptions,
         StageNotAvailableError,
         check_until,
+        default_until,
     )
 
-    until = until or IMPLEMENTED_STAGES[-1]
+    method = conversion["method"]
+    until = until or default_until(method)
     try:
-        check_until(until)
+        check_until(until, method)
     except StageNotAvailableError as exc:
         raise click.UsageError(str(exc)) from None
     model = conversion.pop("model_path")
     return PipelineOptions(until=until, model=model, **conversion)
+
+
+def _cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _create_catalog(out: str, *, resume: bool, overwrite: bool):  # noqa: ANN202 - Catalog
@@ -454,6 +480,19 @@ def _fmt_metric(v: Any, exact: bool = False) -> str:
     metavar="NAMES",
     help="Joint labels to keep (comma-separated or repeated), e.g. left_knee,right_knee.",
 )
+@click.option(
+    "--muscles",
+    multiple=True,
+    metavar="NAMES",
+    help="Muscle labels to keep, e.g. soleus_r,gasmed_r (fields on the muscle dim).",
+)
+@click.option(
+    "--sel",
+    "selections",
+    multiple=True,
+    metavar="DIM=LABELS",
+    help="Keep these labels of any dim (repeatable), e.g. --sel foot=left --sel xyz=z.",
+)
 @click.option("--start", type=float, default=None, help="Start time in seconds (inclusive).")
 @click.option("--end", type=float, default=None, help="End time in seconds (inclusive).")
 @click.option(
@@ -474,17 +513,35 @@ def query(
     clip: str,
     field_name: str,
     joints: tuple[str, ...],
+    muscles: tuple[str, ...],
+    selections: tuple[str, ...],
     start: float | None,
     end: float | None,
     fmt: str,
     out: Path | None,
 ) -> None:
-    """Read one array of one clip, selected by label, as a table, CSV, .npy or JSON."""
+    """Read one array of one clip, selected by label, as a table, CSV, .npy or JSON.
+
+    \b
+    Examples:
+      msconvert query catalog.zarr KIT/3/walk --field source_joints --joints left_knee
+      msconvert query catalog.zarr KIT/3/walk --field activation --muscles soleus_r --format csv
+      msconvert query catalog.zarr KIT/3/walk --field grf --sel foot=left --sel xyz=z
+    """
     cat = _open(catalog)
-    sel = {"joint": _split(joints)} if joints else None
+    sel: dict[str, list[str]] = {}
+    if joints:
+        sel["joint"] = _split(joints)
+    if muscles:
+        sel["muscle"] = _split(muscles)
+    for item in selections:
+        dim, eq, labels = item.partition("=")
+        if not eq or not dim.strip() or not _split((labels,)):
+            raise click.BadParameter(f"expected DIM=LABELS, got {item!r}", param_hint="--sel")
+        sel.setdefault(dim.strip(), []).extend(_split((labels,)))
     time_range = (start, end) if start is not None or end is not None else None
     try:
-        arr = cat.read_variable(clip, field_name, sel=sel, time_range=time_range)
+        arr = cat.read_variable(clip, field_name, sel=sel or None, time_range=time_range)
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
     except ValueError as exc:

@@ -16,7 +16,7 @@ import xarray as xr
 
 from msconvert import __version__
 from msconvert.catalog import Catalog, CatalogError
-from msconvert.catalog.records import reference_dataset, source_dataset
+from msconvert.catalog.records import reference_dataset, source_dataset, static_opt_dataset
 from msconvert.catalog.schema import STATUS_COMPLETE, STATUS_FAILED
 from msconvert.convert.executors import map_unordered
 from msconvert.datasets.amass import ClipSource, read_amass
@@ -38,25 +38,46 @@ from msconvert.emulator.retarget import (
     RetargetError,
     retarget,
 )
+from msconvert.emulator.static_opt import StaticOptError, StaticOptResult, static_optimization
 
 STAGES: tuple[str, ...] = ("ingest", "retarget", "train", "emulate")
-# Stages that exist today; the others are refused with a clear message, never faked.
-IMPLEMENTED_STAGES: tuple[str, ...] = ("ingest", "retarget")
+# How the muscle activity is found: a learned policy per clip (the product), or inverse dynamics
+# with static optimization (the fast classic answer, no training: its `emulate` is per frame).
+METHODS: tuple[str, ...] = ("rl", "static-opt")
+# Stages that exist today, per method; the others are refused with a clear message, never faked.
+IMPLEMENTED: dict[str, tuple[str, ...]] = {
+    "rl": ("ingest", "retarget"),
+    "static-opt": ("ingest", "retarget", "emulate"),
+}
+IMPLEMENTED_STAGES: tuple[str, ...] = IMPLEMENTED["rl"]
 
 
 class StageNotAvailableError(Exception):
     """A stage was asked for that this version of msconvert does not implement yet."""
 
 
-def check_until(until: str) -> None:
-    """Refuse, in one line, a stage that is unknown or not implemented yet."""
+def check_until(until: str, method: str = "rl") -> None:
+    """Refuse, in one line, a stage that is unknown or not implemented yet for the method."""
+    if method not in METHODS:
+        raise StageNotAvailableError(f"unknown method '{method}' (methods: {', '.join(METHODS)})")
     if until not in STAGES:
         raise StageNotAvailableError(f"unknown stage '{until}' (stages: {', '.join(STAGES)})")
-    if until not in IMPLEMENTED_STAGES:
-        raise StageNotAvailableError(
-            f"stage '{until}' is not available yet in msconvert {__version__}; "
-            f"available: {', '.join(IMPLEMENTED_STAGES)} (use --until {IMPLEMENTED_STAGES[-1]})"
+    available = IMPLEMENTED[method]
+    if until not in available:
+        why = (
+            "static optimization trains nothing"
+            if method == "static-opt" and until == "train"
+            else f"it is not available yet in msconvert {__version__}"
         )
+        raise StageNotAvailableError(
+            f"stage '{until}' with --method {method}: {why}; "
+            f"available: {', '.join(available)} (use --until {available[-1]})"
+        )
+
+
+def default_until(method: str) -> str:
+    """The last stage the method implements."""
+    return IMPLEMENTED[method][-1]
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,9 @@ class PipelineOptions:
     model: str | None = None  # MJCF path; None = MyoFullBody
     retarget_config: str | None = None  # correspondence file; None = the model's packaged one
     control_hz: float = 50.0  # rate of the reference (and later of the policy)
+    method: str = "rl"
+    static_opt_cost: str = "act2"  # 'act2' (Σ act²) or 'act3' (Σ act³)
+    static_opt_processes: int = 1  # forked processes per clip (only when clips run one at a time)
 
     @property
     def body_model_mode(self) -> str:
@@ -133,16 +157,33 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
         motion, skeleton, data = ingest(source, options)
         parts = [data]
         reference = None
+        solution = None
         if options.reaches("retarget"):
             stage = "retarget"
             model = model_for(options.model)
             reference = retarget(motion, model, options.retarget_settings(), skeleton)
             parts.append(reference_dataset(reference))
-    except (MotionError, BodyModelError, RetargetError, CorrespondenceError, ModelError) as exc:
+        if options.method == "static-opt" and options.reaches("emulate"):
+            stage = "static-opt"
+            solution = static_optimization(
+                reference,
+                model,
+                cost=options.static_opt_cost,
+                processes=options.static_opt_processes,
+            )
+            parts.append(static_opt_dataset(solution, reference.times))
+    except (
+        MotionError,
+        BodyModelError,
+        RetargetError,
+        CorrespondenceError,
+        ModelError,
+        StaticOptError,
+    ) as exc:
         return _failure(source, stage, str(exc), start, base)
     except Exception as exc:  # a bug must cost one clip, not the batch; say it is ours
         return _failure(source, stage, f"internal error: {type(exc).__name__}: {exc}", start, base)
-    attrs, metrics, summary = _describe(motion, skeleton, options, reference)
+    attrs, metrics, summary = _describe(motion, skeleton, options, reference, solution)
     return ClipOutcome(
         clip_id=source.clip_id,
         status=STATUS_COMPLETE,
@@ -157,7 +198,11 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
 
 
 def _describe(
-    motion: Motion, skeleton: Skeleton, options: PipelineOptions, reference: Reference | None
+    motion: Motion,
+    skeleton: Skeleton,
+    options: PipelineOptions,
+    reference: Reference | None,
+    solution: StaticOptResult | None = None,
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
     """A clip's attributes (provenance, settings), metrics and index summary."""
     prov = motion.provenance
@@ -173,7 +218,8 @@ def _describe(
         "body_model_mode": skeleton.mode,
         "skeleton": skeleton.name,
         "has_hand_data": motion.has_hand_data,
-        "stages": list(STAGES[: STAGES.index(options.until) + 1]),
+        "stages": [st for st in IMPLEMENTED[options.method] if options.reaches(st)],
+        "method": options.method,
         "software_version": __version__,
     }
     metrics = {
@@ -197,6 +243,16 @@ def _describe(
         )
         metrics.update(reference.metrics)
         summary.update(model=reference.model_name, control_fps=float(reference.fps))
+    if solution is not None:
+        attrs.update(
+            method_label="inverse dynamics + static optimization (no policy; per-frame solution)",
+            static_opt_cost=solution.cost,
+            static_opt_contacts=solution.contacts,
+            static_opt_notes=dict(solution.notes),
+            body_weight_n=float(solution.body_weight),
+        )
+        metrics.update(solution.metrics)
+    summary["method"] = options.method
     return attrs, metrics, summary
 
 
@@ -226,8 +282,9 @@ class BatchReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-def clips_to_skip(catalog: Catalog, until: str) -> set[str]:
-    """Clips a resumed run need not redo: complete, and through at least the requested stage."""
+def clips_to_skip(catalog: Catalog, until: str, method: str = "rl") -> set[str]:
+    """Clips a resumed run need not redo: complete, through at least the requested stage, and
+    (past retargeting, where methods differ) made by the same method."""
     states = catalog.rebuild_index()  # the index may be stale after a kill; groups are the truth
     need = STAGES.index(until)
     done = set()
@@ -235,7 +292,10 @@ def clips_to_skip(catalog: Catalog, until: str) -> set[str]:
         if states.get(entry.clip) != STATUS_COMPLETE:
             continue
         reached = entry.summary.get("until")
-        if reached in STAGES and STAGES.index(reached) >= need:
+        same_method = entry.summary.get("method", "rl") == method or need <= STAGES.index(
+            "retarget"
+        )
+        if reached in STAGES and STAGES.index(reached) >= need and same_method:
             done.add(entry.clip)
     return done
 
@@ -251,12 +311,12 @@ def run_batch(
     on_skip: Callable[[int], None] | None = None,
 ) -> BatchReport:
     """Convert every source into the catalog; failures are recorded and the batch goes on."""
-    check_until(options.until)
+    check_until(options.until, options.method)
     report = BatchReport(total=len(sources))
     start = time.perf_counter()
     todo: Iterable[ClipSource] = sources
     if resume:
-        skip = clips_to_skip(catalog, options.until)
+        skip = clips_to_skip(catalog, options.until, options.method)
         todo = [s for s in sources if s.clip_id not in skip]
         report.skipped = len(sources) - len(todo)
         if on_skip is not None:

@@ -333,3 +333,47 @@ def test_retarget_one_file_into_a_catalog(demo_corpus, tmp_path):
     assert rows["walking"]["metrics"]["retarget.position_error_mm"] < 20
     bad = run("retarget", walking, "--out", out, "--clip-id", "///")
     assert bad.exit_code == 2 and "--clip-id" in bad.output
+
+
+def test_static_opt_method_writes_muscle_arrays_and_metrics(demo_corpus, tmp_path):
+    out = tmp_path / "so.zarr"
+    args = ["amass", demo_corpus, "--out", out, "--method", "static-opt", "--include", "*stand*"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    (row,) = ls_json(out)
+    for key in (
+        "static_opt.residual_force_pct_bw",
+        "static_opt.residual_moment_nm",
+        "static_opt.fps",
+        "retarget.position_error_mm",
+    ):
+        assert np.isfinite(row["metrics"][key]), key
+    # Standing still: the floor carries the body, so the root needs almost no residual force.
+    assert row["metrics"]["static_opt.residual_force_pct_bw"] < 2.0
+    clip = row["clip"]
+    act = run(
+        "query", out, clip, "--field", "activation", "--muscles", "soleus_r", "--format", "json"
+    )
+    doc = json.loads(act.output)
+    assert doc["dims"] == ["time", "muscle"] and doc["coords"]["muscle"] == ["soleus_r"]
+    values = np.asarray(doc["data"])
+    assert values.size > 100 and (values >= 0).all() and (values <= 1).all()
+    grf = run("query", out, clip, "--field", "grf", "--sel", "xyz=z", "--format", "json")
+    vertical = np.asarray(json.loads(grf.output)["data"]).sum(axis=(1, 2))
+    info = run("info", out, clip)
+    assert "static-opt" in info.output
+    from msconvert.catalog import Catalog
+
+    ds = Catalog.open(out)[clip]
+    for name, dims in {
+        "excitation": ("time", "muscle"),
+        "muscle_force": ("time", "muscle"),
+        "grf": ("time", "foot", "xyz"),
+        "residual": ("time", "residual_component"),
+    }.items():
+        assert ds[name].dims == dims, name
+    weight = ds.attrs["body_weight_n"]
+    assert abs(np.median(vertical) / weight - 1) < 0.05  # the feet carry the body weight
+    # A method that trains nothing has no train stage.
+    refused = run(*args[:3], tmp_path / "x.zarr", "--method", "static-opt", "--until", "train")
+    assert refused.exit_code == 2 and "trains nothing" in refused.output
