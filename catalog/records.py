@@ -178,3 +178,26 @@ def static_opt_dataset(result: StaticOptResult, times: np.ndarray) -> xr.Dataset
         ),
     }
     return xr.Dataset(data_vars=data, coords=coords)
+
+
+def reference_mapping(ds: xr.Dataset, clip_id: str) -> dict:
+    """A clip's stored reference as the mapping the trainer and static optimization accept."""
+    missing = [v for v in ("reference_qpos", "reference_qvel", "reference_body_pos") if v not in ds]
+    if missing:
+        raise KeyError(
+            f"clip {clip_id!r} has no retargeted reference ({', '.join(missing)} missing): "
+            "convert it with --until retarget first"
+        )
+    times = ds[DIM_TIME].values
+    fps = float(ds.attrs.get("control_fps") or (1.0 / np.median(np.diff(times))))
+    return {
+        "clip_id": clip_id,
+        "fps": fps,
+        "qpos": ds["reference_qpos"].values.astype(np.float64),
+        "qvel": ds["reference_qvel"].values.astype(np.float64),
+        "qacc": ds["reference_qacc"].values.astype(np.float64),
+        "body_names": tuple(str(b) for b in ds["body"].values),
+        "body_pos": ds["reference_body_pos"].values.astype(np.float64),
+        "model_sha256": str(ds.attrs.get("model_sha256", "")),
+        "model_name": str(ds.attrs.get("model_name", "")),
+    }

@@ -373,6 +373,156 @@ def _open(catalog: str):  # noqa: ANN202 - Catalog, imported lazily to keep --he
         raise click.ClickException(str(exc)) from None
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("catalog")
+@click.argument("clips", nargs=-1, required=True)
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory."
+)
+@click.option(
+    "--agent",
+    type=click.Choice(["flow", "gaussian", "ppo"]),
+    default="flow",
+    show_default=True,
+    help="flow: value-guided flow policy (ours). gaussian: same learner, Gaussian policy "
+    "(ablation). ppo: PPO with a Gaussian policy (the standard recipe).",
+)
+@click.option(
+    "--reward",
+    type=click.Choice(["adversarial", "deepmimic"]),
+    default="adversarial",
+    show_default=True,
+    help="adversarial: learned aggregation of the tracking errors (ours). deepmimic: the "
+    "hand-weighted sum of exponentials (baseline).",
+)
+@click.option(
+    "--warm-start/--no-warm-start",
+    default=True,
+    show_default=True,
+    help="Behaviour-clone static-optimization excitations before RL.",
+)
+@click.option(
+    "--budget-steps",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Environment steps (summed over environments).",
+)
+@click.option(
+    "--budget-minutes",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Wall-time budget; training stops at whichever budget comes first.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "mjx", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="auto: MJX on an accelerator, else MuJoCo's C engine.",
+)
+@click.option(
+    "--envs",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Parallel environments.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="MJCF the clips were retargeted onto. Default: MyoFullBody.",
+)
+def train(
+    catalog: str,
+    clips: tuple[str, ...],
+    out: str,
+    agent: str,
+    reward: str,
+    warm_start: bool,
+    budget_steps: int,
+    budget_minutes: float | None,
+    backend: str,
+    envs: int,
+    seed: int,
+    resume: bool,
+    model_path: str | None,
+) -> None:
+    """Train one muscle policy that tracks the retargeted CLIPS of CATALOG.
+
+    The clips must have been converted with at least --until retarget. One policy is trained for
+    all the clips given (multi-clip when several). Checkpoints are written to --out as training
+    goes; --resume continues a killed run.
+
+    \b
+    Examples:
+      msconvert train catalog.zarr DemoLab/subject1/walking --out ckpt/walk --budget-minutes 5
+      msconvert train catalog.zarr A/run B/walk --out ckpt/ab --agent ppo --reward deepmimic
+    """
+    from msconvert.convert.progress import TrainProgress
+    from msconvert.convert.training import check_model, references_from_catalog, train_references
+    from msconvert.emulator.checkpoint import CheckpointError
+    from msconvert.emulator.model import ModelError, model_sha256
+    from msconvert.emulator.train import TrainConfig, TrainError
+
+    cat = _open(catalog)
+    try:
+        refs, acts, excs = references_from_catalog(cat, clips)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
+    from msconvert.convert.pipeline import model_for
+
+    try:
+        model = model_for(model_path)
+        check_model(refs, model, model_sha256(model))
+    except (ModelError, TrainError) as exc:
+        raise click.UsageError(str(exc)) from None
+    config = TrainConfig(
+        agent=agent,
+        reward=reward,
+        warm_start=warm_start,
+        backend=backend,
+        n_envs=envs,
+        budget_steps=budget_steps,
+        budget_minutes=budget_minutes,
+        seed=seed,
+    )
+    stderr.print(
+        f"Training {agent} + {reward} on {len(refs)} clip{'s' if len(refs) > 1 else ''} "
+        f"({envs} envs, budget {budget_steps:,} env steps"
+        + (f" or {budget_minutes:g} min" if budget_minutes else "")
+        + f") -> {out}"
+    )
+    try:
+        with TrainProgress(budget_steps, "train") as bar:
+            policy = train_references(
+                refs,
+                model,
+                config,
+                out,
+                activations=acts,
+                excitations=excs,
+                resume=resume,
+                processes=_cores(),
+                progress=bar.update,
+            )
+    except (TrainError, CheckpointError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        stderr.print(f"[red]Interrupted.[/] Rerun with --resume to continue from {out}")
+        sys.exit(130)
+    last = policy.curve[-1] if policy.curve else {}
+    stderr.print(
+        f"Trained {policy.step:,} env steps in {last.get('seconds', 0.0) / 60:.1f} min; "
+        f"training-rollout joint error {last.get('joint_error_deg', float('nan')):.1f}°, "
+        f"key-body error {last.get('body_error_mm', float('nan')):.0f} mm. Checkpoint: {out}"
+    )
+
+
 @main.command(name="ls", context_settings=CONTEXT)
 @click.argument("catalog")
 @click.option(

@@ -72,3 +72,41 @@ def summary_table(report: BatchReport, max_failures: int = 20) -> Table:
     if len(report.failures) > max_failures:
         table.add_row("…", f"{len(report.failures) - max_failures} more failures (msconvert ls)")
     return table
+
+
+class TrainProgress:
+    """A rich progress bar over environment steps: steps/s, tracking error, ETA."""
+
+    def __init__(self, total_steps: int, description: str, console: Console = stderr) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("env steps {task.fields[rate]:>7.0f}/s"),
+            TextColumn("joint error {task.fields[error]:5.1f}°"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task(description, total=total_steps, rate=0.0, error=0.0)
+        self._start: tuple[float, float] | None = None
+
+    def __enter__(self) -> TrainProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, row: dict[str, float]) -> None:
+        steps, seconds = row["env_steps"], row["seconds"]
+        if self._start is None:  # the first chunk includes compilation: rate from the second on
+            self._start = (steps, seconds)
+            rate = 0.0
+        else:
+            rate = (steps - self._start[0]) / max(seconds - self._start[1], 1e-9)
+        self.progress.update(
+            self.task, completed=steps, rate=rate, error=row.get("joint_error_deg", float("nan"))
+        )

@@ -1,0 +1,100 @@
+"""Policy checkpoints (Orbax): saved atomically, resumable, and self-describing.
+
+A checkpoint directory holds numbered steps (Orbax commits a step only when it is complete, so a
+kill mid-save leaves the previous step intact), each with two items:
+- `state`: the whole training state as arrays (agent parameters and optimizer states, replay,
+  normalizers, discriminator, environments, random key, counters);
+- `meta`: JSON: the training config, clip ids, the model's SHA-256, the software version, the
+  observation and action layout, and the training curve so far.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+META_FILE = "policy.json"  # the layout description written beside the steps, for humans and tools
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete, or was made for another model, config or clip set."""
+
+
+@dataclass
+class Policy:
+    """Stage 4's value: a trained policy, where it lives, and how it was made."""
+
+    checkpoint_dir: str
+    step: int  # the checkpoint step (env steps trained)
+    meta: dict[str, Any]
+    params: Any = None  # the pytree the agent's `act` needs; None until loaded
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def agent(self) -> str:
+        return str(self.meta["config"]["agent"])
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return list(self.meta["clip_ids"])
+
+
+def manager(directory: str | Path, keep: int = 2) -> ocp.CheckpointManager:
+    """An Orbax manager on `directory` keeping the last `keep` steps."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any]) -> None:
+    """Save one step (asynchronously committed; `mgr.wait_until_finished()` to be sure)."""
+    mgr.save(
+        int(step),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        force=True,
+    )
+    mgr.wait_until_finished()
+    (Path(mgr.directory) / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+
+
+def latest_step(directory: str | Path) -> int | None:
+    """The last complete step in `directory`, or None."""
+    if not Path(directory).is_dir():
+        return None
+    with manager(directory) as mgr:
+        return mgr.latest_step()
+
+
+def restore(directory: str | Path, like: Any, step: int | None = None) -> tuple[Any, dict, int]:
+    """The state (shaped like `like`), meta and step of the latest (or given) complete step."""
+    with manager(directory) as mgr:
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{directory}: no complete checkpoint")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        try:
+            got = mgr.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                ),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(
+                f"{directory}: step {step} does not fit this training setup ({exc})"
+            ) from None
+    return got.state, dict(got.meta), int(step)
+
+
+def read_meta(directory: str | Path, step: int | None = None) -> tuple[dict, int]:
+    """Only the JSON meta of a checkpoint (no arrays are read)."""
+    with manager(directory) as mgr:
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{directory}: no complete checkpoint")
+        got = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(got.meta), int(step)

@@ -1,0 +1,412 @@
+"""The trainer: imitation environment + tracking reward + agent, run a chunk of steps at a time.
+
+One control step of the loop (algorithm.md §1–§3):
+    obs  = normalize(raw observation)            running mean/std, part of the saved state
+    a    = agent.act(obs)                        in [-1, 1]^M; excitation u = 0.5 + 0.5 a
+    env  = env.step(a)                           auto-resets finished environments
+    r    = task reward(Δ) − effort_weight·mean(u²)
+           task reward: adversarial (discriminator on the normalized tracking error Δ) or DeepMimic
+    agent.learn(transition)                      replay + updates, or PPO rollout + epochs
+    discriminator update on Δ                    (adversarial reward only)
+
+On the MJX backend a whole chunk of steps is one jitted `lax.scan`; on the C engine the physics
+runs outside JAX and everything else is jitted. The training state (environments, agent, reward,
+normalizer, key, counters) is one pytree, checkpointed with Orbax, so a killed run resumes from
+its last checkpoint and, with a fixed seed, continues as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from msconvert import __version__
+from msconvert.emulator import checkpoint
+from msconvert.emulator.agents.common import (
+    RunningNorm,
+    Transition,
+    norm_apply,
+    norm_init,
+    norm_update,
+)
+from msconvert.emulator.env import EnvConfig, make_env, make_reference_set
+from msconvert.emulator.reward import (
+    AdversarialConfig,
+    adversarial_init,
+    adversarial_reward,
+    adversarial_update,
+    deepmimic_reward,
+)
+
+AGENTS = ("flow", "gaussian", "ppo")
+REWARDS = ("adversarial", "deepmimic")
+
+
+class TrainError(ValueError):
+    """Training cannot start: bad settings, or a checkpoint that does not fit them."""
+
+
+def agent_module(name: str) -> ModuleType:
+    """The module implementing an agent (`emulator/agents/<name>.py`)."""
+    if name not in AGENTS:
+        raise TrainError(f"unknown agent {name!r} (agents: {', '.join(AGENTS)})")
+    return importlib.import_module(f"msconvert.emulator.agents.{name}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; saved in every checkpoint."""
+
+    agent: str = "flow"
+    reward: str = "adversarial"
+    warm_start: bool = True  # behaviour-clone static-optimization excitations before RL
+    backend: str = "auto"  # 'mjx', 'cpu' or 'auto' (mjx on an accelerator, else cpu)
+    n_envs: int = 16
+    budget_steps: int = 20_000  # environment steps, summed over environments
+    budget_minutes: float | None = None  # wall-time budget; whichever comes first
+    seed: int = 0
+    chunk_steps: int = 25  # control steps per jitted chunk (and per progress update)
+    checkpoint_every_s: float = 120.0
+    bc_steps: int = 300  # warm-start gradient steps
+    bc_resets: int = 16  # warm-start data: this many resets of all environments
+    env: EnvConfig = field(default_factory=EnvConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    agent_config: Any = None  # the agent module's Config; None = its defaults
+
+    def resolved(self) -> TrainConfig:
+        """A copy with the agent's default config filled in and the choices checked."""
+        if self.reward not in REWARDS:
+            raise TrainError(f"unknown reward {self.reward!r} (rewards: {', '.join(REWARDS)})")
+        if self.backend not in ("auto", "mjx", "cpu"):
+            raise TrainError(f"unknown backend {self.backend!r} (auto, mjx, cpu)")
+        if self.n_envs < 1 or self.budget_steps < 1 or self.chunk_steps < 1:
+            raise TrainError("n_envs, budget_steps and chunk_steps must be positive")
+        module = agent_module(self.agent)
+        cfg = self.agent_config if self.agent_config is not None else module.Config()
+        backend = self.backend
+        if backend == "auto":
+            backend = "mjx" if jax.default_backend() != "cpu" else "cpu"
+        return dataclasses.replace(self, agent_config=cfg, backend=backend)
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class TrainState(NamedTuple):
+    """The whole training state: one pytree, checkpointed as is."""
+
+    env: Any
+    agent: Any
+    reward: Any
+    obs_norm: RunningNorm
+    key: jax.Array
+    steps: jax.Array  # control steps done (each is n_envs environment steps)
+
+
+@dataclass
+class Trainer:
+    """A training run's static parts and its jitted functions."""
+
+    config: TrainConfig
+    env: Any
+    agent: ModuleType
+    clip_ids: tuple[str, ...]
+    model_sha256: str
+    warm_targets: np.ndarray | None  # (C, T, M) static-optimization excitations, or None
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        agent, acfg, env = self.agent, cfg.agent_config, self.env
+        effort_weight = float(cfg.env.effort_weight)
+        adversarial = cfg.reward == "adversarial"
+        rcfg = cfg.adversarial
+
+        def act_part(ts: TrainState) -> tuple[TrainState, jax.Array, dict, jax.Array]:
+            key, k_act = jax.random.split(ts.key)
+            obs = norm_apply(ts.obs_norm, ts.env.obs)
+            action, extras = agent.act(ts.agent, obs, k_act, False, acfg)
+            return ts._replace(key=key), action, extras, obs
+
+        def learn_part(
+            ts: TrainState, obs, action, extras, env_state, info
+        ) -> tuple[TrainState, dict]:
+            key, k_learn, k_reward = jax.random.split(ts.key, 3)
+            reward_state = ts.reward
+            metrics: dict[str, jax.Array] = {}
+            if adversarial:
+                task = adversarial_reward(reward_state, info.error, rcfg)
+                reward_state, rm = adversarial_update(reward_state, info.error, k_reward, rcfg)
+                metrics.update(rm)
+            else:
+                task = deepmimic_reward(info)
+            reward = task - effort_weight * info.effort
+            batch = Transition(
+                obs=obs,
+                action=action,
+                reward=reward,
+                next_obs=norm_apply(ts.obs_norm, info.next_obs),
+                terminated=info.terminated,
+                truncated=info.truncated,
+                extras=extras,
+            )
+            agent_state, am = agent.learn(ts.agent, batch, k_learn, acfg)
+            metrics.update(am)
+            metrics.update(
+                reward=reward.mean(),
+                task_reward=task.mean(),
+                joint_error_deg=jnp.rad2deg(info.joint_error_rad.mean()),
+                body_error_mm=1000.0 * info.body_error_m.mean(),
+                effort=info.effort.mean(),
+                terminated=info.terminated.mean(),
+                diverged=info.diverged.mean(),
+            )
+            new = TrainState(
+                env=env_state,
+                agent=agent_state,
+                reward=reward_state,
+                obs_norm=norm_update(ts.obs_norm, info.next_obs),
+                key=key,
+                steps=ts.steps + 1,
+            )
+            return new, metrics
+
+        n = cfg.chunk_steps
+        if cfg.backend == "mjx":
+
+            def one(ts: TrainState, _: Any) -> tuple[TrainState, dict]:
+                ts, action, extras, obs = act_part(ts)
+                env_state, info = env.step(ts.env, action)
+                return learn_part(ts, obs, action, extras, env_state, info)
+
+            def chunk(ts: TrainState) -> tuple[TrainState, dict]:
+                ts, metrics = jax.lax.scan(one, ts, None, length=n)
+                return ts, jax.tree.map(jnp.mean, metrics)
+
+            self.run_chunk = jax.jit(chunk)
+        else:
+            act_jit, learn_jit = jax.jit(act_part), jax.jit(learn_part)
+
+            def chunk(ts: TrainState) -> tuple[TrainState, dict]:
+                rows = []
+                for _ in range(n):
+                    ts, action, extras, obs = act_jit(ts)
+                    env_state, info = env.step(ts.env, action)
+                    ts, metrics = learn_jit(ts, obs, action, extras, env_state, info)
+                    rows.append(metrics)
+                return ts, jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *rows)
+
+            self.run_chunk = chunk
+
+    def init(self) -> TrainState:
+        """A fresh training state from the seed (environments reset, networks initialized)."""
+        cfg = self.config
+        key = jax.random.PRNGKey(cfg.seed)
+        k_env, k_agent, k_reward, key = jax.random.split(key, 4)
+        env_state = self.env.reset(k_env, cfg.n_envs)
+        agent_state = self.agent.init(
+            k_agent, self.env.obs_dim, self.env.act_dim, cfg.n_envs, cfg.agent_config
+        )
+        reward_state = adversarial_init(k_reward, self.env.error_dim, cfg.adversarial)
+        obs_norm = norm_update(norm_init(self.env.obs_dim), env_state.obs)
+        return TrainState(
+            env_state, agent_state, reward_state, obs_norm, key, jnp.zeros((), jnp.int32)
+        )
+
+    def warm_start(self, ts: TrainState) -> tuple[TrainState, dict[str, float]]:
+        """Behaviour-clone the static-optimization excitations at reference states (§6)."""
+        if self.warm_targets is None:
+            return ts, {}
+        cfg = self.config
+        key = ts.key
+        obs_rows, target_rows = [], []
+        norm = ts.obs_norm
+        targets = jnp.asarray(self.warm_targets)
+        for _ in range(cfg.bc_resets):
+            key, k = jax.random.split(key)
+            state = self.env.reset(k, cfg.n_envs)
+            norm = norm_update(norm, state.obs)
+            obs_rows.append(state.obs)
+            target_rows.append(targets[state.clip, state.frame])
+        raw = jnp.concatenate(obs_rows)
+        target = jnp.clip(2.0 * jnp.concatenate(target_rows) - 1.0, -1.0, 1.0)
+        obs = norm_apply(norm, raw)
+        key, k_bc = jax.random.split(key)
+        agent_state, metrics = self.agent.behaviour_clone(
+            ts.agent, obs, target, k_bc, cfg.agent_config, cfg.bc_steps
+        )
+        ts = ts._replace(agent=agent_state, obs_norm=norm, key=key)
+        return ts, {f"bc_{k}": float(v) for k, v in metrics.items()}
+
+    def meta(self, curve: list[dict[str, float]], seconds: float) -> dict[str, Any]:
+        env = self.env
+        return {
+            "config": self.config.to_json(),
+            "clip_ids": list(self.clip_ids),
+            "model_sha256": self.model_sha256,
+            "software_version": __version__,
+            "obs_dim": int(env.obs_dim),
+            "act_dim": int(env.act_dim),
+            "muscles": list(getattr(env, "muscle_names", ())),
+            "action": "excitation u = 0.5 + 0.5 * a, a in [-1, 1], one per muscle in this order",
+            "seconds": float(seconds),
+            "curve": curve,
+        }
+
+
+def make_trainer(
+    model: mujoco.MjModel,
+    references: Sequence[Any],
+    config: TrainConfig,
+    *,
+    activations: Sequence[np.ndarray] | None = None,
+    excitations: Sequence[np.ndarray] | None = None,
+) -> Trainer:
+    """The trainer for these references (Reference objects or mappings, one per clip).
+
+    activations / excitations: static-optimization solutions per clip, (T_c, M) each; the first
+    seeds the activation at reset, the second is the warm-start target (when enabled).
+    """
+    config = config.resolved()
+    if not references:
+        raise TrainError("no references to train on")
+    body_names = _field(references[0], "body_names")
+    refs = make_reference_set(references, model, body_names, activations=activations)
+    env = make_env(model, refs, config.env, backend=config.backend)
+    warm = None
+    if config.warm_start:
+        if excitations is None:
+            raise TrainError(
+                "warm start needs static-optimization excitations (or --no-warm-start)"
+            )
+        length = max(len(e) for e in excitations)
+        warm = np.zeros((len(excitations), length, env.act_dim), np.float32)
+        for c, e in enumerate(excitations):
+            warm[c, : len(e)] = e
+            warm[c, len(e) :] = e[-1]
+    return Trainer(
+        config=config,
+        env=env,
+        agent=agent_module(config.agent),
+        clip_ids=tuple(str(_field(r, "clip_id")) for r in references),
+        model_sha256=str(_field(references[0], "model_sha256", "")),
+        warm_targets=warm,
+    )
+
+
+def _field(ref: Any, name: str, default: Any = None) -> Any:
+    if isinstance(ref, Mapping):
+        return ref.get(name, default)
+    return getattr(ref, name, default)
+
+
+def train(
+    trainer: Trainer,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> checkpoint.Policy:
+    """Train within the budget, checkpointing to out_dir; resume from its last checkpoint."""
+    cfg = trainer.config
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    ts = trainer.init()
+    curve: list[dict[str, float]] = []
+    seconds_before = 0.0
+    last = checkpoint.latest_step(out_dir)
+    if last is not None and not resume:
+        raise TrainError(f"{out_dir} already holds a checkpoint: pass resume=True (--resume)")
+    if last is not None:
+        ts, meta, _ = checkpoint.restore(out_dir, ts)
+        _check_compatible(meta, trainer)
+        curve, seconds_before = list(meta.get("curve", [])), float(meta.get("seconds", 0.0))
+    else:
+        ts, bc = trainer.warm_start(ts) if cfg.warm_start else (ts, {})
+        if bc:
+            curve.append({"env_steps": 0.0, "seconds": time.perf_counter() - started, **bc})
+
+    per_chunk = cfg.n_envs * cfg.chunk_steps
+    total_chunks = math.ceil(cfg.budget_steps / per_chunk)
+    last_save = time.perf_counter()
+    with checkpoint.manager(out_dir) as mgr:
+        while int(ts.steps) * cfg.n_envs < total_chunks * per_chunk:
+            elapsed = seconds_before + time.perf_counter() - started
+            if cfg.budget_minutes is not None and elapsed >= 60.0 * cfg.budget_minutes:
+                break
+            ts, metrics = trainer.run_chunk(ts)
+            row = {k: float(v) for k, v in metrics.items()}
+            row.update(
+                env_steps=float(int(ts.steps) * cfg.n_envs),
+                seconds=seconds_before + time.perf_counter() - started,
+            )
+            curve.append(row)
+            if progress is not None:
+                progress(row)
+            if time.perf_counter() - last_save >= cfg.checkpoint_every_s:
+                checkpoint.save(
+                    mgr, int(ts.steps) * cfg.n_envs, ts, trainer.meta(curve, row["seconds"])
+                )
+                last_save = time.perf_counter()
+        seconds = seconds_before + time.perf_counter() - started
+        step = int(ts.steps) * cfg.n_envs
+        meta = trainer.meta(curve, seconds)
+        checkpoint.save(mgr, step, ts, meta)
+    return checkpoint.Policy(
+        checkpoint_dir=str(out_dir),
+        step=step,
+        meta=meta,
+        params=(ts.agent, ts.obs_norm),
+        curve=curve,
+    )
+
+
+def _check_compatible(meta: Mapping[str, Any], trainer: Trainer) -> None:
+    """A checkpoint resumes only the run it came from: same config, clips and model."""
+    want = trainer.config.to_json()
+    got = dict(meta.get("config", {}))
+    for budget_key in ("budget_steps", "budget_minutes", "checkpoint_every_s"):
+        got.pop(budget_key, None)  # a resumed run may extend its budget
+        want = {k: v for k, v in want.items() if k != budget_key}
+    if got != want:
+        diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+        raise TrainError(f"checkpoint was made with other settings ({', '.join(diff)})")
+    if list(meta.get("clip_ids", [])) != list(trainer.clip_ids):
+        raise TrainError("checkpoint was made for other clips")
+    if meta.get("model_sha256") != trainer.model_sha256:
+        raise TrainError("checkpoint was made for another model")
+
+
+def policy_action(
+    trainer: Trainer,
+    params: tuple[Any, RunningNorm],
+    raw_obs: jax.Array,
+    key: jax.Array,
+    deterministic: bool = True,
+) -> jax.Array:
+    """The policy's action for raw observations: `params` is (agent state, obs normalizer)."""
+    agent_state, norm = params
+    obs = norm_apply(norm, raw_obs)
+    action, _ = trainer.agent.act(agent_state, obs, key, deterministic, trainer.config.agent_config)
+    return action
