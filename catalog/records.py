@@ -201,3 +201,67 @@ def reference_mapping(ds: xr.Dataset, clip_id: str) -> dict:
         "model_sha256": str(ds.attrs.get("model_sha256", "")),
         "model_name": str(ds.attrs.get("model_name", "")),
     }
+
+
+def emulation_dataset(emu: Emulation) -> xr.Dataset:
+    """The policy's rollout: emulated kinematics, every muscle quantity, contacts, errors.
+
+    Arrays stop at the last tracked frame when the body fell: nothing is invented after it.
+    """
+    t, m = DIM_TIME, "muscle"
+    coords = {
+        DIM_TIME: (DIM_TIME, np.asarray(emu.times, np.float64), {"units": "s"}),
+        "qpos": ("qpos", np.asarray(emu.qpos_names)),
+        "qvel": ("qvel", np.asarray(emu.qvel_names)),
+        m: (m, np.asarray(emu.muscle_names)),
+        "joint": ("joint", np.asarray(emu.joint_names)),
+        "foot": ("foot", np.asarray(emu.foot_names)),
+        DIM_XYZ: (DIM_XYZ, np.asarray(XYZ)),
+    }
+    f32 = np.float32
+    data = {
+        "qpos": ((t, "qpos"), emu.qpos, {"units": "m or rad; root quaternion w,x,y,z"}),
+        "qvel": ((t, "qvel"), emu.qvel, {"units": "m/s or rad/s (MuJoCo tangent space)"}),
+        "excitation": ((t, m), emu.excitation.astype(f32), {"units": "1", "range": "0..1"}),
+        "activation": ((t, m), emu.activation.astype(f32), {"units": "1", "range": "0..1"}),
+        "muscle_force": (
+            (t, m),
+            (-emu.force).astype(f32),
+            {"units": "N", "description": "muscle tension, >= 0 (MuJoCo's actuator_force negated)"},
+        ),
+        "muscle_length": ((t, m), emu.length.astype(f32), {"units": "m", "description": "musculotendon length"}),
+        "muscle_velocity": ((t, m), emu.velocity.astype(f32), {"units": "m/s"}),
+        "joint_torque": (
+            (t, "joint"),
+            emu.joint_torque.astype(f32),
+            {"units": "N m or N", "description": "generalized force of all muscles at each joint"},
+        ),
+        "grf": (
+            (t, "foot", DIM_XYZ),
+            emu.grf.astype(f32),
+            {"units": "N", "description": "floor reaction force on each foot, world frame"},
+        ),
+        "cop": (
+            (t, "foot", DIM_XYZ),
+            emu.cop.astype(f32),
+            {"units": "m", "description": "centre of pressure per foot; NaN when unloaded"},
+        ),
+        "com": ((t, DIM_XYZ), emu.com.astype(f32), {"units": "m", "description": "centre of mass"}),
+        "com_vel": ((t, DIM_XYZ), emu.com_vel.astype(f32), {"units": "m/s"}),
+        "tracking_joint_error_deg": (
+            (t,),
+            emu.joint_error_deg.astype(f32),
+            {"units": "deg", "description": "mean |joint-angle error| over non-root DoFs"},
+        ),
+        "tracking_body_error_mm": (
+            (t,),
+            emu.body_error_mm.astype(f32),
+            {"units": "mm", "description": "mean key-body position error"},
+        ),
+        "tracking_root_error_mm": (
+            (t,),
+            emu.root_error_mm.astype(f32),
+            {"units": "mm", "description": "root position error"},
+        ),
+    }
+    return xr.Dataset(data_vars=data, coords=coords)

@@ -1,0 +1,61 @@
+"""Named training budgets for the `rl` method: what `--preset` means, printed in `--help`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A training budget and scale; per clip (or per multi-clip policy)."""
+
+    name: str
+    description: str
+    backend: str  # 'cpu', 'mjx' or 'auto'
+    n_envs: int
+    budget_steps: int  # environment steps, summed over environments
+    budget_minutes: float | None
+    bc_steps: int  # warm-start gradient steps
+    gpu_agent: bool  # use the agent's Config.gpu() (big networks, big batches)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            name="demo",
+            description="minutes on a laptop CPU: 2 min per clip; a modest, honestly reported fit",
+            backend="cpu",
+            n_envs=8,
+            budget_steps=40_000,
+            budget_minutes=2.0,
+            bc_steps=400,
+            gpu_agent=False,
+        ),
+        Preset(
+            name="cpu",
+            description="hours per clip on all CPU cores (MuJoCo C engine): 2 M env steps, <= 4 h",
+            backend="cpu",
+            n_envs=32,
+            budget_steps=2_000_000,
+            budget_minutes=240.0,
+            bc_steps=2_000,
+            gpu_agent=False,
+        ),
+        Preset(
+            name="gpu",
+            description="an accelerator: 4,096 MJX environments, 200 M env steps, big networks",
+            backend="mjx",
+            n_envs=4_096,
+            budget_steps=200_000_000,
+            budget_minutes=None,
+            bc_steps=5_000,
+            gpu_agent=True,
+        ),
+    )
+}
+
+
+def presets_help() -> str:
+    """One line per preset, for `--help`."""
+    return "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())

@@ -1,0 +1,36 @@
+"""The off-policy ablation of §3: the flow agent's learner (CrossQ critics, replay, entropy-tuned
+tanh-Gaussian policy) acting with the tanh-Gaussian source alone, no velocity field. Comparing it
+with flow.py isolates what the flow adds (algorithm.md §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from msconvert.emulator.agents import flow
+from msconvert.emulator.agents.flow import AgentState, act, behaviour_clone, init, learn
+
+__all__ = ["AgentState", "Config", "act", "behaviour_clone", "init", "learn", "policy_params"]
+
+
+@dataclass(frozen=True)
+class Config(flow.Config):
+    """flow.Config with the flow switched off (SAC-style soft targets in the critic)."""
+
+    flow: bool = False
+
+    @classmethod
+    def gpu(cls) -> Config:
+        import dataclasses
+
+        return cls(
+            **{
+                f.name: getattr(flow.Config.gpu(), f.name)
+                for f in dataclasses.fields(flow.Config)
+                if f.name != "flow"
+            }
+        )
+
+
+def policy_params(state: AgentState) -> dict:
+    """What acting needs: the tanh-Gaussian policy."""
+    return {"source": state.source}
