@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 META_FILE = "policy.json"  # the layout description written beside the steps, for humans and tools
@@ -50,11 +51,20 @@ def manager(directory: str | Path, keep: int = 2) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
+def _flat(state: Any) -> tuple[dict[str, Any], list[Any], Any]:
+    """The state's non-empty leaves by position (Orbax refuses zero-size arrays, which MJX data
+    has), all leaves, and the tree structure."""
+    leaves, treedef = jax.tree.flatten(state)
+    payload = {f"{i:05d}": leaf for i, leaf in enumerate(leaves) if np.size(leaf) > 0}
+    return payload, leaves, treedef
+
+
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any]) -> None:
-    """Save one step (asynchronously committed; `mgr.wait_until_finished()` to be sure)."""
+    """Save one step and wait until it is committed."""
+    payload = {k: np.asarray(v) for k, v in _flat(state)[0].items()}
     mgr.save(
         int(step),
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(payload), meta=ocp.args.JsonSave(meta)),
         force=True,
     )
     mgr.wait_until_finished()
@@ -75,7 +85,10 @@ def restore(directory: str | Path, like: Any, step: int | None = None) -> tuple[
         step = mgr.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"{directory}: no complete checkpoint")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        payload, leaves, treedef = _flat(like)
+        abstract = {
+            k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in payload.items()
+        }
         try:
             got = mgr.restore(
                 step,
@@ -87,7 +100,22 @@ def restore(directory: str | Path, like: Any, step: int | None = None) -> tuple[
             raise CheckpointError(
                 f"{directory}: step {step} does not fit this training setup ({exc})"
             ) from None
-    return got.state, dict(got.meta), int(step)
+        restored = dict(got.state)
+        if set(restored) != set(abstract):
+            raise CheckpointError(f"{directory}: step {step} does not fit this training setup")
+        for k, v in restored.items():
+            if np.shape(v) != abstract[k].shape:
+                raise CheckpointError(f"{directory}: step {step} does not fit this training setup")
+    keys = iter(sorted(payload))
+    out = [leaf if np.size(leaf) == 0 else _like(restored[next(keys)], leaf) for leaf in leaves]
+    return jax.tree.unflatten(treedef, out), dict(got.meta), int(step)
+
+
+def _like(value: Any, leaf: Any) -> Any:
+    """The restored value in the kind of array the fresh state holds (NumPy or JAX)."""
+    if isinstance(leaf, np.ndarray):
+        return np.asarray(value, dtype=leaf.dtype)
+    return jax.numpy.asarray(value, dtype=np.asarray(leaf).dtype)
 
 
 def read_meta(directory: str | Path, step: int | None = None) -> tuple[dict, int]:
