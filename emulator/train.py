@@ -339,8 +339,8 @@ def train(
     if last is not None and not resume:
         raise TrainError(f"{out_dir} already holds a checkpoint: pass resume=True (--resume)")
     if last is not None:
+        _check_compatible(checkpoint.read_meta(out_dir)[0], trainer)  # before reading arrays
         ts, meta, _ = checkpoint.restore(out_dir, ts)
-        _check_compatible(meta, trainer)
         curve, seconds_before = list(meta.get("curve", [])), float(meta.get("seconds", 0.0))
     else:
         ts, bc = trainer.warm_start(ts) if cfg.warm_start else (ts, {})
@@ -372,7 +372,8 @@ def train(
         seconds = seconds_before + time.perf_counter() - started
         step = int(ts.steps) * cfg.n_envs
         meta = trainer.meta(curve, seconds)
-        checkpoint.save(mgr, step, ts, meta)
+        if mgr.latest_step() != step:  # not saved already by the last chunk
+            checkpoint.save(mgr, step, ts, meta)
     return checkpoint.Policy(
         checkpoint_dir=str(out_dir),
         step=step,

@@ -1,0 +1,153 @@
+"""The trainer on the planar arm: it learns, the discriminator follows, resume is exact."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from arm_reference import arm_reference
+
+from msconvert.emulator.agents import flow
+from msconvert.emulator.checkpoint import CheckpointError, latest_step, read_meta
+from msconvert.emulator.emulate import emulate
+from msconvert.emulator.env import EnvConfig
+from msconvert.emulator.toy_models import planar_arm
+from msconvert.emulator.train import TrainConfig, TrainError, make_trainer, train
+
+SMALL_FLOW = flow.Config(
+    warmup_steps=500,
+    batch_size=128,
+    critic_hidden=(128, 128),
+    policy_hidden=(128, 128),
+    flow_hidden=(128, 128),
+)
+
+
+@pytest.fixture(scope="module")
+def arm():
+    model = planar_arm(6)
+    return model, arm_reference(model)
+
+
+def config(**changes) -> TrainConfig:
+    base = dict(
+        agent="flow",
+        reward="adversarial",
+        warm_start=False,
+        backend="cpu",
+        n_envs=16,
+        budget_steps=8000,
+        chunk_steps=25,
+        agent_config=SMALL_FLOW,
+        env=EnvConfig(episode_steps=100),
+    )
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def evaluate(trainer, agent_state, obs_norm) -> dict[str, float]:
+    return emulate(
+        trainer.env, trainer.agent, agent_state, obs_norm, trainer.config.agent_config
+    ).metrics
+
+
+def test_flow_with_adversarial_reward_learns_to_track(arm, tmp_path):
+    model, ref = arm
+    trainer = make_trainer(model, [ref], config())
+    fresh = trainer.init()
+    before = evaluate(trainer, fresh.agent, fresh.obs_norm)["tracking.joint_error_deg_mean"]
+    policy = train(trainer, tmp_path / "ckpt")
+    after = evaluate(trainer, *policy.params)["tracking.joint_error_deg_mean"]
+    assert before > 20.0, before  # the untrained policy misses by a wide margin
+    assert after < 12.0, (before, after)
+    curve = [r for r in policy.curve if "joint_error_deg" in r]
+    q = len(curve) // 4
+    early, late = curve[:q], curve[-q:]
+    # The discriminator's reward rises as the tracking error falls.
+    assert np.mean([r["reward"] for r in late]) > np.mean([r["reward"] for r in early]) + 0.1
+    assert np.mean([r["joint_error_deg"] for r in late]) < np.mean(
+        [r["joint_error_deg"] for r in early]
+    )
+    assert policy.step == 8000 and latest_step(tmp_path / "ckpt") == 8000
+    meta, _ = read_meta(tmp_path / "ckpt")
+    assert meta["clip_ids"] == ["arm"] and meta["config"]["agent"] == "flow"
+    assert meta["muscles"] == list(trainer.env.muscle_names)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(arm, tmp_path):
+    model, ref = arm
+    cfg = config(budget_steps=2400, checkpoint_every_s=0.0, agent_config=SMALL_FLOW)
+    whole = train(make_trainer(model, [ref], cfg), tmp_path / "whole")
+
+    chunks = []
+
+    def kill_after_three(row):
+        chunks.append(row)
+        if len(chunks) == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(make_trainer(model, [ref], cfg), tmp_path / "cut", progress=kill_after_three)
+    # Checkpoints are written after each chunk's progress report: two chunks are on disk.
+    assert latest_step(tmp_path / "cut") == 2 * 16 * 25
+    with pytest.raises(TrainError, match="resume"):
+        train(make_trainer(model, [ref], cfg), tmp_path / "cut")
+    resumed = train(make_trainer(model, [ref], cfg), tmp_path / "cut", resume=True)
+    assert resumed.step == whole.step == 2400
+    a, b = whole.params[0].source, resumed.params[0].source
+    for x, y in zip(
+        np.concatenate([np.ravel(v) for v in jax_leaves(a)]),
+        np.concatenate([np.ravel(v) for v in jax_leaves(b)]),
+        strict=True,
+    ):
+        assert abs(x - y) <= 1e-4 * (1 + abs(x))
+    # Another setup refuses the checkpoint instead of silently mixing runs.
+    with pytest.raises(TrainError, match="other settings"):
+        train(make_trainer(model, [ref], config(n_envs=8)), tmp_path / "cut", resume=True)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_warm_start_clones_the_known_excitations(arm, tmp_path):
+    model, ref = arm
+    activations = [np.clip(ref["excitation"], 0, 1)]
+    cfg = config(warm_start=True, bc_steps=400, budget_steps=16 * 25)
+    trainer = make_trainer(
+        model, [ref], cfg, activations=activations, excitations=[ref["excitation"]]
+    )
+    cold = trainer.init()
+    warm, bc = trainer.warm_start(cold)
+    assert bc["bc_mse_after"] < 0.25 * bc["bc_mse_before"]
+    cold_error = evaluate(trainer, cold.agent, cold.obs_norm)["tracking.joint_error_deg_mean"]
+    warm_error = evaluate(trainer, warm.agent, warm.obs_norm)["tracking.joint_error_deg_mean"]
+    assert warm_error < 0.6 * cold_error, (cold_error, warm_error)
+    with pytest.raises(TrainError, match="excitations"):
+        make_trainer(model, [ref], cfg)
+
+
+def test_bad_settings_are_clear_errors(arm, tmp_path):
+    model, ref = arm
+    with pytest.raises(TrainError, match="agent"):
+        make_trainer(model, [ref], config(agent="dqn"))
+    with pytest.raises(TrainError, match="reward"):
+        make_trainer(model, [ref], config(reward="sparse"))
+    with pytest.raises(TrainError, match="no references"):
+        make_trainer(model, [], config())
+    bad = dict(ref, qpos=ref["qpos"][:, :1])
+    with pytest.raises(ValueError, match="qpos"):
+        make_trainer(model, [bad], config())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError):
+        from msconvert.emulator.checkpoint import restore
+
+        restore(tmp_path / "empty", {"x": np.zeros(2)})
+    shutil.rmtree(tmp_path / "empty")
