@@ -482,12 +482,15 @@ class Env:
             return mjx.forward(mx, d)
 
         def view_of(d) -> View:
+            # Some derived fields live under `_impl` in recent MJX (direct access is deprecated).
+            impl = getattr(d, "_impl", None)
+            get = lambda name: getattr(impl, name) if hasattr(impl, name) else getattr(d, name)  # noqa: E731
             return View(
                 d.qpos,
                 d.qvel,
                 d.act,
-                d.actuator_length,
-                d.actuator_velocity,
+                get("actuator_length"),
+                get("actuator_velocity"),
                 d.actuator_force,
                 d.xpos[:, bodies],
             )

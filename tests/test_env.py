@@ -1,0 +1,138 @@
+"""The imitation environment: shapes, zero error on the reference, termination, divergence,
+multi-clip padding, failure-weighted sampling, and the C engine agreeing with MJX."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from arm_reference import arm_reference
+
+from msconvert.emulator.env import EnvConfig, make_env, make_reference_set, observe, tracking
+from msconvert.emulator.toy_models import planar_arm
+
+
+@pytest.fixture(scope="module")
+def arm():
+    model = planar_arm(6)
+    short = arm_reference(model, seconds=1.0, seed=1, clip_id="short")
+    long = arm_reference(model, seconds=3.0, seed=2, clip_id="long")
+    refs = make_reference_set([short, long], model, long["body_names"])
+    return model, refs, short, long
+
+
+def test_reference_set_pads_and_masks(arm):
+    model, refs, short, long = arm
+    assert refs.qpos.shape == (2, len(long["qpos"]), model.nq)
+    assert list(refs.length) == [len(short["qpos"]), len(long["qpos"])]
+    # Padding repeats the last frame: a short clip never reads beyond its end.
+    pad = refs.qpos[0, len(short["qpos"]) :]
+    np.testing.assert_array_equal(pad, np.broadcast_to(short["qpos"][-1], pad.shape))
+
+
+def test_state_on_the_reference_has_zero_error(arm):
+    model, refs, *_ = arm
+    env = make_env(model, refs, EnvConfig(), backend="cpu")
+    state = env.reset(jax.random.PRNGKey(0), 8)
+    track = env._tracking(state.view, state.clip, state.frame)
+    assert np.abs(np.asarray(track["error"])).max() < 1e-5
+    assert state.obs.shape == (8, env.obs_dim) and np.isfinite(np.asarray(state.obs)).all()
+    assert (np.asarray(state.frame) < np.asarray(refs.length)[np.asarray(state.clip)] - 1).all()
+
+
+def test_steps_terminate_truncate_and_reset(arm):
+    model, refs, *_ = arm
+    env = make_env(model, refs, EnvConfig(episode_steps=3), backend="cpu")
+    state = env.reset(jax.random.PRNGKey(1), 4)
+    seen_trunc = False
+    for _ in range(3):
+        state, info = env.step(state, jnp.zeros((4, model.nu)))
+        seen_trunc |= bool(np.asarray(info.truncated).any())
+    assert seen_trunc and (np.asarray(state.steps) < 3).all()
+    assert info.error.shape == (4, env.error_dim)
+    # A NaN action is a diverged, terminated environment, never an exception; it is reset.
+    bad = jnp.zeros((4, model.nu)).at[0].set(jnp.nan)
+    state, info = env.step(state, bad)
+    assert bool(info.terminated[0]) and bool(info.diverged[0]) and int(state.steps[0]) == 0
+    assert np.isfinite(np.asarray(state.obs)).all()
+
+
+def test_large_error_terminates(arm):
+    model, refs, *_ = arm
+    ended = {}
+    for threshold in (1e-5, 0.3):
+        env = make_env(model, refs, EnvConfig(termination_body_error_m=threshold), backend="cpu")
+        state = env.reset(jax.random.PRNGKey(2), 4)
+        ended[threshold] = np.zeros(4, bool)
+        for _ in range(10):  # all muscles on: the arm leaves the reference
+            state, info = env.step(state, jnp.ones((4, model.nu)))
+            ended[threshold] |= np.asarray(info.terminated)
+            assert not np.asarray(info.terminated & info.truncated).any()
+    assert ended[1e-5].all() and not ended[0.3].any()
+
+
+def test_failure_weighted_sampling_prefers_failing_clips(arm):
+    model, refs, *_ = arm
+    from msconvert.emulator.env import _sample
+
+    env = make_env(model, refs, EnvConfig(sample_by_failure=True, failure_weight=50.0), "cpu")
+    clip, _ = _sample(env.task, env.config, jax.random.PRNGKey(0), jnp.array([1.0, 0.0]), 2000)
+    assert np.mean(np.asarray(clip) == 0) > 0.9
+    env = make_env(model, refs, EnvConfig(), "cpu")
+    clip, _ = _sample(env.task, env.config, jax.random.PRNGKey(0), jnp.array([1.0, 0.0]), 2000)
+    assert 0.4 < np.mean(np.asarray(clip) == 0) < 0.6
+
+
+def test_bad_references_are_clear_errors(arm):
+    model, _, short, _ = arm
+    names = short["body_names"]
+    with pytest.raises(ValueError, match="qpos has shape"):
+        make_reference_set([dict(short, qpos=short["qpos"][:, :1])], model, names)
+    nan = short["qvel"].copy()
+    nan[3, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        make_reference_set([dict(short, qvel=nan)], model, names)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        make_reference_set(
+            [
+                dict(
+                    short,
+                    qpos=short["qpos"][:1],
+                    qvel=short["qvel"][:1],
+                    body_pos=short["body_pos"][:1],
+                )
+            ],
+            model,
+            names,
+        )
+    with pytest.raises(ValueError, match="not in the model"):
+        make_reference_set([short], model, ("no_such_body",))
+
+
+def test_mjx_and_c_engine_agree_and_mjx_runs_in_scan(arm):
+    model, refs, *_ = arm
+    cpu = make_env(model, refs, EnvConfig(), backend="cpu")
+    mjx = make_env(model, refs, EnvConfig(), backend="mjx")
+    a, b = cpu.reset(jax.random.PRNGKey(3), 4), mjx.reset(jax.random.PRNGKey(3), 4)
+    np.testing.assert_allclose(np.asarray(a.obs), np.asarray(b.obs), atol=1e-4)
+    actions = jax.random.uniform(jax.random.PRNGKey(4), (5, 4, model.nu), minval=-1, maxval=1)
+    for k in range(5):
+        a, ia = cpu.step(a, actions[k])
+        b, ib = mjx.step(b, actions[k])
+        np.testing.assert_allclose(np.asarray(ia.error), np.asarray(ib.error), atol=2e-3)
+        np.testing.assert_allclose(np.asarray(ia.next_obs), np.asarray(ib.next_obs), atol=2e-2)
+
+    def body(state, action):
+        state, info = mjx.step(state, action)
+        return state, info.joint_error_rad
+
+    _, errors = jax.jit(lambda s, acts: jax.lax.scan(body, s, acts))(b, actions)
+    assert errors.shape == (5, 4) and np.isfinite(np.asarray(errors)).all()
+    # The pure functions are also usable directly.
+    assert (
+        observe(mjx.task, mjx.layout, mjx.config, b.view, b.clip, b.frame).shape[1] == mjx.obs_dim
+    )
+    assert (
+        tracking(mjx.task, mjx.layout, b.view, b.clip, b.frame)["error"].shape[1] == mjx.error_dim
+    )
