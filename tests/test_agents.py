@@ -98,10 +98,9 @@ def test_ppo_gae_bootstraps_truncations_not_terminations():
         valid=jnp.ones((3, 1)),
     )
     adv, _ = ppo.gae(rollout, jnp.zeros(1), config)
-    # Step 2 is truncated: 1 + 0.9·10. Step 1 terminates: 1. Step 0 chains into step 1.
-    np.testing.assert_allclose(
-        np.asarray(adv)[:, 0], [1 + 0.9 * (10 - 0) + 0.9 * (1 - 9), 1, 10], rtol=1e-6
-    )
+    # Step 2 is truncated: 1 + 0.9·V(s') = 10. Step 1 terminates: 1, no bootstrap.
+    # Step 0: δ = 1 + 0.9·10 = 10, plus 0.9 times step 1's advantage (1).
+    np.testing.assert_allclose(np.asarray(adv)[:, 0], [10 + 0.9 * 1, 1, 10], rtol=1e-6)
 
 
 def test_running_norm_matches_numpy_and_replay_wraps():
@@ -117,5 +116,6 @@ def test_running_norm_matches_numpy_and_replay_wraps():
         replay = replay_add(replay, {"v": jnp.full((2, 2), float(i))})
     assert int(replay.size) == 5 and int(replay.pointer) == 1
     np.testing.assert_array_equal(
-        np.asarray(replay.data["v"])[:, 0], [2, 1, 1, 2, 2][:1] + [0, 1, 1, 2]
+        np.asarray(replay.data["v"])[:, 0],
+        [2, 0, 1, 1, 2],  # the sixth row overwrote slot 0
     )
