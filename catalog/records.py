@@ -12,6 +12,7 @@ import xarray as xr
 from msconvert.catalog.schema import DIM_JOINT, DIM_QUAT, DIM_SOURCE_TIME, DIM_TIME, DIM_XYZ
 from msconvert.datasets.kinematics import JointTrajectory
 from msconvert.datasets.motion import Motion
+from msconvert.emulator.emulate import Emulation
 from msconvert.emulator.retarget.reference import Reference
 from msconvert.emulator.static_opt import StaticOptResult
 
@@ -214,7 +215,7 @@ def emulation_dataset(emu: Emulation) -> xr.Dataset:
         "qpos": ("qpos", np.asarray(emu.qpos_names)),
         "qvel": ("qvel", np.asarray(emu.qvel_names)),
         m: (m, np.asarray(emu.muscle_names)),
-        "joint": ("joint", np.asarray(emu.joint_names)),
+        "model_joint": ("model_joint", np.asarray(emu.joint_names)),
         "foot": ("foot", np.asarray(emu.foot_names)),
         DIM_XYZ: (DIM_XYZ, np.asarray(XYZ)),
     }
@@ -229,10 +230,14 @@ def emulation_dataset(emu: Emulation) -> xr.Dataset:
             (-emu.force).astype(f32),
             {"units": "N", "description": "muscle tension, >= 0 (MuJoCo's actuator_force negated)"},
         ),
-        "muscle_length": ((t, m), emu.length.astype(f32), {"units": "m", "description": "musculotendon length"}),
+        "muscle_length": (
+            (t, m),
+            emu.length.astype(f32),
+            {"units": "m", "description": "musculotendon length"},
+        ),
         "muscle_velocity": ((t, m), emu.velocity.astype(f32), {"units": "m/s"}),
         "joint_torque": (
-            (t, "joint"),
+            (t, "model_joint"),
             emu.joint_torque.astype(f32),
             {"units": "N m or N", "description": "generalized force of all muscles at each joint"},
         ),

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from msconvert import __version__
+from msconvert.convert.presets import presets_help
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -111,6 +112,84 @@ _CONVERSION_OPTIONS = [
 ]
 
 
+_RL_OPTIONS = [
+    click.option(
+        "--preset",
+        type=click.Choice(["demo", "cpu", "gpu"]),
+        default="demo",
+        show_default=True,
+        help="Training budget per clip (rl). " + presets_help() + ".",
+    ),
+    click.option(
+        "--agent",
+        type=click.Choice(["flow", "gaussian", "ppo"]),
+        default="flow",
+        show_default=True,
+        help="rl learner: flow (ours), gaussian (ablation), ppo (the standard recipe).",
+    ),
+    click.option(
+        "--reward",
+        type=click.Choice(["adversarial", "deepmimic"]),
+        default="adversarial",
+        show_default=True,
+        help="rl tracking reward: adversarial aggregation (ours) or DeepMimic's weighted sum.",
+    ),
+    click.option(
+        "--warm-start/--no-warm-start",
+        default=True,
+        show_default=True,
+        help="rl: behaviour-clone static-optimization excitations before training.",
+    ),
+    click.option(
+        "--policy",
+        "policy_mode",
+        type=click.Choice(["per-clip", "multi-clip"]),
+        default="per-clip",
+        show_default=True,
+        help="rl: one policy per clip, or one for all the clips of the run.",
+    ),
+    click.option(
+        "--checkpoints",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="rl: where policies are saved. Default: CATALOG.checkpoints beside a local catalog.",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True, help="rl: training seed."),
+    click.option(
+        "--budget-steps",
+        type=click.IntRange(min=1),
+        default=None,
+        help="rl: env steps per policy (overrides the preset).",
+    ),
+    click.option(
+        "--budget-minutes",
+        type=click.FloatRange(min=0.0, min_open=True),
+        default=None,
+        help="rl: wall minutes per policy (overrides the preset).",
+    ),
+    click.option(
+        "--envs",
+        "n_envs",
+        type=click.IntRange(min=1),
+        default=None,
+        help="rl: parallel environments (overrides the preset).",
+    ),
+    click.option(
+        "--backend",
+        type=click.Choice(["auto", "mjx", "cpu"]),
+        default=None,
+        help="rl: simulation backend for training (overrides the preset).",
+    ),
+]
+
+
+def rl_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of the learned method (amass --method rl)."""
+    for option in reversed(_RL_OPTIONS):
+        command = option(command)
+    return command
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
@@ -160,6 +239,7 @@ _CONVERSION_OPTIONS = [
     help="Convert at most N clips (after include/exclude, in id order).",
 )
 @conversion_options
+@rl_options
 def amass(
     root: Path,
     out: str,
@@ -187,6 +267,9 @@ def amass(
     from msconvert.datasets.amass import discover
     from msconvert.datasets.motion import MotionError
 
+    conversion["policy"] = conversion.pop("policy_mode")
+    if conversion.get("checkpoints") is None and "://" not in out:
+        conversion["checkpoints"] = str(Path(out).with_name(Path(out).name + ".checkpoints"))
     options = _pipeline_options(until, conversion)
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; pick one")
@@ -208,6 +291,8 @@ def amass(
         f"Converting {len(sources)} clips from {root} to {out} (until {options.until}, "
         f"{n_workers} worker{'s' if n_workers > 1 else ''})"
     )
+    if options.method == "rl" and options.reaches("train"):
+        _print_training_estimate(options, len(sources), n_workers)
     _convert(sources, catalog, out, options, workers=n_workers, resume=resume)
 
 
@@ -258,6 +343,24 @@ def retarget(file: Path, out: str, clip_id: str | None, until: str, **conversion
     catalog = _create_catalog(out, resume=True, overwrite=False)
     stderr.print(f"Retargeting {file} to {out} as clip {cid}")
     _convert([source], catalog, out, options, workers=1, resume=False)
+
+
+def _print_training_estimate(options, n_clips: int, workers: int) -> None:  # noqa: ANN001
+    """Before long work: what will be trained, and at most how long it takes."""
+    config = options.train_config()
+    policies = 1 if options.policy == "multi-clip" else n_clips
+    line = (
+        f"Training {policies} {options.agent} + {options.reward} "
+        f"polic{'y' if policies == 1 else 'ies'} (preset {options.preset}: {config.n_envs} envs, "
+        f"{config.budget_steps:,} env steps"
+    )
+    if config.budget_minutes:
+        total = config.budget_minutes * policies / max(workers, 1)
+        line += f", <= {config.budget_minutes:g} min each); estimated total <= {total:.0f} min "
+        line += "of training, plus retargeting, warm start and emulation"
+    else:
+        line += ")"
+    stderr.print(line + f". Checkpoints: {options.checkpoints}")
 
 
 def _pipeline_options(until: str | None, conversion: dict[str, Any]):  # noqa: ANN202

@@ -7,18 +7,28 @@ reports. Workers compute, the calling process is the catalog's single writer.
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
 from msconvert import __version__
 from msconvert.catalog import Catalog, CatalogError
-from msconvert.catalog.records import reference_dataset, source_dataset, static_opt_dataset
-from msconvert.catalog.schema import STATUS_COMPLETE, STATUS_FAILED
+from msconvert.catalog.records import (
+    emulation_dataset,
+    reference_dataset,
+    reference_mapping,
+    source_dataset,
+    static_opt_dataset,
+)
+from msconvert.catalog.schema import DIM_TIME, STATUS_COMPLETE, STATUS_FAILED
 from msconvert.convert.executors import map_unordered
+from msconvert.convert.presets import PRESETS
+from msconvert.convert.training import warm_start_solutions
 from msconvert.datasets.amass import ClipSource, read_amass
 from msconvert.datasets.kinematics import (
     BodyModelError,
@@ -30,6 +40,9 @@ from msconvert.datasets.kinematics import (
 )
 from msconvert.datasets.motion import Motion, MotionError
 from msconvert.datasets.resample import resample
+from msconvert.emulator.checkpoint import CheckpointError, Policy
+from msconvert.emulator.emulate import Emulation, emulate
+from msconvert.emulator.env import EnvConfig
 from msconvert.emulator.model import ModelError, load_model
 from msconvert.emulator.retarget import (
     CorrespondenceError,
@@ -39,6 +52,14 @@ from msconvert.emulator.retarget import (
     retarget,
 )
 from msconvert.emulator.static_opt import StaticOptError, StaticOptResult, static_optimization
+from msconvert.emulator.train import (
+    TrainConfig,
+    Trainer,
+    TrainError,
+    agent_module,
+    make_trainer,
+    train,
+)
 
 STAGES: tuple[str, ...] = ("ingest", "retarget", "train", "emulate")
 # How the muscle activity is found: a learned policy per clip (the product), or inverse dynamics
@@ -46,7 +67,7 @@ STAGES: tuple[str, ...] = ("ingest", "retarget", "train", "emulate")
 METHODS: tuple[str, ...] = ("rl", "static-opt")
 # Stages that exist today, per method; the others are refused with a clear message, never faked.
 IMPLEMENTED: dict[str, tuple[str, ...]] = {
-    "rl": ("ingest", "retarget"),
+    "rl": ("ingest", "retarget", "train", "emulate"),
     "static-opt": ("ingest", "retarget", "emulate"),
 }
 IMPLEMENTED_STAGES: tuple[str, ...] = IMPLEMENTED["rl"]
@@ -94,6 +115,41 @@ class PipelineOptions:
     method: str = "rl"
     static_opt_cost: str = "act2"  # 'act2' (Σ act²) or 'act3' (Σ act³)
     static_opt_processes: int = 1  # forked processes per clip (only when clips run one at a time)
+    # The rl method: a named budget (convert/presets.py), and what may override it.
+    preset: str = "demo"
+    agent: str = "flow"
+    reward: str = "adversarial"
+    warm_start: bool = True
+    policy: str = "per-clip"  # or 'multi-clip': one policy for all the clips of the run
+    checkpoints: str | None = None  # directory of the policies; None: beside a local catalog
+    seed: int = 0
+    budget_steps: int | None = None
+    budget_minutes: float | None = None
+    n_envs: int | None = None
+    backend: str | None = None
+
+    def train_config(self) -> TrainConfig:
+        """The trainer's settings: the preset, then the explicit overrides."""
+        preset = PRESETS[self.preset]
+        module = agent_module(self.agent)
+        return TrainConfig(
+            agent=self.agent,
+            reward=self.reward,
+            warm_start=self.warm_start,
+            backend=self.backend or preset.backend,
+            n_envs=self.n_envs or preset.n_envs,
+            budget_steps=self.budget_steps or preset.budget_steps,
+            budget_minutes=self.budget_minutes if self.budget_minutes else preset.budget_minutes,
+            seed=self.seed,
+            bc_steps=preset.bc_steps,
+            env=EnvConfig(control_hz=self.control_hz),
+            agent_config=module.Config.gpu() if preset.gpu_agent else module.Config(),
+        )
+
+    def checkpoint_dir(self, name: str) -> Path:
+        if self.checkpoints is None:
+            raise StageNotAvailableError("no checkpoint directory (pass --checkpoints DIR)")
+        return Path(self.checkpoints) / name
 
     @property
     def body_model_mode(self) -> str:
@@ -172,6 +228,14 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
                 processes=options.static_opt_processes,
             )
             parts.append(static_opt_dataset(solution, reference.times))
+        policy = emulation = None
+        if options.method == "rl" and options.reaches("train"):
+            stage = "train"
+            trainer, policy = train_policy([reference], model, options, source.clip_id)
+            if options.reaches("emulate"):
+                stage = "emulate"
+                emulation = emulate_reference(trainer, policy, reference, 0)
+                parts.append(emulation_dataset(emulation))
     except (
         MotionError,
         BodyModelError,
@@ -179,11 +243,15 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
         CorrespondenceError,
         ModelError,
         StaticOptError,
+        TrainError,
+        CheckpointError,
     ) as exc:
         return _failure(source, stage, str(exc), start, base)
     except Exception as exc:  # a bug must cost one clip, not the batch; say it is ours
         return _failure(source, stage, f"internal error: {type(exc).__name__}: {exc}", start, base)
     attrs, metrics, summary = _describe(motion, skeleton, options, reference, solution)
+    if policy is not None:
+        _describe_policy(attrs, metrics, policy, emulation)
     return ClipOutcome(
         clip_id=source.clip_id,
         status=STATUS_COMPLETE,
@@ -256,6 +324,62 @@ def _describe(
     return attrs, metrics, summary
 
 
+def train_policy(
+    references: Sequence[Reference], model: Any, options: PipelineOptions, name: str
+) -> tuple[Trainer, Policy]:
+    """Warm start (static optimization) and train one policy for these references; a policy
+    already trained to its budget in the checkpoint directory is reused, a cut one resumed."""
+    config = options.train_config()
+    activations = excitations = None
+    if config.warm_start:
+        activations, excitations = warm_start_solutions(
+            references, model, options.static_opt_processes
+        )
+    trainer = make_trainer(
+        model, references, config, activations=activations, excitations=excitations
+    )
+    policy = train(trainer, options.checkpoint_dir(name), resume=True)
+    return trainer, policy
+
+
+def emulate_reference(
+    trainer: Trainer, policy: Policy, reference: Reference, clip: int
+) -> Emulation:
+    """The policy's deterministic rollout over one of its clips, on the reference's time axis."""
+    agent_state, obs_norm = policy.params
+    emulation = emulate(
+        trainer.env,
+        trainer.agent,
+        agent_state,
+        obs_norm,
+        trainer.config.agent_config,
+        clip=clip,
+        qpos_names=reference.qpos_names,
+        qvel_names=reference.qvel_names,
+    )
+    emulation.times = reference.times
+    return emulation
+
+
+def _describe_policy(
+    attrs: dict[str, Any], metrics: dict[str, float], policy: Policy, emulation: Emulation | None
+) -> None:
+    """What the catalog says of the policy: how it was trained, where it is, how it tracks."""
+    seconds = float(policy.meta.get("seconds", 0.0))
+    metrics.update({"train.env_steps": float(policy.step), "train.minutes": seconds / 60.0})
+    attrs.update(
+        method_label="reinforcement-learning imitation (policy rollout, deterministic)",
+        checkpoint=str(Path(policy.checkpoint_dir).absolute()),
+        checkpoint_step=int(policy.step),
+        trainer=policy.meta.get("config", {}),
+        seed=int(policy.meta.get("config", {}).get("seed", 0)),
+        policy_clips=list(policy.clip_ids),
+    )
+    if emulation is not None:
+        metrics.update(emulation.metrics)
+        attrs.update(tracked_frames=int(emulation.tracked_frames), fell=bool(emulation.fell))
+
+
 def _failure(
     source: ClipSource, stage: str, reason: str, start: float, summary: dict[str, Any]
 ) -> ClipOutcome:
@@ -321,8 +445,13 @@ def run_batch(
         report.skipped = len(sources) - len(todo)
         if on_skip is not None:
             on_skip(report.skipped)
+    multi = options.method == "rl" and options.policy == "multi-clip" and options.reaches("train")
+    if multi:
+        outcomes = _multi_clip(list(todo), options, workers)
+    else:
+        outcomes = map_unordered(run_clip, todo, options, workers=workers, on_crash=_crashed)
     try:
-        for outcome in map_unordered(run_clip, todo, options, workers=workers, on_crash=_crashed):
+        for outcome in outcomes:
             try:
                 _write(catalog, outcome)
             except CatalogError as exc:  # e.g. the id clashes with what an earlier run wrote
@@ -341,6 +470,63 @@ def run_batch(
         catalog.flush_index()
         report.seconds = time.perf_counter() - start
     return report
+
+
+class _StoredReference:
+    """A reference read back from a clip's dataset (what emulation needs of a `Reference`)."""
+
+    def __init__(self, ds: xr.Dataset, clip_id: str, attrs: dict[str, Any]):
+        self.mapping = reference_mapping(ds.assign_attrs(attrs), clip_id)
+        self.times = ds[DIM_TIME].values
+        self.qpos_names = tuple(str(x) for x in ds["qpos"].values)
+        self.qvel_names = tuple(str(x) for x in ds["qvel"].values)
+
+
+def _multi_clip(
+    sources: list[ClipSource], options: PipelineOptions, workers: int
+) -> Iterable[ClipOutcome]:
+    """One policy for all clips: retarget every clip, train once, then emulate each clip."""
+    ready: list[ClipOutcome] = []
+    upto_retarget = replace(options, until="retarget")
+    for outcome in map_unordered(
+        run_clip, sources, upto_retarget, workers=workers, on_crash=_crashed
+    ):
+        if outcome.status == STATUS_COMPLETE:
+            ready.append(outcome)
+        else:
+            yield replace(outcome, summary={**outcome.summary, "until": options.until})
+    if not ready:
+        return
+    ready.sort(key=lambda o: o.clip_id)
+    stored = [_StoredReference(o.data, o.clip_id, o.attrs) for o in ready]
+    digest = hashlib.sha256("\n".join(o.clip_id for o in ready).encode()).hexdigest()[:12]
+    model = model_for(options.model)
+    try:
+        trainer, policy = train_policy(
+            [r.mapping for r in stored], model, options, f"multi-clip-{digest}"
+        )
+    except (TrainError, CheckpointError, StaticOptError) as exc:
+        for o in ready:
+            yield ClipOutcome(
+                o.clip_id, STATUS_FAILED, "train", " ".join(str(exc).split()), summary=o.summary
+            )
+        return
+    for c, (outcome, ref) in enumerate(zip(ready, stored, strict=True)):
+        emulation = emulate_reference(trainer, policy, ref, c)
+        data = xr.merge(
+            [outcome.data, emulation_dataset(emulation)], compat="no_conflicts", join="exact"
+        )
+        attrs, metrics = dict(outcome.attrs), dict(outcome.metrics)
+        attrs.update(method="rl", stages=list(IMPLEMENTED["rl"][: STAGES.index(options.until) + 1]))
+        _describe_policy(attrs, metrics, policy, emulation)
+        yield replace(
+            outcome,
+            stage=options.until,
+            data=data,
+            attrs=attrs,
+            metrics=metrics,
+            summary={**outcome.summary, "until": options.until, "policy": "multi-clip"},
+        )
 
 
 def _crashed(source: ClipSource, reason: str) -> ClipOutcome:
