@@ -69,9 +69,10 @@ def export_clip(
 ) -> list[Path]:
     """Write one clip as csv, sto, mot or npz under the prefix `out`; return the files written.
 
-    `fields` picks variables (csv, sto, npz) or the kinematics variable (mot). `model` (an MJCF
-    path or MjModel) tells hinge from slide joints for .mot; None loads the clip's model when it
-    is the packaged default. Bad requests raise ValueError with a one-line message.
+    `fields` (names, or one comma-separated string) picks variables (csv, sto, npz) or the
+    kinematics variable (mot). `model` (an MJCF path or MjModel) tells hinge from slide joints
+    for .mot; None loads the clip's model when it is the packaged default. Bad requests (format,
+    field, model) raise ValueError with a one-line message naming what exists.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -357,11 +358,12 @@ def _export_mot(
     fields: Sequence[str] | None,
     model: str | os.PathLike[str] | mujoco.MjModel | None,
 ) -> Path:
-    if fields is not None and len(list(fields)) > 1:
-        raise ValueError(f"mot takes one kinematics field, got {', '.join(fields)}")
-    variable, columns, values = mot_table(
-        ds, clip_id, next(iter(fields)) if fields else None, model
-    )
+    if isinstance(fields, str):
+        fields = fields.split(",")
+    names = [f.strip() for f in fields or () if f.strip()]
+    if len(names) > 1:
+        raise ValueError(f"mot takes one kinematics field, got {', '.join(names)}")
+    variable, columns, values = mot_table(ds, clip_id, names[0] if names else None, model)
     what = MOT_SOURCES[variable]
     description = [
         f"msconvert clip {clip_id}: {what} ({variable}); hinge angles in degrees, slides in metres",
@@ -509,7 +511,7 @@ def _select(
             raise ValueError(f"clip {clip_id!r} has none of the default fields to export")
     else:
         if isinstance(fields, str):
-            fields = [fields]
+            fields = fields.split(",")
         names = list(dict.fromkeys(f.strip() for f in fields if f.strip()))
         if not names:
             raise ValueError("no fields given")

@@ -74,12 +74,13 @@ def plot_clip(
     if path.suffix.lower() not in SUFFIXES:
         raise ValueError(f"plot file {str(path)!r} must end in {', '.join(SUFFIXES)}")
     muscle_names = _muscle_names(ds)
-    chosen = choose_muscles(ds, clip_id, muscles) if muscle_names else []
+    # Asked-for muscles are checked even when the clip has none (a retarget-only clip).
+    chosen = choose_muscles(ds, clip_id, muscles) if muscle_names or muscles else []
 
     fig = Figure(figsize=FIGSIZE_IN, dpi=DPI)
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(
-        3, 2, width_ratios=(1.45, 1.0), left=0.085, right=0.975, top=0.9, bottom=0.065,
+        3, 2, width_ratios=(1.45, 1.0), left=0.085, right=0.935, top=0.9, bottom=0.065,
         wspace=0.28, hspace=0.5,
     )  # fmt: skip
     _heatmap(fig, fig.add_subplot(grid[:, 0]), ds)
@@ -100,7 +101,7 @@ def choose_muscles(ds: xr.Dataset, clip_id: str, muscles: Sequence[str] | None =
     names = _muscle_names(ds)
     if muscles is not None:
         if isinstance(muscles, str):
-            muscles = [muscles]
+            muscles = muscles.split(",")
         asked = list(dict.fromkeys(m.strip() for m in muscles if m.strip()))
         missing = [m for m in asked if m not in names]
         if missing:
@@ -240,7 +241,7 @@ def _group_ticks(fig: Figure, ax: Axes, groups: list[MuscleGroup]) -> tuple[list
 
 def _traces(ax: Axes, ds: xr.Dataset, chosen: list[str]) -> None:
     field = _muscle_field(ds)
-    what = "activation" if field == "activation" else "excitation"
+    what = "excitation" if field == "excitation" else "activation"
     ax.set_title(f"Muscle {what}, selected muscles", loc="left", fontsize=11)
     if field is None or not chosen:
         _missing(ax, "muscle activation")
@@ -252,12 +253,13 @@ def _traces(ax: Axes, ds: xr.Dataset, chosen: list[str]) -> None:
     if len(chosen) > MAX_TRACES:
         ax.text(0.99, 0.02, f"first {MAX_TRACES} of {len(chosen)} shown", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=8)  # fmt: skip
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.3)  # headroom above 1 for the legend
+    ax.set_yticks(np.linspace(0.0, 1.0, 6))
     if t.size > 1:
         ax.set_xlim(t[0], t[-1])
     ax.set_xlabel("time (s)")
     ax.set_ylabel(f"{what} (0–1)")
-    ax.legend(fontsize=8, ncol=2 if len(chosen) > 4 else 1, loc="upper right", framealpha=0.8)
+    ax.legend(fontsize=8, ncol=min(len(chosen), 4), loc="upper right", framealpha=0.85)
     ax.grid(alpha=0.3)
 
 
@@ -273,8 +275,10 @@ def _tracking(ax: Axes, ds: xr.Dataset) -> None:
             body = np.asarray(ds["tracking_body_error_mm"].values, float)
             lines += twin.plot(t, body, color="C3", lw=1.2, label="key-body position")
             twin.set_ylabel("key-body error (mm)", color="C3")
-            twin.set_ylim(bottom=0)
-        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="upper left")
+            twin.set_ylim(0, _headroom(body))
+        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, ncol=2, loc="upper right",
+                  framealpha=0.85)  # fmt: skip
+        ax.set_ylim(0, _headroom(err.values))
     elif "retarget_position_error" in ds.data_vars:
         ax.set_title(
             "Retargeting error (no emulation tracking in this clip)", loc="left", fontsize=11
@@ -282,16 +286,17 @@ def _tracking(ax: Axes, ds: xr.Dataset) -> None:
         err = ds["retarget_position_error"].transpose(DIM_TIME, ...)
         t = np.asarray(err[DIM_TIME].values, dtype=float)
         mm = 1000.0 * np.asarray(err.values, dtype=float).reshape(t.size, -1)
+        worst = _nan_reduce(np.nanmax, mm)
         ax.plot(t, _nan_reduce(np.nanmean, mm), color="C0", lw=1.4, label="mean over points")
-        ax.plot(t, _nan_reduce(np.nanmax, mm), color="C0", lw=0.9, ls=":", label="worst point")
+        ax.plot(t, worst, color="C0", lw=0.9, ls=":", label="worst point")
         ax.set_ylabel("model-to-source distance (mm)")
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, ncol=2, loc="upper right", framealpha=0.85)
+        ax.set_ylim(0, _headroom(worst))
     else:
         ax.set_title("Tracking error", loc="left", fontsize=11)
         _missing(ax, "tracking error")
         return
     ax.set_xlabel("time (s)")
-    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
 
 
@@ -311,13 +316,17 @@ def _grf(ax: Axes, ds: xr.Dataset) -> None:
     for k, foot in enumerate(feet):
         ax.plot(t, values[:, k], lw=1.4, color=colors.get(foot, f"C{k + 4}"), label=foot)
     ax.plot(t, _nan_reduce(np.nansum, values), lw=1.0, color="0.35", ls="--", label="total")
+    top = [values]
     weight = ds.attrs.get("body_weight_n")
     if isinstance(weight, int | float) and np.isfinite(weight):
         ax.axhline(float(weight), color="k", lw=1.0, ls=":", label=f"body weight ({weight:.0f} N)")
+        top.append(np.array([weight]))
+    top.append(_nan_reduce(np.nansum, values))
     ax.set_xlabel("time (s)")
     ax.set_ylabel("vertical force (N)")
-    ax.set_ylim(bottom=min(0.0, float(np.nanmin(values, initial=0.0))))
-    ax.legend(fontsize=8, ncol=2, loc="lower right", framealpha=0.8)
+    low = float(np.nanmin(np.where(np.isfinite(values), values, 0.0), initial=0.0))
+    ax.set_ylim(min(0.0, low), _headroom(np.concatenate([np.ravel(a) for a in top])))
+    ax.legend(fontsize=8, ncol=4, loc="upper right", framealpha=0.85)
     ax.grid(alpha=0.3)
 
 
@@ -377,6 +386,13 @@ def _prefix(name: str) -> str:
 def _natural(name: str) -> list[tuple[int, int | str]]:
     """Sort key putting 'IL_R10' after 'IL_R9'."""
     return [(0, int(p)) if p.isdigit() else (1, p.lower()) for p in re.split(r"(\d+)", name) if p]
+
+
+def _headroom(values: np.ndarray, factor: float = 1.35) -> float:
+    """An upper y limit leaving room for a legend above the data."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.max()) * factor if finite.size and finite.max() > 0 else 1.0
 
 
 def _nan_reduce(fn, values: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a numpy nan-reduction

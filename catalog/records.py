@@ -221,8 +221,8 @@ def emulation_dataset(emu: Emulation) -> xr.Dataset:
     }
     f32 = np.float32
     data = {
-        "qpos": ((t, "qpos"), emu.qpos, {"units": "m or rad; root quaternion w,x,y,z"}),
-        "qvel": ((t, "qvel"), emu.qvel, {"units": "m/s or rad/s (MuJoCo tangent space)"}),
+        "emulated_qpos": ((t, "qpos"), emu.qpos, {"units": "m or rad; root quaternion w,x,y,z"}),
+        "emulated_qvel": ((t, "qvel"), emu.qvel, {"units": "m/s or rad/s (MuJoCo tangent space)"}),
         "excitation": ((t, m), emu.excitation.astype(f32), {"units": "1", "range": "0..1"}),
         "activation": ((t, m), emu.activation.astype(f32), {"units": "1", "range": "0..1"}),
         "muscle_force": (
