@@ -143,8 +143,15 @@ class PipelineOptions:
             seed=self.seed,
             bc_steps=preset.bc_steps,
             env=EnvConfig(control_hz=self.control_hz),
-            agent_config=module.Config.gpu() if preset.gpu_agent else module.Config(),
+            agent_config=self._agent_config(module, preset),
         )
+
+    @staticmethod
+    def _agent_config(module: Any, preset: Any) -> Any:
+        config = module.Config.gpu() if preset.gpu_agent else module.Config()
+        if hasattr(config, "replay_size"):
+            config = replace(config, replay_size=preset.replay_size)
+        return config
 
     def checkpoint_dir(self, name: str) -> Path:
         if self.checkpoints is None:

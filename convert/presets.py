@@ -17,6 +17,7 @@ class Preset:
     budget_minutes: float | None
     bc_steps: int  # warm-start gradient steps
     gpu_agent: bool  # use the agent's Config.gpu() (big networks, big batches)
+    replay_size: int  # off-policy agents: transitions kept (observations are ~2,500 floats)
 
 
 PRESETS: dict[str, Preset] = {
@@ -31,6 +32,7 @@ PRESETS: dict[str, Preset] = {
             budget_minutes=2.0,
             bc_steps=400,
             gpu_agent=False,
+            replay_size=20_000,
         ),
         Preset(
             name="cpu",
@@ -41,6 +43,7 @@ PRESETS: dict[str, Preset] = {
             budget_minutes=240.0,
             bc_steps=2_000,
             gpu_agent=False,
+            replay_size=300_000,
         ),
         Preset(
             name="gpu",
@@ -51,6 +54,7 @@ PRESETS: dict[str, Preset] = {
             budget_minutes=None,
             bc_steps=5_000,
             gpu_agent=True,
+            replay_size=4_000_000,
         ),
     )
 }

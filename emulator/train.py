@@ -143,10 +143,15 @@ class Trainer:
         adversarial = cfg.reward == "adversarial"
         rcfg = cfg.adversarial
 
+        def act_only(agent_state, obs_norm, raw_obs, key) -> tuple[jax.Array, ...]:
+            # Returns only new values: returning the whole state would copy the replay.
+            key, k_act = jax.random.split(key)
+            obs = norm_apply(obs_norm, raw_obs)
+            action, extras = agent.act(agent_state, obs, k_act, False, acfg)
+            return key, action, extras, obs
+
         def act_part(ts: TrainState) -> tuple[TrainState, jax.Array, dict, jax.Array]:
-            key, k_act = jax.random.split(ts.key)
-            obs = norm_apply(ts.obs_norm, ts.env.obs)
-            action, extras = agent.act(ts.agent, obs, k_act, False, acfg)
+            key, action, extras, obs = act_only(ts.agent, ts.obs_norm, ts.env.obs, ts.key)
             return ts._replace(key=key), action, extras, obs
 
         def learn_part(
@@ -204,16 +209,25 @@ class Trainer:
                 ts, metrics = jax.lax.scan(one, ts, None, length=n)
                 return ts, jax.tree.map(jnp.mean, metrics)
 
-            self.run_chunk = jax.jit(chunk)
+            self.run_chunk = jax.jit(chunk, donate_argnums=0)  # the replay is updated in place
         else:
-            act_jit, learn_jit = jax.jit(act_part), jax.jit(learn_part)
+            # Donated: the replay (often GBs) is updated in place instead of copied every step.
+            act_jit, learn_jit = jax.jit(act_only), jax.jit(learn_part, donate_argnums=0)
 
             def chunk(ts: TrainState) -> tuple[TrainState, dict]:
+                # The C engine's state stays in float64 NumPy: it never goes through JAX (which
+                # would make it float32) and is put back after each jitted part.
                 rows = []
                 for _ in range(n):
-                    ts, action, extras, obs = act_jit(ts)
-                    env_state, info = env.step(ts.env, action)
-                    ts, metrics = learn_jit(ts, obs, action, extras, env_state, info)
+                    sim = ts.env.sim
+                    key, action, extras, obs = act_jit(ts.agent, ts.obs_norm, ts.env.obs, ts.key)
+                    ts = ts._replace(key=key)
+                    env_state, info = env.step(ts.env._replace(sim=sim), action)
+                    sim = env_state.sim
+                    ts, metrics = learn_jit(
+                        ts, obs, action, extras, env_state._replace(sim=None), info
+                    )
+                    ts = ts._replace(env=ts.env._replace(sim=sim))
                     rows.append(metrics)
                 return ts, jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *rows)
 
