@@ -933,3 +933,169 @@ def demo_corpus(directory: Path, broken: bool) -> None:
     if broken:
         bad = write_broken_corpus(directory / "broken")
         stderr.print(f"Wrote {len(bad)} broken files under {directory / 'broken'}")
+
+
+def _clip(catalog: str, clip: str):  # noqa: ANN202 - xarray.Dataset
+    cat = _open(catalog)
+    try:
+        return cat[clip]
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("catalog")
+@click.argument("clip")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "sto", "mot", "npz"]),
+    required=True,
+    help="sto: OpenSim storage of muscle quantities; mot: OpenSim motion (degrees); csv; npz.",
+)
+@click.option("--fields", default=None, help="Comma-separated arrays (default: per format).")
+@click.option("--out", required=True, type=click.Path(), help="File prefix or directory.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="mot: the MJCF the clip was made with, when it is not the default model.",
+)
+def export(
+    catalog: str, clip: str, fmt: str, fields: str | None, out: str, model_path: str | None
+) -> None:
+    """Write one clip in a format other tools read (OpenSim .sto/.mot, CSV, NumPy .npz).
+
+    \b
+    Examples:
+      msconvert export catalog.zarr KIT/3/walk --format sto --out walk  # walk_activation.sto ...
+      msconvert export catalog.zarr KIT/3/walk --format mot --out walk.mot  # joint angles, degrees
+      msconvert export catalog.zarr KIT/3/walk --format csv --fields grf,activation --out walk
+    """
+    from msconvert.catalog.exports import export_clip
+
+    ds = _clip(catalog, clip)
+    model = None
+    if model_path:
+        from msconvert.emulator.model import load_model
+
+        model = load_model(model_path)
+    try:
+        paths = export_clip(ds, clip, fmt, out, fields, model=model)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in paths:
+        click.echo(str(path))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("catalog")
+@click.argument("clip")
+@click.option(
+    "--muscles", multiple=True, metavar="NAMES", help="Muscles to trace (comma-separated)."
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="FILE.png (or .pdf/.svg)."
+)
+def plot(catalog: str, clip: str, muscles: tuple[str, ...], out: str) -> None:
+    """One figure of a clip: activation heatmap, chosen muscles, tracking error, vertical GRF.
+
+    \b
+    Example:
+      msconvert plot catalog.zarr KIT/3/walk --muscles soleus_r,tibant_r --out walk.png
+    """
+    from msconvert.catalog.plot import plot_clip
+
+    ds = _clip(catalog, clip)
+    try:
+        path = plot_clip(ds, clip, out, muscles=_split(muscles) or None)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(str(path))
+
+
+@main.command(name="export-checkpoint", context_settings=CONTEXT)
+@click.argument("catalog")
+@click.argument("clip")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+def export_checkpoint(catalog: str, clip: str, out: str) -> None:
+    """Copy the policy that produced CLIP (Orbax checkpoint, config, policy.json layout) to OUT."""
+    import shutil
+
+    from msconvert.emulator.checkpoint import META_FILE, read_meta
+
+    ds = _clip(catalog, clip)
+    source = ds.attrs.get("checkpoint")
+    if not source:
+        raise click.ClickException(f"clip {clip!r} has no policy (method {ds.attrs.get('method')})")
+    if not Path(source).is_dir():
+        raise click.ClickException(f"the clip's checkpoint {source} is not on this machine")
+    dest = Path(out)
+    if dest.exists() and any(dest.iterdir()):
+        raise click.UsageError(f"{out} exists and is not empty")
+    shutil.copytree(source, dest, dirs_exist_ok=True)
+    meta, step = read_meta(dest)
+    layout = {
+        "clip": clip,
+        "checkpoint_step": step,
+        "observation_dim": meta["obs_dim"],
+        "action_dim": meta["act_dim"],
+        "action": meta["action"],
+        "muscles": meta["muscles"],
+        "config": meta["config"],
+        "clip_ids": meta["clip_ids"],
+        "model_sha256": meta["model_sha256"],
+        "software_version": meta["software_version"],
+    }
+    (dest / META_FILE).write_text(json.dumps(layout, indent=1))
+    click.echo(f"{dest} (step {step:,}; {META_FILE} describes the observation and action layout)")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
+@click.argument("motion_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, metavar="CATALOG", help="Catalog to write the clip into.")
+@click.option("--clip-id", default=None, help="Id of the clip (default: the file name).")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None)
+def emulate(
+    checkpoint: str, motion_file: Path, out: str, clip_id: str | None, model_path: str | None
+) -> None:
+    """Re-run a saved policy on MOTION_FILE (retargeted first) and write the emulation to CATALOG.
+
+    \b
+    Example:
+      msconvert export-checkpoint c.zarr DemoLab/subject1/walking --out ckpt/walk
+      msconvert emulate ckpt/walk walking_poses.npz --out again.zarr
+    """
+    from msconvert.convert.pipeline import PipelineOptions, replay_policy
+    from msconvert.datasets.amass import SUFFIXES, ClipSource, clip_id_for
+
+    suffix = next((s for s in SUFFIXES if motion_file.name.endswith(s)), None)
+    cid = clip_id or clip_id_for(motion_file.name)
+    source = ClipSource(
+        path=motion_file,
+        relpath=motion_file.name,
+        clip_id=cid,
+        body_model=SUFFIXES[suffix] if suffix else "smplh",
+    )
+    options = PipelineOptions(until="emulate", model=model_path)
+    _check_model(options)
+    catalog = _create_catalog(out, resume=True, overwrite=False)
+    outcome = replay_policy(source, options, checkpoint)
+    from msconvert.convert.pipeline import _write
+
+    with catalog:
+        _write(catalog, outcome)
+        catalog.flush_index()
+    if outcome.status != "complete":
+        raise click.ClickException(f"{cid}: {outcome.reason}")
+    m = outcome.metrics
+    stderr.print(
+        f"{cid}: joint error {m['tracking.joint_error_deg_mean']:.1f}° mean, tracked "
+        f"{100 * m['tracking.fraction_tracked']:.0f}% of the clip -> {out}"
+    )

@@ -6,6 +6,7 @@ reports. Workers compute, the calling process is the catalog's single writer.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import time
@@ -40,10 +41,10 @@ from msconvert.datasets.kinematics import (
 )
 from msconvert.datasets.motion import Motion, MotionError
 from msconvert.datasets.resample import resample
-from msconvert.emulator.checkpoint import CheckpointError, Policy
+from msconvert.emulator.checkpoint import CheckpointError, Policy, read_meta, restore
 from msconvert.emulator.emulate import Emulation, emulate
 from msconvert.emulator.env import EnvConfig
-from msconvert.emulator.model import ModelError, load_model
+from msconvert.emulator.model import ModelError, load_model, model_sha256
 from msconvert.emulator.retarget import (
     CorrespondenceError,
     Reference,
@@ -51,6 +52,7 @@ from msconvert.emulator.retarget import (
     RetargetError,
     retarget,
 )
+from msconvert.emulator.reward import AdversarialConfig
 from msconvert.emulator.static_opt import StaticOptError, StaticOptResult, static_optimization
 from msconvert.emulator.train import (
     TrainConfig,
@@ -366,6 +368,80 @@ def emulate_reference(
     )
     emulation.times = reference.times
     return emulation
+
+
+def config_from_meta(meta: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with (from its JSON meta)."""
+    raw = dict(meta["config"])
+    module = agent_module(raw["agent"])
+
+    def build(cls: Any, values: dict[str, Any]) -> Any:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        out = {}
+        for k, v in values.items():
+            if k in fields:
+                out[k] = tuple(v) if isinstance(v, list) else v
+        return cls(**out)
+
+    raw["env"] = build(EnvConfig, raw["env"])
+    raw["adversarial"] = build(AdversarialConfig, raw["adversarial"])
+    raw["agent_config"] = build(module.Config, raw["agent_config"])
+    return build(TrainConfig, raw)
+
+
+def replay_policy(source: ClipSource, options: PipelineOptions, checkpoint_dir: str) -> ClipOutcome:
+    """Ingest and retarget a motion file, then emulate it with a saved policy (no training)."""
+    start = time.perf_counter()
+    base = {"source": source.relpath, "until": "emulate", "method": "rl"}
+    stage = "ingest"
+    try:
+        meta, _ = read_meta(checkpoint_dir)
+        config = config_from_meta(meta)
+        motion, skeleton, data = ingest(source, options)
+        stage = "retarget"
+        model = model_for(options.model)
+        if meta.get("model_sha256") and meta["model_sha256"] != model_sha256(model):
+            raise TrainError("the checkpoint was trained on another model: pass its --model")
+        settings = RetargetConfig(fps=config.env.control_hz, correspondence=options.retarget_config)
+        reference = retarget(motion, model, settings, skeleton)
+        stage = "emulate"
+        # A trainer shaped like the one that saved the checkpoint (same number of clips), with
+        # the same initial activations (static optimization's, when it warm-started).
+        n = len(meta["clip_ids"])
+        acts = excs = None
+        if config.warm_start:
+            acts, excs = warm_start_solutions([reference], model, options.static_opt_processes)
+            acts, excs = acts * n, excs * n
+        trainer = make_trainer(model, [reference] * n, config, activations=acts, excitations=excs)
+        state, meta, step = restore(checkpoint_dir, trainer.init())
+        policy = Policy(str(checkpoint_dir), step, meta, params=(state.agent, state.obs_norm))
+        emulation = emulate_reference(trainer, policy, reference, 0)
+    except (
+        MotionError,
+        BodyModelError,
+        RetargetError,
+        CorrespondenceError,
+        ModelError,
+        TrainError,
+        CheckpointError,
+    ) as exc:
+        return _failure(source, stage, str(exc), start, base)
+    parts = [data, reference_dataset(reference), emulation_dataset(emulation)]
+    attrs, metrics, summary = _describe(
+        motion, skeleton, replace(options, until="emulate"), reference
+    )
+    _describe_policy(attrs, metrics, policy, emulation)
+    return ClipOutcome(
+        clip_id=source.clip_id,
+        status=STATUS_COMPLETE,
+        stage="emulate",
+        data=xr.merge(parts, compat="no_conflicts", join="exact"),
+        attrs=attrs,
+        metrics=metrics,
+        summary={**base, **summary},
+        seconds=time.perf_counter() - start,
+        frames=motion.n_frames,
+    )
 
 
 def _describe_policy(
