@@ -203,15 +203,6 @@ def test_info_shows_attrs_and_shapes(mixed_catalog):
     assert run("info", out, clip).exit_code == 0
 
 
-def test_later_stages_say_they_are_not_available(demo_corpus, tmp_path):
-    for stage in ("train", "emulate"):
-        r = CliRunner().invoke(
-            main, ["amass", str(demo_corpus), "--out", str(tmp_path / "c.zarr"), "--until", stage]
-        )
-        assert r.exit_code == 2 and "not available yet" in r.output
-    assert not (tmp_path / "c.zarr").exists(), "nothing written for a refused stage"
-
-
 def test_existing_catalog_needs_resume_or_overwrite(demo_corpus, tmp_path):
     out = tmp_path / "c.zarr"
     assert run("amass", demo_corpus, "--out", out, "--limit", "1").exit_code == 0
