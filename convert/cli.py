@@ -284,6 +284,10 @@ def amass(
         )
     _check_model(options)
     catalog = _create_catalog(out, resume=resume, overwrite=overwrite)
+    if overwrite and options.checkpoints and Path(options.checkpoints).is_dir():
+        import shutil
+
+        shutil.rmtree(options.checkpoints)  # the policies belong to the catalog they replace
     n_workers = workers or (os.cpu_count() or 1 if len(sources) >= 8 else 1)
     if n_workers == 1:  # clips one at a time: let static optimization use the cores
         options = replace(options, static_opt_processes=_cores())

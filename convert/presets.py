@@ -25,11 +25,11 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             name="demo",
-            description="minutes on a laptop CPU: 2 min per clip; a modest, honestly reported fit",
+            description="a laptop CPU: 1.5 min per clip, a modest and honestly reported fit",
             backend="cpu",
             n_envs=8,
             budget_steps=40_000,
-            budget_minutes=2.0,
+            budget_minutes=1.5,
             bc_steps=400,
             gpu_agent=False,
             replay_size=20_000,

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from msconvert.convert.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+UNTIL = ("--until", "retarget")  # the rl stages train; tests of the CLI itself stop before
 
 
 def run(*args: str) -> object:
@@ -27,7 +28,7 @@ def run(*args: str) -> object:
 def mixed_catalog(mixed_corpus, tmp_path_factory) -> tuple[Path, dict[str, str], object]:
     root, broken = mixed_corpus
     out = tmp_path_factory.mktemp("cat") / "catalog.zarr"
-    result = run("amass", root, "--out", out)
+    result = run("amass", root, "--out", out, "--until", "retarget")
     return out, broken, result
 
 
@@ -205,14 +206,17 @@ def test_info_shows_attrs_and_shapes(mixed_catalog):
 
 def test_existing_catalog_needs_resume_or_overwrite(demo_corpus, tmp_path):
     out = tmp_path / "c.zarr"
-    assert run("amass", demo_corpus, "--out", out, "--limit", "1").exit_code == 0
-    r = CliRunner().invoke(main, ["amass", str(demo_corpus), "--out", str(out)])
+    assert run("amass", demo_corpus, "--out", out, "--limit", "1", *UNTIL).exit_code == 0
+    r = CliRunner().invoke(main, ["amass", str(demo_corpus), "--out", str(out), *UNTIL])
     assert r.exit_code == 2 and "--resume" in r.output
-    assert run("amass", demo_corpus, "--out", out, "--resume").exit_code == 0
+    assert run("amass", demo_corpus, "--out", out, "--resume", *UNTIL).exit_code == 0
     assert len(ls_json(out)) == len(list(demo_corpus.rglob("*_poses.npz"))) + len(
         list(demo_corpus.rglob("*_stageii.npz"))
     )
-    assert run("amass", demo_corpus, "--out", out, "--overwrite", "--limit", "2").exit_code == 0
+    assert (
+        run("amass", demo_corpus, "--out", out, "--overwrite", "--limit", "2", *UNTIL).exit_code
+        == 0
+    )
     assert len(ls_json(out)) == 2
 
 
@@ -228,8 +232,8 @@ def test_process_pool_gives_the_same_arrays(demo_corpus, tmp_path):
     from msconvert.catalog import Catalog
 
     one, two = tmp_path / "one.zarr", tmp_path / "two.zarr"
-    assert run("amass", demo_corpus, "--out", one, "--workers", "1").exit_code == 0
-    assert run("amass", demo_corpus, "--out", two, "--workers", "2").exit_code == 0
+    assert run("amass", demo_corpus, "--out", one, "--workers", "1", *UNTIL).exit_code == 0
+    assert run("amass", demo_corpus, "--out", two, "--workers", "2", *UNTIL).exit_code == 0
     a, b = Catalog.open(one), Catalog.open(two)
     assert sorted(a) == sorted(b) and len(list(a)) >= 5
     for clip in a:

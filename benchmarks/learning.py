@@ -1,0 +1,164 @@
+"""Learning: ours (flow + adversarial) against its ablations and the standard recipe, same seeds,
+budget and task, each with and without the static-optimization warm start.
+
+Runs: flow+adversarial (ours), gaussian+adversarial (no flow), flow+deepmimic (no adversarial
+aggregation), ppo+deepmimic (MuscleMimic's recipe). Task:
+- `--task arm` (default with --quick): the 8-muscle planar arm (MjSpec) tracking a 3-s reference
+  made by forward-simulating smooth excitations. Small, but the same code path as MyoFullBody.
+- `--task myofullbody`: MyoFullBody (locked fingers) tracking the demo standing clip (hours here).
+Final error: the deterministic rollout of the final policy over the whole clip (emulation), mean
+|joint-angle error| in degrees. Prints one line per run, writes a learning-curve PNG, and prints a
+JSON summary as the last line.
+
+    .venv/bin/python benchmarks/learning.py --quick --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from msconvert.convert.training import warm_start_solutions  # noqa: E402
+from msconvert.emulator.agents import flow, gaussian, ppo  # noqa: E402
+from msconvert.emulator.emulate import emulate  # noqa: E402
+from msconvert.emulator.env import EnvConfig  # noqa: E402
+from msconvert.emulator.train import TrainConfig, make_trainer, train  # noqa: E402
+
+RUNS = {
+    "ours": ("flow", "adversarial"),
+    "gaussian": ("gaussian", "adversarial"),
+    "deepmimic": ("flow", "deepmimic"),
+    "ppo": ("ppo", "deepmimic"),
+}
+
+
+def task(name: str):  # noqa: ANN201
+    if name == "arm":
+        from arm_reference import arm_reference
+
+        from msconvert.emulator.toy_models import planar_arm
+
+        model = planar_arm(8)
+        return model, arm_reference(model, seconds=3.0, seed=3), "planar arm, 8 muscles"
+    from msconvert.datasets.amass import read_amass
+    from msconvert.datasets.demo import standing, write_smplh_npz
+    from msconvert.emulator.model import load_model
+    from msconvert.emulator.retarget import RetargetConfig, retarget
+
+    model = load_model(lock_fingers=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_smplh_npz(Path(tmp, "stand_poses.npz"), *standing(duration_s=3.0))
+        motion = read_amass(path, relpath=path.name, clip_id="standing")
+    return model, retarget(motion, model, RetargetConfig(fps=50.0)), "MyoFullBody, locked fingers"
+
+
+def agent_config(agent: str):  # noqa: ANN201
+    small = dict(warmup_steps=500, batch_size=128, critic_hidden=(128, 128))
+    if agent == "flow":
+        return flow.Config(policy_hidden=(128, 128), flow_hidden=(128, 128), **small)
+    if agent == "gaussian":
+        return gaussian.Config(policy_hidden=(128, 128), **small)
+    return ppo.Config(hidden=(64, 64), rollout_length=32)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the arm, 8k env steps per run")
+    parser.add_argument("--json", action="store_true", help="only the JSON summary")
+    parser.add_argument("--task", choices=("arm", "myofullbody"), default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--png", default="bench_out/learning.png")
+    args = parser.parse_args()
+    say = (lambda *a: None) if args.json else print
+    name = args.task or ("arm" if args.quick else "myofullbody")
+    steps = args.steps or (8_000 if args.quick else 200_000)
+    model, ref, label = task(name)
+    acts, excs = warm_start_solutions([ref], model)
+    results: dict[str, dict] = {}
+    for run, (agent, reward) in RUNS.items():
+        for warm in (False, True):
+            cfg = TrainConfig(
+                agent=agent,
+                reward=reward,
+                warm_start=warm,
+                backend="cpu",
+                n_envs=16,
+                budget_steps=steps,
+                seed=args.seed,
+                agent_config=agent_config(agent),
+                env=EnvConfig(episode_steps=100),
+            )
+            trainer = make_trainer(model, [ref], cfg, activations=acts, excitations=excs)
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                policy = train(trainer, Path(tmp, "ckpt"))
+            seconds = time.perf_counter() - start
+            final = emulate(
+                trainer.env, trainer.agent, *policy.params, trainer.config.agent_config
+            ).metrics["tracking.joint_error_deg_mean"]
+            curve = [r for r in policy.curve if "joint_error_deg" in r]
+            later = [r for r in curve if r["seconds"] > curve[0]["seconds"]]
+            rate = (later[-1]["env_steps"] - later[0]["env_steps"]) / max(
+                later[-1]["seconds"] - later[0]["seconds"], 1e-9
+            )
+            key = f"{run}{'_warm' if warm else ''}"
+            results[key] = {"final": final, "curve": curve, "steps_per_s": rate, "seconds": seconds}
+            say(
+                f"{key:16s} {agent}+{reward}: final joint error {final:6.2f} deg, "
+                f"{rate:6.0f} env steps/s after compile, {seconds:5.1f} s"
+            )
+    _plot(results, args.png, label)
+    ppo_final = results["ppo"]["final"]
+    reach = next(
+        (r["env_steps"] for r in results["ours"]["curve"] if r["joint_error_deg"] <= ppo_final),
+        None,
+    )
+    summary = {
+        "task": label,
+        "env_steps_per_run": steps,
+        "ours_final_joint_error_deg": round(results["ours"]["final"], 3),
+        "gaussian_final_joint_error_deg": round(results["gaussian"]["final"], 3),
+        "deepmimic_final_joint_error_deg": round(results["deepmimic"]["final"], 3),
+        "ppo_final_joint_error_deg": round(ppo_final, 3),
+        "ours_steps_per_s": round(results["ours"]["steps_per_s"], 1),
+        "ours_warm_final_joint_error_deg": round(results["ours_warm"]["final"], 3),
+        "ppo_warm_final_joint_error_deg": round(results["ppo_warm"]["final"], 3),
+        "ours_env_steps_to_ppo_final_training_error": reach,
+        "png": args.png,
+    }
+    print(json.dumps(summary))
+
+
+def _plot(results: dict, path: str, label: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax_steps, ax_time = fig.subplots(1, 2)
+    for key, r in results.items():
+        steps = [c["env_steps"] for c in r["curve"]]
+        secs = [c["seconds"] for c in r["curve"]]
+        err = [c["joint_error_deg"] for c in r["curve"]]
+        style = "--" if key.endswith("_warm") else "-"
+        ax_steps.plot(steps, err, style, label=key)
+        ax_time.plot(secs, err, style, label=key)
+    for ax, xl in ((ax_steps, "environment steps"), (ax_time, "wall time (s)")):
+        ax.set_xlabel(xl)
+        ax.set_ylabel("training joint-angle error (deg)")
+        ax.grid(alpha=0.3)
+    ax_steps.legend(fontsize=8)
+    fig.suptitle(f"Tracking error while training: {label}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+if __name__ == "__main__":
+    main()
