@@ -614,7 +614,7 @@ def train(
                 activations=acts,
                 excitations=excs,
                 resume=resume,
-                processes=_cores(),
+                processes=1,  # no fork once JAX runs threads
                 progress=bar.update,
             )
     except (TrainError, CheckpointError) as exc:

@@ -341,9 +341,9 @@ def train_policy(
     config = options.train_config()
     activations = excitations = None
     if config.warm_start:
-        activations, excitations = warm_start_solutions(
-            references, model, options.static_opt_processes
-        )
+        # One process: forking after JAX has started threads can deadlock (and a clip's
+        # static optimization takes seconds next to minutes of training).
+        activations, excitations = warm_start_solutions(references, model, 1)
     trainer = make_trainer(
         model, references, config, activations=activations, excitations=excitations
     )
@@ -410,7 +410,7 @@ def replay_policy(source: ClipSource, options: PipelineOptions, checkpoint_dir: 
         n = len(meta["clip_ids"])
         acts = excs = None
         if config.warm_start:
-            acts, excs = warm_start_solutions([reference], model, options.static_opt_processes)
+            acts, excs = warm_start_solutions([reference], model, 1)  # no fork after JAX
             acts, excs = acts * n, excs * n
         trainer = make_trainer(model, [reference] * n, config, activations=acts, excitations=excs)
         state, meta, step = restore(checkpoint_dir, trainer.init())
