@@ -31,11 +31,13 @@ def arm_reference(
             body_pos.append(data.xpos[1:].copy())
             excitation.append(data.ctrl.copy())
         mujoco.mj_step(model, data)
+    qvel_arr = np.array(qvel)
     return {
         "clip_id": clip_id,
         "fps": hz,
         "qpos": np.array(qpos),
-        "qvel": np.array(qvel),
+        "qvel": qvel_arr,
+        "qacc": np.gradient(qvel_arr, 1.0 / hz, axis=0),  # for static optimization
         "body_pos": np.array(body_pos),
         "body_names": bodies,
         "excitation": np.array(excitation),
