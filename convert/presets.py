@@ -54,7 +54,7 @@ PRESETS: dict[str, Preset] = {
             budget_minutes=None,
             bc_steps=5_000,
             gpu_agent=True,
-            replay_size=1_000_000,  # ~11 GB of bfloat16-free float32 rows at MyoFullBody size
+            replay_size=1_000_000,  # ~24 GB in float32 at MyoFullBody size (obs ~2,765)
         ),
     )
 }
