@@ -29,12 +29,21 @@ def default_model_path() -> Path:
 
 
 def load_model(
-    path: str | Path | None = None, *, timestep: float | None = None, lock_fingers: bool = False
+    path: str | Path | None = None,
+    *,
+    timestep: float | None = None,
+    lock_fingers: bool = False,
+    keep_phantom_inertia: bool = False,
 ) -> mujoco.MjModel:
     """Compile an MJCF (None: MyoFullBody), adding a floor plane when the model has none.
 
     `timestep` overrides the physics step (s); `lock_fingers` removes the finger joints (fingers
     stay rigid at their reference pose) and the muscles crossing them (see `describe_model`).
+    Bodies whose inertia no body of their mass can have (radius of gyration above
+    `PHANTOM_GYRATION_M`) get a negligible one unless `keep_phantom_inertia`: MyoFullBody's eight
+    massless shoulder "phantom" bodies (1 g) carry 1 kg·m² each, which puts 2 kg·m² of inertia
+    that no arm has on each shoulder's plane-of-elevation DoF (a walk's arm swing then asks
+    ~60 N·m there, beyond its muscles). The bodies are listed by `describe_model`.
     """
     file = default_model_path() if path is None else Path(path)
     # MuJoCo resolves mesh and include paths against the model file only when that path is absolute.
@@ -56,6 +65,7 @@ def load_model(
         if timestep is not None:
             spec.option.timestep = timestep
         locked = _lock_fingers(spec) if lock_fingers else ((), ())
+        phantoms = () if keep_phantom_inertia else _shrink_phantom_inertia(spec)
         name = DEFAULT_MODEL if path is None else file.stem
         model = compile_spec(spec, name)
     except ValueError as exc:
@@ -64,7 +74,32 @@ def load_model(
         raise ModelError(f"{file}: model has no muscle actuators")
     if lock_fingers:
         _LOCKED[model] = locked
+    if phantoms:
+        _PHANTOMS[model] = phantoms
     return model
+
+
+PHANTOM_GYRATION_M = 1.0  # a body segment's radius of gyration is centimetres, never a metre
+_PHANTOM_GYRATION_SET_M = 0.05  # what such a body gets instead
+
+
+def _shrink_phantom_inertia(spec: mujoco.MjSpec) -> tuple[str, ...]:
+    """Give bodies with an impossible radius of gyration a negligible inertia; their names."""
+    model = spec.compile()
+    mass, inertia = model.body_mass, model.body_inertia
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gyration = np.sqrt(inertia.max(axis=1) / mass)
+    bodies = np.flatnonzero((mass > 0) & (gyration > PHANTOM_GYRATION_M))
+    names = tuple(model.body(int(b)).name for b in bodies)
+    for b, name in zip(bodies, names, strict=True):
+        body = spec.body(name)
+        body.explicitinertial = True
+        body.mass = float(mass[b])
+        body.ipos = model.body_ipos[b].copy()
+        body.iquat = model.body_iquat[b].copy()
+        body.inertia = np.full(3, float(mass[b]) * _PHANTOM_GYRATION_SET_M**2)
+        body.fullinertia = np.full(6, np.nan)  # (set: it would override the diagonal)
+    return names
 
 
 def model_name(model: mujoco.MjModel) -> str:
@@ -168,6 +203,8 @@ def qvel_names(model: mujoco.MjModel) -> tuple[str, ...]:
 
 # The MjSpec each model was compiled from: the backends recompile it with recording sensors.
 _SPECS: weakref.WeakKeyDictionary[mujoco.MjModel, mujoco.MjSpec] = weakref.WeakKeyDictionary()
+# The bodies whose impossible inertia `load_model` shrank (see PHANTOM_GYRATION_M).
+_PHANTOMS: weakref.WeakKeyDictionary[mujoco.MjModel, tuple[str, ...]] = weakref.WeakKeyDictionary()
 # The finger joints and muscles `load_model(lock_fingers=True)` removed.
 _LOCKED: weakref.WeakKeyDictionary[mujoco.MjModel, tuple[tuple[str, ...], tuple[str, ...]]] = (
     weakref.WeakKeyDictionary()
@@ -333,6 +370,7 @@ class ModelInfo:
     total_mass: float  # kg
     locked_joints: tuple[str, ...] = ()  # removed by load_model(lock_fingers=True)
     removed_muscles: tuple[str, ...] = ()
+    phantom_bodies: tuple[str, ...] = ()  # inertia shrunk by load_model (see PHANTOM_GYRATION_M)
 
     @property
     def n_muscles(self) -> int:
@@ -446,4 +484,5 @@ def describe_model(model: mujoco.MjModel) -> ModelInfo:
         total_mass=float(mujoco.mj_getTotalmass(model)),
         locked_joints=locked[0],
         removed_muscles=locked[1],
+        phantom_bodies=_PHANTOMS.get(model, ()),
     )

@@ -276,3 +276,24 @@ def test_myofullbody_description_and_locked_fingers():
     assert len(linfo.locked_joints) == 40 and locked.nq == 129 - 40
     assert "mcp2_flexion_r" in linfo.locked_joints and "flexion_r" not in linfo.locked_joints
     assert load_model(timestep=0.002).opt.timestep == 0.002
+
+
+def test_phantom_inertia_is_shrunk_unless_kept():
+    # MyoFullBody's massless shoulder phantoms carry 1 kg m² each: the plane-of-elevation DoF
+    # then has ~2 kg m² of inertia, which a 3.8 kg arm hanging below it cannot have.
+    model, kept = load_model(), load_model(keep_phantom_inertia=True)
+    info = describe_model(model)
+    assert {"humphant_r", "humphant1_l", "clavphant_r", "scapphant_l"} <= set(info.phantom_bodies)
+    assert describe_model(kept).phantom_bodies == () and info.sha256 != describe_model(kept).sha256
+    assert mujoco.mj_getTotalmass(model) == pytest.approx(mujoco.mj_getTotalmass(kept))
+    gyration = np.sqrt(model.body_inertia.max(axis=1) / np.maximum(model.body_mass, 1e-12))
+    assert gyration[model.body_mass > 0].max() < 1.0
+    dof = model.jnt_dofadr[model.joint("elv_angle_r").id]
+    inertia = []
+    for m in (model, kept):
+        data = mujoco.MjData(m)
+        mujoco.mj_forward(m, data)
+        full = np.zeros((m.nv, m.nv))
+        mujoco.mj_fullM(m, data, full)
+        inertia.append(full[dof, dof])
+    assert inertia[0] < 0.2 < 1.5 < inertia[1]  # arm about a near-vertical axis vs 2 phantoms
