@@ -883,26 +883,57 @@ def _solve_forked(span: tuple[int, int, int]) -> list[_Frame]:
     return _solve_range(*_FORK_JOB, span)
 
 
+def _balanced_spans(n: int, workers: int) -> list[tuple[int, int, int]]:
+    """(first, start, stop) per chunk: equal work, counting each later chunk's warm-up frames."""
+    per = (n + (workers - 1) * _WARMUP_FRAMES) / workers
+    stops = [round(per + i * (per - _WARMUP_FRAMES)) for i in range(workers)]
+    stops[-1] = n
+    starts = [0, *stops[:-1]]
+    return [(max(0, a - _WARMUP_FRAMES), a, b) for a, b in zip(starts, stops, strict=True)]
+
+
+def _invert_columns(job: tuple[np.ndarray, np.ndarray, float, int]) -> tuple[np.ndarray, ...]:
+    """invert_activation_dynamics on some muscles' columns (each column is independent)."""
+    return invert_activation_dynamics(*job)
+
+
 def _solve_frames(
     setup: _Setup,
     qpos: np.ndarray,
     qvel: np.ndarray,
     qacc: np.ndarray,
+    steps: int,
     threads: int,
     processes: int,
-) -> tuple[list[_Frame], str]:
-    """Every frame, in contiguous chunks run by forked processes, threads or in this thread."""
+) -> tuple[list[_Frame], np.ndarray, np.ndarray, str]:
+    """Every frame, then the excitations: (frames, excitation, clipped, how it ran).
+
+    The frames go in contiguous chunks to forked processes, threads or this thread; then the
+    inversion of activation dynamics, split by muscles, to the same workers.
+    """
     n = qpos.shape[0]
     workers = max(1, min(max(threads, processes), n // (2 * _WARMUP_FRAMES) or 1))
-    bounds = np.linspace(0, n, workers + 1).astype(int)
-    spans = [
-        (max(0, a - _WARMUP_FRAMES), a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
+    spans = _balanced_spans(n, workers)
+    m, dynamic = setup.model, setup.dynamic
+    prm = m.actuator_dynprm[setup.muscles, :3]
+    columns = np.array_split(np.flatnonzero(dynamic), workers)
+
+    def excitations(frames: list[_Frame], map_fn: Callable) -> tuple[np.ndarray, np.ndarray]:
+        activation = np.stack([f.activation for f in frames])
+        excitation = activation.copy()
+        clipped = np.zeros_like(activation, dtype=bool)
+        used = [c for c in columns if c.size]
+        jobs = [(activation[:, c], prm[c], m.opt.timestep, steps) for c in used]
+        for c, (u, clip) in zip(used, map_fn(_invert_columns, jobs), strict=True):
+            excitation[:, c], clipped[:, c] = u, clip
+        return excitation, clipped
+
     how = "serial"
     with _single_threaded_blas():
         if workers == 1:
-            chunks = [_solve_range(setup, qpos, qvel, qacc, spans[0])]
-        elif processes > 1 and _can_fork():
+            frames = _solve_range(setup, qpos, qvel, qacc, spans[0])
+            return frames, *excitations(frames, map), how
+        if processes > 1 and _can_fork():
             global _FORK_JOB
             with _FORK_LOCK:  # the workers copy the job when they fork, at the pool's creation
                 _FORK_JOB = (setup, qpos, qvel, qacc)
@@ -911,13 +942,12 @@ def _solve_frames(
                 finally:
                     _FORK_JOB = None
             with pool:
-                chunks = pool.map(_solve_forked, spans)
-            how = f"{workers} processes"
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                chunks = list(pool.map(lambda sp: _solve_range(setup, qpos, qvel, qacc, sp), spans))
-            how = f"{workers} threads"
-    return [f for chunk in chunks for f in chunk], how
+                frames = [f for chunk in pool.map(_solve_forked, spans) for f in chunk]
+                return frames, *excitations(frames, pool.map), f"{workers} processes"
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            chunks = pool.map(lambda sp: _solve_range(setup, qpos, qvel, qacc, sp), spans)
+            frames = [f for chunk in chunks for f in chunk]
+            return frames, *excitations(frames, pool.map), f"{workers} threads"
 
 
 def _can_fork() -> bool:
@@ -974,7 +1004,11 @@ def static_optimization(
         fps,
     )
     n = qpos.shape[0]
-    done, parallel = _solve_frames(setup, qpos, qvel, qacc, int(threads or 1), int(processes or 1))
+    m = setup.model
+    steps = _substeps(m, fps)
+    done, excitation, clipped, parallel = _solve_frames(
+        setup, qpos, qvel, qacc, steps, int(threads or 1), int(processes or 1)
+    )
     activation = np.stack([f.activation for f in done])
     residual = np.stack([f.residual for f in done])
     root = setup.root_dofs
@@ -988,16 +1022,7 @@ def static_optimization(
     joint_residual[:, root] = 0.0
     feasible = np.max(np.abs(joint_residual), axis=1) <= FEASIBILITY_TOL
 
-    m = setup.model
-    muscles, dynamic = setup.muscles, setup.dynamic
-    steps = _substeps(m, fps)
-    excitation = activation.copy()
-    clipped = np.zeros_like(activation, dtype=bool)
-    if dynamic.any():
-        u, c = invert_activation_dynamics(
-            activation[:, dynamic], m.actuator_dynprm[muscles[dynamic], :3], m.opt.timestep, steps
-        )
-        excitation[:, dynamic], clipped[:, dynamic] = u, c
+    muscles = setup.muscles
 
     grf_total = np.stack([f.grf_total for f in done])
     gravity = float(np.linalg.norm(m.opt.gravity))
