@@ -8,7 +8,8 @@ aggregation), ppo+deepmimic (MuscleMimic's recipe). Task:
 - `--task myofullbody`: MyoFullBody (locked fingers) tracking the demo standing clip (hours here).
 Final error: the deterministic rollout of the final policy over the whole clip (emulation), mean
 |joint-angle error| in degrees. Prints one line per run, writes a learning-curve PNG, and prints a
-JSON summary as the last line.
+JSON summary as the last line. Every run is repeated over --seeds seeds (default 3); the
+headline figures are medians over seeds, with every seed's figure and the means beside them.
 
     .venv/bin/python benchmarks/learning.py --quick --json
 """
@@ -69,73 +70,116 @@ def agent_config(agent: str):  # noqa: ANN201
     return ppo.Config(hidden=(64, 64), rollout_length=32)
 
 
+def run_one(model, ref, acts, excs, agent: str, reward: str, warm: bool, steps: int, seed: int):  # noqa: ANN001, ANN201
+    """Train one run; (final emulation error, training curve, env steps/s after compile, s)."""
+    cfg = TrainConfig(
+        agent=agent,
+        reward=reward,
+        warm_start=warm,
+        backend="cpu",
+        n_envs=16,
+        budget_steps=steps,
+        seed=seed,
+        agent_config=agent_config(agent),
+        env=EnvConfig(episode_steps=100),
+    )
+    trainer = make_trainer(model, [ref], cfg, activations=acts, excitations=excs)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = train(trainer, Path(tmp, "ckpt"))
+    seconds = time.perf_counter() - start
+    final = emulate(trainer.env, trainer.agent, *policy.params, trainer.config.agent_config)
+    curve = [r for r in policy.curve if "joint_error_deg" in r]
+    later = [r for r in curve if r["seconds"] > curve[0]["seconds"]]
+    rate = (later[-1]["env_steps"] - later[0]["env_steps"]) / max(
+        later[-1]["seconds"] - later[0]["seconds"], 1e-9
+    )
+    return final.metrics["tracking.joint_error_deg_mean"], curve, rate, seconds
+
+
+def mean_curve(curves: list[list[dict]]) -> list[dict]:
+    """Seed-averaged training curve (the runs log at the same env-step counts)."""
+    n = min(len(c) for c in curves)
+    return [
+        {
+            "env_steps": curves[0][i]["env_steps"],
+            "seconds": float(np.mean([c[i]["seconds"] for c in curves])),
+            "joint_error_deg": float(np.mean([c[i]["joint_error_deg"] for c in curves])),
+        }
+        for i in range(n)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the arm, 8k env steps per run")
     parser.add_argument("--json", action="store_true", help="only the JSON summary")
     parser.add_argument("--task", choices=("arm", "myofullbody"), default=None)
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every run")
     parser.add_argument("--png", default="bench_out/learning.png")
     args = parser.parse_args()
     say = (lambda *a: None) if args.json else print
     name = args.task or ("arm" if args.quick else "myofullbody")
     steps = args.steps or (8_000 if args.quick else 200_000)
+    seeds = list(range(args.seeds))
     model, ref, label = task(name)
     acts, excs = warm_start_solutions([ref], model)
     results: dict[str, dict] = {}
     for run, (agent, reward) in RUNS.items():
         for warm in (False, True):
-            cfg = TrainConfig(
-                agent=agent,
-                reward=reward,
-                warm_start=warm,
-                backend="cpu",
-                n_envs=16,
-                budget_steps=steps,
-                seed=args.seed,
-                agent_config=agent_config(agent),
-                env=EnvConfig(episode_steps=100),
-            )
-            trainer = make_trainer(model, [ref], cfg, activations=acts, excitations=excs)
-            start = time.perf_counter()
-            with tempfile.TemporaryDirectory() as tmp:
-                policy = train(trainer, Path(tmp, "ckpt"))
-            seconds = time.perf_counter() - start
-            final = emulate(
-                trainer.env, trainer.agent, *policy.params, trainer.config.agent_config
-            ).metrics["tracking.joint_error_deg_mean"]
-            curve = [r for r in policy.curve if "joint_error_deg" in r]
-            later = [r for r in curve if r["seconds"] > curve[0]["seconds"]]
-            rate = (later[-1]["env_steps"] - later[0]["env_steps"]) / max(
-                later[-1]["seconds"] - later[0]["seconds"], 1e-9
-            )
             key = f"{run}{'_warm' if warm else ''}"
-            results[key] = {"final": final, "curve": curve, "steps_per_s": rate, "seconds": seconds}
+            finals, curves, rates, secs = [], [], [], []
+            for seed in seeds:
+                final, curve, rate, seconds = run_one(
+                    model, ref, acts, excs, agent, reward, warm, steps, seed
+                )
+                finals.append(final), curves.append(curve), rates.append(rate), secs.append(seconds)
+                say(
+                    f"{key:16s} {agent}+{reward} seed {seed}: final joint error {final:6.2f} deg, "
+                    f"{rate:6.0f} env steps/s after compile, {seconds:5.1f} s"
+                )
+            results[key] = {
+                # The headline is the median over seeds: one emulation that loses the clip
+                # (tens of degrees) would otherwise decide the mean. Both are reported.
+                "final": float(np.median(finals)),
+                "final_mean": float(np.mean(finals)),
+                "finals": finals,
+                "curve": mean_curve(curves),
+                "steps_per_s": float(np.median(rates)),
+                "seconds": float(np.sum(secs)),
+            }
             say(
-                f"{key:16s} {agent}+{reward}: final joint error {final:6.2f} deg, "
-                f"{rate:6.0f} env steps/s after compile, {seconds:5.1f} s"
+                f"{key:16s} median {results[key]['final']:6.2f} deg, "
+                f"mean {results[key]['final_mean']:6.2f} deg over seeds {seeds}"
             )
-    _plot(results, args.png, label)
+    _plot(results, args.png, f"{label}, mean of {len(seeds)} seeds")
     ppo_final = results["ppo"]["final"]
-    # Steps for ours to reach PPO's final *training* error (both measured on training rollouts).
-    ppo_train = float(np.mean([r["joint_error_deg"] for r in results["ppo"]["curve"][-3:]]))
-    reach = next(
-        (r["env_steps"] for r in results["ours"]["curve"] if r["joint_error_deg"] <= ppo_train),
-        None,
-    )
+    # The target "ours reaches PPO's final error in at most a third of the env steps", measured
+    # the same way as everything else: ours trained on a third of the budget, same seeds, final
+    # emulation. (A crossing of training curves would mislead: training episodes start on the
+    # reference, so their first frames look well tracked before anything is learned.)
+    third = [
+        run_one(model, ref, acts, excs, *RUNS["ours"], False, steps // 3, seed)[0] for seed in seeds
+    ]
+    say(f"ours, a third of the budget ({steps // 3} steps): {[round(x, 2) for x in third]} deg")
     summary = {
         "task": label,
         "env_steps_per_run": steps,
+        "seeds": seeds,
+        "statistic": "median over seeds of the final emulation's mean joint error",
         "ours_final_joint_error_deg": round(results["ours"]["final"], 3),
         "gaussian_final_joint_error_deg": round(results["gaussian"]["final"], 3),
         "deepmimic_final_joint_error_deg": round(results["deepmimic"]["final"], 3),
         "ppo_final_joint_error_deg": round(ppo_final, 3),
         "ours_steps_per_s": round(results["ours"]["steps_per_s"], 1),
-        "ours_warm_final_joint_error_deg": round(results["ours_warm"]["final"], 3),
-        "ppo_warm_final_joint_error_deg": round(results["ppo_warm"]["final"], 3),
-        "ppo_final_training_error_deg": round(ppo_train, 3),
-        "ours_env_steps_to_ppo_final_training_error": reach,
+        "final_joint_error_deg_by_seed": {
+            k: [round(x, 3) for x in r["finals"]] for k, r in results.items()
+        },
+        "final_joint_error_deg_mean": {k: round(r["final_mean"], 3) for k, r in results.items()},
+        "ours_third_budget_final_joint_error_deg": round(float(np.median(third)), 3),
+        "ours_third_budget_by_seed": [round(x, 3) for x in third],
+        "ours_reaches_ppo_final_in_a_third": bool(np.median(third) <= ppo_final),
         "png": args.png,
     }
     print(json.dumps(summary))

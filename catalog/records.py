@@ -270,3 +270,69 @@ def emulation_dataset(emu: Emulation) -> xr.Dataset:
         ),
     }
     return xr.Dataset(data_vars=data, coords=coords)
+
+
+def stochastic_dataset(rollouts: list[Emulation]) -> xr.Dataset:
+    """K rollouts with actions sampled from the policy (`--stochastic K`), dim 'rollout'.
+
+    The kinematics, activations and floor forces of each, with its tracking error, on the
+    deterministic emulation's time axis: how much the muscle solution varies while the motion
+    is tracked. A rollout that falls is NaN from its fall on, like the emulation.
+    """
+    t, m = DIM_TIME, "muscle"
+    first = rollouts[0]
+    coords = {
+        "rollout": ("rollout", np.arange(1, len(rollouts) + 1), {"description": "sampling seed"}),
+        DIM_TIME: (DIM_TIME, np.asarray(first.times, np.float64), {"units": "s"}),
+        "qpos": ("qpos", np.asarray(first.qpos_names)),
+        m: (m, np.asarray(first.muscle_names)),
+        "foot": ("foot", np.asarray(first.foot_names)),
+        DIM_XYZ: (DIM_XYZ, np.asarray(XYZ)),
+    }
+    stack = lambda name: np.stack([getattr(r, name) for r in rollouts])  # noqa: E731
+    f32 = np.float32
+    data = {
+        "stochastic_emulated_qpos": (
+            ("rollout", t, "qpos"),
+            stack("qpos"),
+            {"units": "m or rad; root quaternion w,x,y,z"},
+        ),
+        "stochastic_activation": (
+            ("rollout", t, m),
+            stack("activation").astype(f32),
+            {"units": "1", "range": "0..1"},
+        ),
+        "stochastic_grf": (
+            ("rollout", t, "foot", DIM_XYZ),
+            stack("grf").astype(f32),
+            {"units": "N", "description": "floor reaction force on each foot, world frame"},
+        ),
+        "stochastic_tracking_joint_error_deg": (
+            ("rollout", t),
+            stack("joint_error_deg").astype(f32),
+            {"units": "deg", "description": "mean |joint-angle error| over non-root DoFs"},
+        ),
+        "stochastic_tracked_frames": (
+            ("rollout",),
+            np.asarray([r.tracked_frames for r in rollouts], np.int32),
+            {"description": "frames tracked before the end of the clip or a fall"},
+        ),
+    }
+    return xr.Dataset(data_vars=data, coords=coords)
+
+
+def stochastic_metrics(rollouts: list[Emulation]) -> dict[str, float]:
+    """`tracking.stochastic_*`: the sampled rollouts' tracking, and how far their muscles differ."""
+    act = np.stack([r.activation for r in rollouts])  # (K, T, M)
+    common = min(r.tracked_frames for r in rollouts)
+    spread = float(np.mean(np.std(act[:, :common], axis=0))) if len(rollouts) > 1 else 0.0
+    return {
+        "tracking.stochastic_rollouts": float(len(rollouts)),
+        "tracking.stochastic_joint_error_deg_mean": float(
+            np.mean([r.metrics["tracking.joint_error_deg_mean"] for r in rollouts])
+        ),
+        "tracking.stochastic_fraction_tracked_mean": float(
+            np.mean([r.metrics["tracking.fraction_tracked"] for r in rollouts])
+        ),
+        "tracking.stochastic_activation_sd": spread,
+    }

@@ -180,6 +180,34 @@ _RL_OPTIONS = [
         default=None,
         help="rl: simulation backend for training (overrides the preset).",
     ),
+    click.option(
+        "--checkpoint-every",
+        "checkpoint_every_s",
+        type=click.FloatRange(min=0.0),
+        default=120.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="rl: save the training state this often (and at the end); a killed run resumes "
+        "from the last save with --resume.",
+    ),
+    click.option(
+        "--stochastic",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        metavar="K",
+        help="rl: also roll the policy out K times with sampled actions (seeds 1..K): "
+        "stochastic_* arrays with a 'rollout' dim, tracking.stochastic_* metrics.",
+    ),
+    click.option(
+        "--finetune-steps",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        metavar="N",
+        help="rl, --policy multi-clip: fine-tune a copy of the shared policy on each clip for N "
+        "env steps before emulating it (0: emulate with the shared policy).",
+    ),
 ]
 
 
@@ -203,8 +231,7 @@ def rl_options(command: Callable[..., Any]) -> Callable[..., Any]:
     "--until",
     type=click.Choice(["ingest", "retarget", "train", "emulate"]),
     default=None,
-    help="Stop after this stage. Default: the last stage the method implements "
-    "(rl: retarget for now; static-opt: emulate).",
+    help="Stop after this stage. Default: emulate, the last stage (static-opt has no train).",
 )
 @click.option(
     "--resume",
@@ -268,6 +295,8 @@ def amass(
     from msconvert.datasets.motion import MotionError
 
     conversion["policy"] = conversion.pop("policy_mode")
+    if conversion["finetune_steps"] and conversion["policy"] != "multi-clip":
+        raise click.UsageError("--finetune-steps tunes a shared policy: add --policy multi-clip")
     if conversion.get("checkpoints") is None and "://" not in out:
         conversion["checkpoints"] = str(Path(out).with_name(Path(out).name + ".checkpoints"))
     options = _pipeline_options(until, conversion)
@@ -1068,8 +1097,21 @@ def export_checkpoint(catalog: str, clip: str, out: str) -> None:
 @click.option("--out", required=True, metavar="CATALOG", help="Catalog to write the clip into.")
 @click.option("--clip-id", default=None, help="Id of the clip (default: the file name).")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--stochastic",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="K",
+    help="Also K rollouts with sampled actions (seeds 1..K).",
+)
 def emulate(
-    checkpoint: str, motion_file: Path, out: str, clip_id: str | None, model_path: str | None
+    checkpoint: str,
+    motion_file: Path,
+    out: str,
+    clip_id: str | None,
+    model_path: str | None,
+    stochastic: int,
 ) -> None:
     """Re-run a saved policy on MOTION_FILE (retargeted first) and write the emulation to CATALOG.
 
@@ -1089,7 +1131,7 @@ def emulate(
         clip_id=cid,
         body_model=SUFFIXES[suffix] if suffix else "smplh",
     )
-    options = PipelineOptions(until="emulate", model=model_path)
+    options = PipelineOptions(until="emulate", model=model_path, stochastic=stochastic)
     _check_model(options)
     catalog = _create_catalog(out, resume=True, overwrite=False)
     outcome = replay_policy(source, options, checkpoint)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from msconvert import __version__
@@ -25,6 +26,8 @@ from msconvert.catalog.records import (
     reference_mapping,
     source_dataset,
     static_opt_dataset,
+    stochastic_dataset,
+    stochastic_metrics,
 )
 from msconvert.catalog.schema import DIM_TIME, STATUS_COMPLETE, STATUS_FAILED
 from msconvert.convert.executors import map_unordered
@@ -129,6 +132,9 @@ class PipelineOptions:
     budget_minutes: float | None = None
     n_envs: int | None = None
     backend: str | None = None
+    stochastic: int = 0  # rollouts with sampled actions, beside the deterministic emulation
+    finetune_steps: int = 0  # multi-clip: env steps of per-clip fine-tuning of the shared policy
+    checkpoint_every_s: float = 120.0  # training state saved this often (and at the end)
 
     def train_config(self) -> TrainConfig:
         """The trainer's settings: the preset, then the explicit overrides."""
@@ -143,6 +149,7 @@ class PipelineOptions:
             budget_steps=self.budget_steps or preset.budget_steps,
             budget_minutes=self.budget_minutes if self.budget_minutes else preset.budget_minutes,
             seed=self.seed,
+            checkpoint_every_s=self.checkpoint_every_s,
             bc_steps=preset.bc_steps,
             env=EnvConfig(control_hz=self.control_hz),
             agent_config=self._agent_config(module, preset),
@@ -238,13 +245,16 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
             )
             parts.append(static_opt_dataset(solution, reference.times))
         policy = emulation = None
+        extra_metrics: dict[str, float] = {}
         if options.method == "rl" and options.reaches("train"):
             stage = "train"
             trainer, policy = train_policy([reference], model, options, source.clip_id)
             if options.reaches("emulate"):
                 stage = "emulate"
-                emulation = emulate_reference(trainer, policy, reference, 0)
-                parts.append(emulation_dataset(emulation))
+                emulation, emulated, extra_metrics = emulation_parts(
+                    trainer, policy, reference, 0, options.stochastic
+                )
+                parts.extend(emulated)
     except (
         MotionError,
         BodyModelError,
@@ -261,6 +271,7 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
     attrs, metrics, summary = _describe(motion, skeleton, options, reference, solution)
     if policy is not None:
         _describe_policy(attrs, metrics, policy, emulation)
+        metrics.update(extra_metrics)
     return ClipOutcome(
         clip_id=source.clip_id,
         status=STATUS_COMPLETE,
@@ -334,16 +345,21 @@ def _describe(
 
 
 def train_policy(
-    references: Sequence[Reference], model: Any, options: PipelineOptions, name: str
+    references: Sequence[Reference],
+    model: Any,
+    options: PipelineOptions,
+    name: str,
+    solutions: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
 ) -> tuple[Trainer, Policy]:
     """Warm start (static optimization) and train one policy for these references; a policy
-    already trained to its budget in the checkpoint directory is reused, a cut one resumed."""
+    already trained to its budget in the checkpoint directory is reused, a cut one resumed.
+    solutions: the references' static-optimization (activations, excitations), if known."""
     config = options.train_config()
     activations = excitations = None
     if config.warm_start:
         # One process: forking after JAX has started threads can deadlock (and a clip's
         # static optimization takes seconds next to minutes of training).
-        activations, excitations = warm_start_solutions(references, model, 1)
+        activations, excitations = solutions or warm_start_solutions(references, model, 1)
     trainer = make_trainer(
         model, references, config, activations=activations, excitations=excitations
     )
@@ -351,10 +367,51 @@ def train_policy(
     return trainer, policy
 
 
+def finetune_policy(
+    shared: tuple[Trainer, Policy],
+    reference: Reference,
+    model: Any,
+    options: PipelineOptions,
+    name: str,
+    solution: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[Trainer, Policy]:
+    """A copy of the shared (multi-clip) policy trained on one clip for options.finetune_steps.
+
+    It starts from the shared run's last checkpoint (networks, optimizer states, replay,
+    normalizer, discriminator) with fresh environments on this clip; its own checkpoints make
+    it resumable like any run. The preset's minutes budget is not applied (only --budget-minutes).
+    """
+    shared_trainer, shared_policy = shared
+    config = replace(
+        options.train_config(),
+        budget_steps=options.finetune_steps,
+        budget_minutes=options.budget_minutes,
+    )
+    activations = excitations = None
+    if config.warm_start and solution is not None:
+        activations, excitations = [solution[0]], [solution[1]]
+    trainer = make_trainer(
+        model, [reference], config, activations=activations, excitations=excitations
+    )
+    start, _, _ = restore(shared_policy.checkpoint_dir, shared_trainer.init())
+
+    def initial(ts: Any) -> Any:
+        return ts._replace(agent=start.agent, obs_norm=start.obs_norm, reward=start.reward)
+
+    policy = train(trainer, options.checkpoint_dir(name), resume=True, initial=initial)
+    return trainer, policy
+
+
 def emulate_reference(
-    trainer: Trainer, policy: Policy, reference: Reference, clip: int
+    trainer: Trainer,
+    policy: Policy,
+    reference: Reference,
+    clip: int,
+    deterministic: bool = True,
+    seed: int = 0,
 ) -> Emulation:
-    """The policy's deterministic rollout over one of its clips, on the reference's time axis."""
+    """The policy's rollout over one of its clips (deterministic unless asked), on the
+    reference's time axis."""
     agent_state, obs_norm = policy.params
     emulation = emulate(
         trainer.env,
@@ -365,9 +422,28 @@ def emulate_reference(
         clip=clip,
         qpos_names=reference.qpos_names,
         qvel_names=reference.qvel_names,
+        deterministic=deterministic,
+        seed=seed,
     )
     emulation.times = reference.times
     return emulation
+
+
+def emulation_parts(
+    trainer: Trainer, policy: Policy, reference: Reference, clip: int, stochastic: int
+) -> tuple[Emulation, list[xr.Dataset], dict[str, float]]:
+    """The deterministic emulation, then `stochastic` sampled rollouts (seeds 1..K): the
+    emulation, the datasets for the catalog, and the stochastic metrics."""
+    emulation = emulate_reference(trainer, policy, reference, clip)
+    parts, metrics = [emulation_dataset(emulation)], {}
+    if stochastic > 0:
+        rollouts = [
+            emulate_reference(trainer, policy, reference, clip, deterministic=False, seed=k)
+            for k in range(1, stochastic + 1)
+        ]
+        parts.append(stochastic_dataset(rollouts))
+        metrics = stochastic_metrics(rollouts)
+    return emulation, parts, metrics
 
 
 def config_from_meta(meta: dict[str, Any]) -> TrainConfig:
@@ -415,7 +491,9 @@ def replay_policy(source: ClipSource, options: PipelineOptions, checkpoint_dir: 
         trainer = make_trainer(model, [reference] * n, config, activations=acts, excitations=excs)
         state, meta, step = restore(checkpoint_dir, trainer.init())
         policy = Policy(str(checkpoint_dir), step, meta, params=(state.agent, state.obs_norm))
-        emulation = emulate_reference(trainer, policy, reference, 0)
+        emulation, emulated, extra_metrics = emulation_parts(
+            trainer, policy, reference, 0, options.stochastic
+        )
     except (
         MotionError,
         BodyModelError,
@@ -426,11 +504,12 @@ def replay_policy(source: ClipSource, options: PipelineOptions, checkpoint_dir: 
         CheckpointError,
     ) as exc:
         return _failure(source, stage, str(exc), start, base)
-    parts = [data, reference_dataset(reference), emulation_dataset(emulation)]
+    parts = [data, reference_dataset(reference), *emulated]
     attrs, metrics, summary = _describe(
         motion, skeleton, replace(options, until="emulate"), reference
     )
     _describe_policy(attrs, metrics, policy, emulation)
+    metrics.update(extra_metrics)
     return ClipOutcome(
         clip_id=source.clip_id,
         status=STATUS_COMPLETE,
@@ -584,10 +663,13 @@ def _multi_clip(
     stored = [_StoredReference(o.data, o.clip_id, o.attrs) for o in ready]
     digest = hashlib.sha256("\n".join(o.clip_id for o in ready).encode()).hexdigest()[:12]
     model = model_for(options.model)
+    name = f"multi-clip-{digest}"
+    refs = [r.mapping for r in stored]
     try:
-        trainer, policy = train_policy(
-            [r.mapping for r in stored], model, options, f"multi-clip-{digest}"
-        )
+        solutions = None
+        if options.warm_start:
+            solutions = warm_start_solutions(refs, model, 1)  # no fork after JAX
+        shared = train_policy(refs, model, options, name, solutions)
     except (TrainError, CheckpointError, StaticOptError) as exc:
         for o in ready:
             yield ClipOutcome(
@@ -595,13 +677,48 @@ def _multi_clip(
             )
         return
     for c, (outcome, ref) in enumerate(zip(ready, stored, strict=True)):
-        emulation = emulate_reference(trainer, policy, ref, c)
-        data = xr.merge(
-            [outcome.data, emulation_dataset(emulation)], compat="no_conflicts", join="exact"
-        )
+        trainer, policy, clip = *shared, c
         attrs, metrics = dict(outcome.attrs), dict(outcome.metrics)
+        try:
+            if options.finetune_steps > 0 and options.reaches("train"):
+                solution = (solutions[0][c], solutions[1][c]) if solutions else None
+                trainer, policy = finetune_policy(
+                    shared,
+                    ref.mapping,
+                    model,
+                    options,
+                    f"{name}-finetune/{outcome.clip_id}",
+                    solution,
+                )
+                clip = 0
+        except (TrainError, CheckpointError) as exc:
+            yield ClipOutcome(
+                outcome.clip_id,
+                STATUS_FAILED,
+                "train",
+                " ".join(str(exc).split()),
+                summary=outcome.summary,
+            )
+            continue
+        parts = [outcome.data]
+        extra_metrics: dict[str, float] = {}
+        if options.reaches("emulate"):
+            emulation, emulated, extra_metrics = emulation_parts(
+                trainer, policy, ref, clip, options.stochastic
+            )
+            parts.extend(emulated)
+        else:
+            emulation = None
+        data = xr.merge(parts, compat="no_conflicts", join="exact")
         attrs.update(method="rl", stages=list(IMPLEMENTED["rl"][: STAGES.index(options.until) + 1]))
         _describe_policy(attrs, metrics, policy, emulation)
+        metrics.update(extra_metrics)
+        if policy is not shared[1]:  # fine-tuned: count the shared training too
+            shared_minutes = float(shared[1].meta.get("seconds", 0.0)) / 60.0
+            metrics["train.finetune_env_steps"] = float(policy.step)
+            metrics["train.env_steps"] = float(shared[1].step + policy.step)
+            metrics["train.minutes"] += shared_minutes
+            attrs.update(finetuned_from=str(Path(shared[1].checkpoint_dir).absolute()))
         yield replace(
             outcome,
             stage=options.until,

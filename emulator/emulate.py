@@ -1,10 +1,11 @@
 """Stage 5: roll a trained policy out over a whole clip and record everything (product.md).
 
-The rollout is deterministic (the policy's mean action), starts at the clip's first reference
-frame and never resets. It runs on MuJoCo's C engine through the CPU backend, whose recording
-gives every muscle quantity, joint torques, ground reaction forces and centres of pressure per
-foot, and the centre of mass. When the body falls (the environment's termination test), the
-frame is recorded and the rest of the arrays stay NaN: nothing is invented after it.
+The rollout is deterministic (the policy's mean action; sampled actions on request), starts at
+the clip's first reference frame and never resets. It runs on MuJoCo's C engine through the CPU
+backend, whose recording gives every muscle quantity, joint torques, ground reaction forces and
+centres of pressure per foot, and the centre of mass. When the body falls (the environment's
+termination test), the frame is recorded and the rest of the arrays stay NaN: nothing is
+invented after it.
 """
 
 from __future__ import annotations
@@ -69,8 +70,14 @@ def emulate(
     clip: int = 0,
     qpos_names: tuple[str, ...] = (),
     qvel_names: tuple[str, ...] = (),
+    deterministic: bool = True,
+    seed: int = 0,
 ) -> Emulation:
-    """Deterministic rollout of the policy over clip `clip` of the environment's reference set."""
+    """Rollout of the policy over clip `clip` of the environment's reference set.
+
+    deterministic: the policy's mean action (the catalog's emulation); else actions sampled from
+    the policy with `seed` (the same seed gives the same rollout).
+    """
     env = _cpu_env(env)
     model, refs, cfg = env.model, env.refs, env.config
     length = int(refs.length[clip])
@@ -113,13 +120,14 @@ def emulate(
 
     put_view(0, view)
     put_errors(0, env._tracking(view, clip_arr, jnp.asarray([0])))
-    key = jax.random.PRNGKey(0)
+    key = jax.random.PRNGKey(seed)
     tracked, fell = 1, False
     try:
         for f in range(length - 1):
             frame = jnp.asarray([f], jnp.int32)
             obs = norm_apply(obs_norm, env._observe(view, clip_arr, frame))
-            action, _ = agent.act(agent_state, obs, key, True, agent_config)
+            key, act_key = jax.random.split(key)
+            action, _ = agent.act(agent_state, obs, act_key, deterministic, agent_config)
             ctrl = 0.5 + 0.5 * np.clip(np.asarray(action, np.float64), -1.0, 1.0)
             rec["excitation"][f] = ctrl[0]
             step = backend.step(sim, ctrl)

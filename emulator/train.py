@@ -341,8 +341,13 @@ def train(
     *,
     resume: bool = False,
     progress: Callable[[dict[str, float]], None] | None = None,
+    initial: Callable[[TrainState], TrainState] | None = None,
 ) -> checkpoint.Policy:
-    """Train within the budget, checkpointing to out_dir; resume from its last checkpoint."""
+    """Train within the budget, checkpointing to out_dir; resume from its last checkpoint.
+
+    initial: a fresh run starts from initial(fresh state) instead of the warm start (fine-tuning
+    starts from another run's networks, normalizer and discriminator this way).
+    """
     cfg = trainer.config
     out_dir = Path(out_dir)
     started = time.perf_counter()
@@ -356,6 +361,8 @@ def train(
         _check_compatible(checkpoint.read_meta(out_dir)[0], trainer)  # before reading arrays
         ts, meta, _ = checkpoint.restore(out_dir, ts)
         curve, seconds_before = list(meta.get("curve", [])), float(meta.get("seconds", 0.0))
+    elif initial is not None:
+        ts = initial(ts)
     else:
         ts, bc = trainer.warm_start(ts) if cfg.warm_start else (ts, {})
         if bc:

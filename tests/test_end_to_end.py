@@ -14,7 +14,8 @@ from msconvert.catalog.exports import read_sto
 from msconvert.convert.cli import main
 
 CLIP = "DemoLab/subject1/standing"
-TINY = ["--include", "*stand*", "--budget-steps", "200", "--envs", "2"]
+# The step budget, not the machine's load, ends training: the minutes cap is set out of reach.
+TINY = ["--include", "*stand*", "--budget-steps", "200", "--budget-minutes", "30", "--envs", "2"]
 
 
 def run(*args):
@@ -110,3 +111,40 @@ def test_export_checkpoint_then_emulate_reproduces_the_catalog(converted, demo_c
     a, b = Catalog.open(converted)[CLIP], Catalog.open(again)["replay"]
     for name in ("activation", "emulated_qpos", "grf"):
         np.testing.assert_allclose(a[name].values, b[name].values, atol=1e-6, equal_nan=True)
+
+
+def test_multi_clip_policy_fine_tuned_per_clip_with_stochastic_rollouts(demo_corpus, tmp_path):
+    out = tmp_path / "multi.zarr"
+    two = ["--include", "*stand*", "--include", "*arm_raise*", "--budget-steps", "200"]
+    two += ["--budget-minutes", "30"]  # the step budget ends training, not machine load
+    more = ["--envs", "2", "--policy", "multi-clip", "--finetune-steps", "50", "--stochastic", "2"]
+    result = run("amass", demo_corpus, "--out", out, *two, *more)
+    assert result.exit_code == 0, result.output
+    rows = {r["clip"]: r for r in json.loads(run("ls", out, "--format", "json").output)}
+    assert set(rows) == {CLIP, "DemoLab/subject2/arm_raise"}
+    catalog = Catalog.open(out)
+    for clip, row in rows.items():
+        metrics, ds = row["metrics"], catalog[clip]
+        # 200 shared steps, then 50 on this clip alone (one chunk of 25 control steps x 2 envs).
+        assert metrics["train.env_steps"] == 250 and metrics["train.finetune_env_steps"] == 50
+        assert ds.attrs["policy_clips"] == [clip] and "multi-clip" in ds.attrs["finetuned_from"]
+        assert ds["stochastic_activation"].dims == ("rollout", "time", "muscle")
+        assert ds.sizes["rollout"] == 2 and ds["stochastic_emulated_qpos"].shape[1:] == (
+            ds.sizes["time"],
+            ds.sizes["qpos"],
+        )
+        tracked = ds["stochastic_tracked_frames"].values
+        act = ds["stochastic_activation"].values
+        for k in range(2):
+            assert 1 <= tracked[k] <= ds.sizes["time"]
+            assert ((act[k, : tracked[k]] >= 0) & (act[k, : tracked[k]] <= 1)).all()
+            assert np.isnan(act[k, tracked[k] :]).all()  # nothing after a fall
+        n = min(tracked)
+        assert np.abs(act[0, :n] - act[1, :n]).max() > 0  # two seeds, two muscle solutions
+        assert metrics["tracking.stochastic_rollouts"] == 2
+        for key in ("joint_error_deg_mean", "fraction_tracked_mean", "activation_sd"):
+            assert np.isfinite(metrics[f"tracking.stochastic_{key}"]), key
+    ckpts = out.with_name(out.name + ".checkpoints")
+    assert len(list(ckpts.glob("multi-clip-*-finetune/DemoLab/subject*/*"))) == 2
+    refused = run("amass", demo_corpus, "--out", tmp_path / "x.zarr", "--finetune-steps", "5")
+    assert refused.exit_code == 2 and "multi-clip" in refused.output

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 
 from msconvert.catalog import Catalog
 from msconvert.convert.cli import main
+from msconvert.emulator.checkpoint import read_meta
 
 N_CLIPS = 120
 
@@ -101,3 +103,62 @@ def test_sigkill_then_resume_loses_nothing(demo_corpus, tmp_path):
         assert set(a.data_vars) == set(b.data_vars)
         for name in b.data_vars:
             np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+def _steps(ckpt: Path) -> list[int]:
+    """Finished checkpoint steps of one policy (Orbax names each step's directory by it)."""
+    return sorted(int(p.name) for p in ckpt.glob("*") if p.is_dir() and p.name.isdigit())
+
+
+def _kill_when(args: list[str], ready, timeout_s: float = 240.0) -> None:
+    """Start a conversion, SIGKILL it as soon as ready() holds, and check it was still going."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "msconvert", *args], stdout=log, stderr=log, env=env
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        code = proc.wait()
+        log.seek(0)
+        tail = log.read().decode(errors="replace")[-3000:]
+    assert code == -signal.SIGKILL, f"the run must still be going when it is killed:\n{tail}"
+
+
+def test_sigkill_in_training_then_in_emulation_resumes_from_the_checkpoint(demo_corpus, tmp_path):
+    out = tmp_path / "rl.zarr"
+    ckpt = tmp_path / "rl.zarr.checkpoints" / "DemoLab" / "subject1" / "standing"
+    args = ["amass", str(demo_corpus), "--out", str(out), "--include", "*stand*"]
+    args += ["--budget-steps", "400", "--budget-minutes", "30", "--envs", "2"]
+    args += ["--checkpoint-every", "0", "--stochastic", "4"]  # minutes: steps end it, not load
+
+    # 1. Killed while training: some checkpoints (every 50 env steps), not the last.
+    _kill_when(args, lambda: bool(_steps(ckpt)) and _steps(ckpt)[-1] >= 100)
+    first = _steps(ckpt)
+    assert 100 <= first[-1] < 400
+    assert not Catalog.open(out).scan().get(CLIP_RL) == "complete"
+    before, _ = read_meta(ckpt)
+
+    # 2. Resumed, then killed while emulating: the policy is final, the clip not yet written.
+    _kill_when([*args, "--resume"], lambda: bool(_steps(ckpt)) and _steps(ckpt)[-1] == 400)
+    trained = _steps(ckpt)
+    after, _ = read_meta(ckpt)
+    # Continued, not restarted: the learning curve (wall times included) carries on from the kill.
+    assert trained[-1] == 400 and after["curve"][: len(before["curve"])] == before["curve"]
+    assert Catalog.open(out).scan().get(CLIP_RL) != "complete"
+    mtime = (ckpt / "400").stat().st_mtime_ns
+
+    # 3. Resumed again: only the emulation is redone.
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert _steps(ckpt) == trained and (ckpt / "400").stat().st_mtime_ns == mtime
+    ds = Catalog.open(out)[CLIP_RL]
+    assert ds.attrs["checkpoint_step"] == 400 and ds.sizes["rollout"] == 4
+    meta, _ = read_meta(ckpt)
+    steps = [r["env_steps"] for r in meta["curve"] if "joint_error_deg" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 400  # one curve, no chunk done twice
+
+
+CLIP_RL = "DemoLab/subject1/standing"

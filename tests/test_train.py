@@ -151,3 +151,47 @@ def test_bad_settings_are_clear_errors(arm, tmp_path):
 
         restore(tmp_path / "empty", {"x": np.zeros(2)})
     shutil.rmtree(tmp_path / "empty")
+
+
+def test_stochastic_rollouts_are_seeded_and_differ(arm):
+    model, ref = arm
+    trainer = make_trainer(model, [ref], config())
+    ts = trainer.init()
+
+    def rollout(**kw):
+        return emulate(
+            trainer.env, trainer.agent, ts.agent, ts.obs_norm, trainer.config.agent_config, **kw
+        )
+
+    one, again, two = (rollout(deterministic=False, seed=s) for s in (1, 1, 2))
+    mean = rollout()
+    np.testing.assert_array_equal(one.activation, again.activation)  # a seed is a rollout
+    assert np.nanmax(np.abs(one.activation - two.activation)) > 1e-3
+    assert np.nanmax(np.abs(one.excitation - mean.excitation)) > 1e-3
+    # The deterministic emulation ignores the seed.
+    np.testing.assert_array_equal(mean.activation, rollout(seed=7).activation)
+
+
+def test_initial_state_starts_a_fresh_run_from_another_runs_networks(arm, tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    model, ref = arm
+    base = train(make_trainer(model, [ref], config(budget_steps=1200)), tmp_path / "base")
+    tuned_trainer = make_trainer(model, [ref], config(budget_steps=400, seed=5))
+    start = np.concatenate([np.ravel(x) for x in jax_leaves(base.params[0].source)])
+    fresh = np.concatenate([np.ravel(x) for x in jax_leaves(tuned_trainer.init().agent.source)])
+    calls = []
+
+    def initial(ts):
+        calls.append(1)  # (copies: training donates the state's buffers)
+        agent, norm = jax.tree.map(jnp.copy, base.params)
+        return ts._replace(agent=agent, obs_norm=norm)
+
+    tuned = train(tuned_trainer, tmp_path / "tuned", initial=initial)
+    after = np.concatenate([np.ravel(x) for x in jax_leaves(tuned.params[0].source)])
+    assert calls == [1] and tuned.step == 400
+    assert np.linalg.norm(after - start) < 0.25 * np.linalg.norm(fresh - start)
+    # A resumed run continues from its own checkpoint: `initial` is not applied again.
+    again = train(tuned_trainer, tmp_path / "tuned", resume=True, initial=initial)
+    assert calls == [1] and again.step == 400
