@@ -30,6 +30,7 @@ from msconvert.catalog.records import (
     stochastic_metrics,
 )
 from msconvert.catalog.schema import DIM_TIME, STATUS_COMPLETE, STATUS_FAILED
+from msconvert.convert import stage_cache
 from msconvert.convert.executors import map_unordered
 from msconvert.convert.presets import PRESETS
 from msconvert.convert.training import warm_start_solutions
@@ -222,6 +223,8 @@ def ingest(source: ClipSource, options: PipelineOptions) -> tuple[Motion, Skelet
 
 def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
     """Run the stages up to `options.until` on one clip; never raises for a bad clip."""
+    if options.method == "rl" and options.reaches("train"):
+        return _run_rl_clip(source, options)
     start = time.perf_counter()
     stage = "ingest"
     base = {"source": source.relpath, "until": options.until}
@@ -244,17 +247,6 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
                 processes=options.static_opt_processes,
             )
             parts.append(static_opt_dataset(solution, reference.times))
-        policy = emulation = None
-        extra_metrics: dict[str, float] = {}
-        if options.method == "rl" and options.reaches("train"):
-            stage = "train"
-            trainer, policy = train_policy([reference], model, options, source.clip_id)
-            if options.reaches("emulate"):
-                stage = "emulate"
-                emulation, emulated, extra_metrics = emulation_parts(
-                    trainer, policy, reference, 0, options.stochastic
-                )
-                parts.extend(emulated)
     except (
         MotionError,
         BodyModelError,
@@ -269,9 +261,6 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
     except Exception as exc:  # a bug must cost one clip, not the batch; say it is ours
         return _failure(source, stage, f"internal error: {type(exc).__name__}: {exc}", start, base)
     attrs, metrics, summary = _describe(motion, skeleton, options, reference, solution)
-    if policy is not None:
-        _describe_policy(attrs, metrics, policy, emulation)
-        metrics.update(extra_metrics)
     return ClipOutcome(
         clip_id=source.clip_id,
         status=STATUS_COMPLETE,
@@ -282,6 +271,102 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
         summary={**base, **summary},
         seconds=time.perf_counter() - start,
         frames=motion.n_frames,
+    )
+
+
+def retargeted(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
+    """Ingest and retarget one clip for an RL run, from the stage cache when an earlier (killed)
+    run left them for the same file and settings; fresh results are cached for the next one."""
+    upto = replace(options, until="retarget")
+    cache_key = stage_cache.key(source, options)
+    path = stage_cache.entry(options.checkpoints, source.clip_id) if options.checkpoints else None
+    if path is None or cache_key is None:
+        return run_clip(source, upto)
+    hit = stage_cache.load(path, source.clip_id, cache_key)
+    if hit is not None:
+        return ClipOutcome(
+            clip_id=source.clip_id,
+            status=STATUS_COMPLETE,
+            stage="retarget",
+            data=hit.data,
+            attrs=hit.attrs,
+            metrics=hit.metrics,
+            summary=hit.summary,
+            frames=int(hit.summary.get("frames", 0)),
+        )
+    outcome = run_clip(source, upto)
+    if outcome.status == STATUS_COMPLETE and outcome.data is not None:
+        done = stage_cache.Retargeted(outcome.data, outcome.attrs, outcome.metrics, outcome.summary)
+        stage_cache.save(path, source.clip_id, done, cache_key)
+    return outcome
+
+
+def warm_start_cached(
+    source: ClipSource, options: PipelineOptions, reference: Any, model: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """The clip's static-optimization warm start, from the stage cache or solved (and cached)."""
+    cache_key = stage_cache.key(source, options)
+    path = stage_cache.entry(options.checkpoints, source.clip_id) if options.checkpoints else None
+    if path is not None and cache_key is not None:
+        hit = stage_cache.load_solution(path, cache_key)
+        if hit is not None:
+            return hit
+    # One process: forking after JAX has started threads can deadlock.
+    (activation,), (excitation,) = warm_start_solutions([reference], model, 1)
+    if path is not None and cache_key is not None:
+        stage_cache.save_solution(path, activation, excitation, cache_key)
+    return activation, excitation
+
+
+def _rl_stages(options: PipelineOptions) -> list[str]:
+    return [st for st in IMPLEMENTED["rl"] if options.reaches(st)]
+
+
+def _run_rl_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
+    """A per-clip policy: retarget (cached), warm start (cached), train (checkpointed), then
+    emulate; a kill anywhere costs only the work since the last of those."""
+    start = time.perf_counter()
+    ready = retargeted(source, options)
+    if ready.status != STATUS_COMPLETE or ready.data is None:
+        return replace(ready, summary={**ready.summary, "until": options.until})
+    stage = "train"
+    base = {"source": source.relpath, "until": options.until}
+    try:
+        ref = _StoredReference(ready.data, source.clip_id, ready.attrs)
+        model = model_for(options.model)
+        solutions = None
+        if options.warm_start:
+            stage = "warm-start"
+            activation, excitation = warm_start_cached(source, options, ref.mapping, model)
+            solutions = ([activation], [excitation])
+            stage = "train"
+        trainer, policy = train_policy([ref.mapping], model, options, source.clip_id, solutions)
+        parts, emulation, extra_metrics = [ready.data], None, {}
+        if options.reaches("emulate"):
+            stage = "emulate"
+            emulation, emulated, extra_metrics = emulation_parts(
+                trainer, policy, ref, 0, options.stochastic
+            )
+            parts.extend(emulated)
+        data = xr.merge(parts, compat="no_conflicts", join="exact")
+    except (StaticOptError, TrainError, CheckpointError, ModelError) as exc:
+        return _failure(source, stage, str(exc), start, base)
+    except Exception as exc:  # a bug must cost one clip, not the batch; say it is ours
+        return _failure(source, stage, f"internal error: {type(exc).__name__}: {exc}", start, base)
+    attrs, metrics = dict(ready.attrs), dict(ready.metrics)
+    attrs.update(method="rl", stages=_rl_stages(options))
+    _describe_policy(attrs, metrics, policy, emulation)
+    metrics.update(extra_metrics)
+    return ClipOutcome(
+        clip_id=source.clip_id,
+        status=STATUS_COMPLETE,
+        stage=options.until,
+        data=data,
+        attrs=attrs,
+        metrics=metrics,
+        summary={**ready.summary, **base},
+        seconds=time.perf_counter() - start,
+        frames=ready.frames,
     )
 
 
@@ -607,7 +692,8 @@ def run_batch(
         report.skipped = len(sources) - len(todo)
         if on_skip is not None:
             on_skip(report.skipped)
-    multi = options.method == "rl" and options.policy == "multi-clip" and options.reaches("train")
+    cached_stages = options.method == "rl" and options.reaches("train")
+    multi = cached_stages and options.policy == "multi-clip"
     if multi:
         outcomes = _multi_clip(list(todo), options, workers)
     else:
@@ -623,6 +709,10 @@ def run_batch(
             if outcome.status == STATUS_COMPLETE:
                 report.completed += 1
                 report.frames += outcome.frames
+                if cached_stages and options.checkpoints:
+                    done = stage_cache.entry(options.checkpoints, outcome.clip_id)
+                    if done is not None:
+                        stage_cache.remove(done)  # the catalog holds the clip now
             else:
                 report.failed += 1
                 report.failures.append((outcome.clip_id, outcome.reason))
@@ -649,10 +739,8 @@ def _multi_clip(
 ) -> Iterable[ClipOutcome]:
     """One policy for all clips: retarget every clip, train once, then emulate each clip."""
     ready: list[ClipOutcome] = []
-    upto_retarget = replace(options, until="retarget")
-    for outcome in map_unordered(
-        run_clip, sources, upto_retarget, workers=workers, on_crash=_crashed
-    ):
+    by_id = {s.clip_id: s for s in sources}
+    for outcome in map_unordered(retargeted, sources, options, workers=workers, on_crash=_crashed):
         if outcome.status == STATUS_COMPLETE:
             ready.append(outcome)
         else:
@@ -668,7 +756,11 @@ def _multi_clip(
     try:
         solutions = None
         if options.warm_start:
-            solutions = warm_start_solutions(refs, model, 1)  # no fork after JAX
+            pairs = [
+                warm_start_cached(by_id[o.clip_id], options, r, model)
+                for o, r in zip(ready, refs, strict=True)
+            ]
+            solutions = ([a for a, _ in pairs], [e for _, e in pairs])
         shared = train_policy(refs, model, options, name, solutions)
     except (TrainError, CheckpointError, StaticOptError) as exc:
         for o in ready:
@@ -710,7 +802,7 @@ def _multi_clip(
         else:
             emulation = None
         data = xr.merge(parts, compat="no_conflicts", join="exact")
-        attrs.update(method="rl", stages=list(IMPLEMENTED["rl"][: STAGES.index(options.until) + 1]))
+        attrs.update(method="rl", stages=_rl_stages(options))
         _describe_policy(attrs, metrics, policy, emulation)
         metrics.update(extra_metrics)
         if policy is not shared[1]:  # fine-tuned: count the shared training too

@@ -110,6 +110,13 @@ def _steps(ckpt: Path) -> list[int]:
     return sorted(int(p.name) for p in ckpt.glob("*") if p.is_dir() and p.name.isdigit())
 
 
+def _stage_files(cached: Path) -> list[Path]:
+    """The stage-cache files of the standing clip: its group's metadata and its warm start."""
+    files = [cached / "standing.zarr" / "DemoLab" / "subject1" / "standing" / "zarr.json"]
+    files.append(cached / "standing.warm_start.npz")
+    return [p for p in files if p.exists()]
+
+
 def _kill_when(args: list[str], ready, timeout_s: float = 240.0) -> None:
     """Start a conversion, SIGKILL it as soon as ready() holds, and check it was still going."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -140,11 +147,16 @@ def test_sigkill_in_training_then_in_emulation_resumes_from_the_checkpoint(demo_
     assert 100 <= first[-1] < 400
     assert not Catalog.open(out).scan().get(CLIP_RL) == "complete"
     before, _ = read_meta(ckpt)
+    # The quick stages are cached: the resumed runs must read them, not redo them.
+    cached = tmp_path / "rl.zarr.checkpoints" / "_stages" / "DemoLab" / "subject1"
+    stamps = {p: p.stat().st_mtime_ns for p in _stage_files(cached)}
+    assert len(stamps) == 2, "the retargeted clip and the warm start are in the stage cache"
 
     # 2. Resumed, then killed while emulating: the policy is final, the clip not yet written.
     _kill_when([*args, "--resume"], lambda: bool(_steps(ckpt)) and _steps(ckpt)[-1] == 400)
     trained = _steps(ckpt)
     after, _ = read_meta(ckpt)
+    assert {p: p.stat().st_mtime_ns for p in _stage_files(cached)} == stamps, "redone"
     # Continued, not restarted: the learning curve (wall times included) carries on from the kill.
     assert trained[-1] == 400 and after["curve"][: len(before["curve"])] == before["curve"]
     assert Catalog.open(out).scan().get(CLIP_RL) != "complete"
@@ -154,6 +166,7 @@ def test_sigkill_in_training_then_in_emulation_resumes_from_the_checkpoint(demo_
     result = CliRunner().invoke(main, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert _steps(ckpt) == trained and (ckpt / "400").stat().st_mtime_ns == mtime
+    assert not _stage_files(cached), "the stage cache is emptied once the clip is written"
     ds = Catalog.open(out)[CLIP_RL]
     assert ds.attrs["checkpoint_step"] == 400 and ds.sizes["rollout"] == 4
     meta, _ = read_meta(ckpt)
