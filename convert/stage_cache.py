@@ -151,3 +151,10 @@ def remove(path: Path) -> None:
     """Drop a clip's entry (its results are in the real catalog now)."""
     shutil.rmtree(path, ignore_errors=True)
     _solution_path(path).unlink(missing_ok=True)
+    for folder in path.parents:  # and the folders it leaves empty, up to the cache's root
+        if folder.name == CACHE_DIR:
+            break
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: other clips are in flight
+            break

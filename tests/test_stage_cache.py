@@ -102,5 +102,11 @@ def test_entries_never_leave_the_cache_and_removal_is_complete(tmp_path):
     assert stage_cache.load_solution(path, "other") is None
     got = stage_cache.load_solution(path, "k")
     assert got is not None and got[1].sum() == 6
+    other = stage_cache.entry(tmp_path, "A/d")
+    assert other is not None
+    stage_cache.save_solution(other, np.zeros(1), np.zeros(1), "k")
     stage_cache.remove(path)
     assert stage_cache.load_solution(path, "k") is None and not path.exists()
+    assert not path.parent.exists() and other.parent.is_dir(), "empty folders go, others stay"
+    stage_cache.remove(other)
+    assert list((tmp_path / stage_cache.CACHE_DIR).iterdir()) == []
