@@ -726,21 +726,21 @@ def ls_command(catalog: str, status: str | None, fmt: str, columns: str) -> None
         wanted = [c.strip() for c in columns.split(",") if c.strip()]
         metric_keys = [k for k in wanted if k in metric_keys]
     table = Table(title=f"{catalog}: {len(rows)} clips")
-    table.add_column("clip", overflow="fold", min_width=20)
+    table.add_column("clip", overflow="fold", min_width=12)
     table.add_column("status", no_wrap=True, min_width=8)
     for k in metric_keys:
         # Headers break at dots so that many columns still fit a terminal.
-        table.add_column(
-            k.replace(".", ".\n").replace("_", "_\u200b"), justify="right", max_width=12
-        )
-    table.add_column("reason", overflow="fold")
+        table.add_column(k.replace(".", ".\n"), justify="right", max_width=12, overflow="fold")
+    reasons = any(r["reason"] for r in rows)  # no empty column when nothing failed
+    if reasons:
+        table.add_column("reason", overflow="fold")
     for r in rows:
         style = "green" if r["status"] == "complete" else "red"
         table.add_row(
             r["clip"],
             f"[{style}]{r['status']}",
             *(_fmt_metric(r["metrics"].get(k)) for k in metric_keys),
-            r["reason"],
+            *([r["reason"]] if reasons else []),
         )
     stdout.print(table)
 
