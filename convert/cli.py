@@ -389,10 +389,15 @@ def _print_training_estimate(options, n_clips: int, workers: int) -> None:  # no
     )
     if config.budget_minutes:
         total = config.budget_minutes * policies / max(workers, 1)
-        line += f", <= {config.budget_minutes:g} min each); estimated total <= {total:.0f} min "
+        line += f", <= {config.budget_minutes:g} min each); estimated total <= {total:.3g} min "
         line += "of training, plus retargeting, warm start and emulation"
     else:
-        line += ")"
+        line += ", no time cap: the time follows the machine's env steps/s"
+        line += ", shown on the progress bar)"
+    if options.policy == "multi-clip" and options.finetune_steps:
+        line += f"; then {n_clips} per-clip fine-tunes of {options.finetune_steps:,} env steps" + (
+            f" (<= {options.budget_minutes:g} min each)" if options.budget_minutes else ""
+        )
     stderr.print(line + f". Checkpoints: {options.checkpoints}")
 
 
