@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
@@ -278,10 +280,10 @@ def retargeted(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
     """Ingest and retarget one clip for an RL run, from the stage cache when an earlier (killed)
     run left them for the same file and settings; fresh results are cached for the next one."""
     upto = replace(options, until="retarget")
-    cache_key = stage_cache.key(source, options)
-    path = stage_cache.entry(options.checkpoints, source.clip_id) if options.checkpoints else None
-    if path is None or cache_key is None:
+    slot = _cache_slot(source, options)
+    if slot is None:
         return run_clip(source, upto)
+    path, cache_key = slot
     hit = stage_cache.load(path, source.clip_id, cache_key)
     if hit is not None:
         return ClipOutcome(
@@ -305,17 +307,24 @@ def warm_start_cached(
     source: ClipSource, options: PipelineOptions, reference: Any, model: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """The clip's static-optimization warm start, from the stage cache or solved (and cached)."""
-    cache_key = stage_cache.key(source, options)
-    path = stage_cache.entry(options.checkpoints, source.clip_id) if options.checkpoints else None
-    if path is not None and cache_key is not None:
-        hit = stage_cache.load_solution(path, cache_key)
-        if hit is not None:
-            return hit
+    slot = _cache_slot(source, options)
+    hit = stage_cache.load_solution(*slot) if slot is not None else None
+    if hit is not None:
+        return hit
     # One process: forking after JAX has started threads can deadlock.
     (activation,), (excitation,) = warm_start_solutions([reference], model, 1)
-    if path is not None and cache_key is not None:
-        stage_cache.save_solution(path, activation, excitation, cache_key)
+    if slot is not None:
+        stage_cache.save_solution(slot[0], activation, excitation, slot[1])
     return activation, excitation
+
+
+def _cache_slot(source: ClipSource, options: PipelineOptions) -> tuple[Path, str] | None:
+    """The clip's stage-cache entry and key; None when it cannot be cached."""
+    if not options.checkpoints:
+        return None
+    path = stage_cache.entry(options.checkpoints, source.clip_id)
+    cache_key = stage_cache.key(source, options)
+    return None if path is None or cache_key is None else (path, cache_key)
 
 
 def _rl_stages(options: PipelineOptions) -> list[str]:
@@ -453,7 +462,7 @@ def train_policy(
 
 
 def finetune_policy(
-    shared: tuple[Trainer, Policy],
+    start: Any,
     reference: Reference,
     model: Any,
     options: PipelineOptions,
@@ -462,11 +471,11 @@ def finetune_policy(
 ) -> tuple[Trainer, Policy]:
     """A copy of the shared (multi-clip) policy trained on one clip for options.finetune_steps.
 
-    It starts from the shared run's last checkpoint (networks, optimizer states, replay,
-    normalizer, discriminator) with fresh environments on this clip; its own checkpoints make
-    it resumable like any run. The preset's minutes budget is not applied (only --budget-minutes).
+    start: the shared run's restored training state. The copy takes its networks, optimizer
+    states, replay, normalizer and discriminator, with fresh environments on this clip; its own
+    checkpoints make it resumable like any run. The preset's minutes budget is not applied (only
+    --budget-minutes).
     """
-    shared_trainer, shared_policy = shared
     config = replace(
         options.train_config(),
         budget_steps=options.finetune_steps,
@@ -478,10 +487,11 @@ def finetune_policy(
     trainer = make_trainer(
         model, [reference], config, activations=activations, excitations=excitations
     )
-    start, _, _ = restore(shared_policy.checkpoint_dir, shared_trainer.init())
 
     def initial(ts: Any) -> Any:
-        return ts._replace(agent=start.agent, obs_norm=start.obs_norm, reward=start.reward)
+        # Copies: training donates its state's buffers, and `start` serves every clip.
+        own = jax.tree.map(jnp.copy, (start.agent, start.obs_norm, start.reward))
+        return ts._replace(agent=own[0], obs_norm=own[1], reward=own[2])
 
     policy = train(trainer, options.checkpoint_dir(name), resume=True, initial=initial)
     return trainer, policy
@@ -762,6 +772,9 @@ def _multi_clip(
             ]
             solutions = ([a for a, _ in pairs], [e for _, e in pairs])
         shared = train_policy(refs, model, options, name, solutions)
+        start = None  # the shared state, read once for all fine-tunes
+        if options.finetune_steps > 0:
+            start = restore(shared[1].checkpoint_dir, shared[0].init())[0]
     except (TrainError, CheckpointError, StaticOptError) as exc:
         for o in ready:
             yield ClipOutcome(
@@ -772,10 +785,10 @@ def _multi_clip(
         trainer, policy, clip = *shared, c
         attrs, metrics = dict(outcome.attrs), dict(outcome.metrics)
         try:
-            if options.finetune_steps > 0 and options.reaches("train"):
+            if start is not None:
                 solution = (solutions[0][c], solutions[1][c]) if solutions else None
                 trainer, policy = finetune_policy(
-                    shared,
+                    start,
                     ref.mapping,
                     model,
                     options,
