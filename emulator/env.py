@@ -47,6 +47,9 @@ class EnvConfig:
     effort_weight: float = 1e-3
     initial_activation: float = 0.05  # where no static-optimization activation is given
     episode_steps: int = 500  # truncation after this many control steps
+    # Reset frames drawn so every frame is visited about equally often (see `sample_reset`); False:
+    # uniform over the clip, which starves the first frames, where every emulation starts.
+    even_visitation: bool = True
     sample_by_failure: bool = False  # clip sampling weighted by recent termination rate
     failure_weight: float = 4.0  # p(clip) ∝ 1 + failure_weight · failure rate
     failure_momentum: float = 0.99
@@ -331,15 +334,28 @@ def tracking(task: Task, layout: Layout, view: View, clip, frame) -> dict[str, j
     }
 
 
-def _sample(task: Task, config: EnvConfig, key, failure, n: int) -> tuple[jax.Array, jax.Array]:
-    """Clips (uniform, or weighted by failure) and frames (uniform within each clip, not last)."""
+def sample_reset(
+    task: Task, config: EnvConfig, key, failure, n: int
+) -> tuple[jax.Array, jax.Array]:
+    """Clips (uniform, or weighted by failure) and reset frames within them (never the last).
+
+    Uniform reset frames visit frame f only from episodes that start in the H frames before it
+    (H = episode_steps), so the first frames of a clip, where every emulation starts and where
+    errors compound over the whole rollout, are seen up to H times less often than the rest.
+    With `even_visitation` (*ours*) the start is a virtual frame drawn uniformly from
+    [-(H - 1), T - 2] and clamped to 0: every frame f >= H - 1 is then covered by H equally likely
+    starts, and frames before that by at least as many (the clamped ones run from frame 0).
+    """
     k1, k2 = jax.random.split(key)
     weights = jnp.ones_like(failure)
     if config.sample_by_failure:
         weights = weights + config.failure_weight * failure
     clip = jax.random.categorical(k1, jnp.log(weights), shape=(n,))
-    frame = jnp.floor(jax.random.uniform(k2, (n,)) * (task.length[clip] - 1)).astype(jnp.int32)
-    return clip, frame
+    last = task.length[clip] - 1  # frames 0 .. last - 1 can start an episode
+    lead = config.episode_steps - 1 if config.even_visitation else 0
+    u = jax.random.uniform(k2, (n,))
+    frame = jnp.floor(u * (last + lead)).astype(jnp.int32) - lead
+    return clip, jnp.clip(frame, 0, jnp.maximum(last - 1, 0))
 
 
 def _update_failure(config: EnvConfig, failure, clip, terminated, done):
@@ -459,7 +475,7 @@ class Env:
         )
         failure = _update_failure(cfg, state.failure, state.clip, terminated, done)
         key, k = jax.random.split(state.key)
-        new_clip, new_frame = _sample(self.task, cfg, k, failure, state.clip.shape[0])
+        new_clip, new_frame = sample_reset(self.task, cfg, k, failure, state.clip.shape[0])
         clip = jnp.where(done, new_clip, state.clip)
         frame = jnp.where(done, new_frame, frame)
         steps = jnp.where(done, 0, steps)
@@ -509,14 +525,20 @@ class Env:
         self._physics = jax.vmap(physics)
         self._view_of = view_of
 
-        def reset(key, n_envs: int) -> EnvState:
+        def reset_at(clip, frame, key) -> EnvState:
             failure = jnp.zeros(len(self.refs.clip_ids))
-            key, k = jax.random.split(key)
-            clip, frame = _sample(self.task, self.config, k, failure, n_envs)
             d = self._set_state(*self._reference_state(clip, frame))
             view = view_of(d)
             obs = observe(self.task, self.layout, self.config, view, clip, frame)
-            return EnvState(d, view, clip, frame, jnp.zeros(n_envs, jnp.int32), obs, key, failure)
+            steps = jnp.zeros(clip.shape[0], jnp.int32)
+            return EnvState(d, view, clip, frame, steps, obs, key, failure)
+
+        def reset(key, n_envs: int) -> EnvState:
+            key, k = jax.random.split(key)
+            clip, frame = sample_reset(
+                self.task, self.config, k, jnp.zeros(len(self.refs.clip_ids)), n_envs
+            )
+            return reset_at(clip, frame, key)
 
         def step(state: EnvState, action):
             action = jnp.nan_to_num(jnp.asarray(action, jnp.float32), nan=jnp.inf)
@@ -536,6 +558,7 @@ class Env:
             return EnvState(d, view, clip, frame, steps, obs, key, failure), info
 
         self.reset = jax.jit(reset, static_argnums=1)
+        self.reset_at = jax.jit(reset_at)
         self.step = jax.jit(step)
 
     # -- C engine -------------------------------------------------------------------------------
@@ -549,6 +572,7 @@ class Env:
 
         self._post_jit = jax.jit(post)
         self.reset = self._cpu_reset
+        self.reset_at = self._cpu_reset_at
         self.step = self._cpu_step
 
     def _cpu_backend(self, n: int):
@@ -582,10 +606,16 @@ class Env:
         )
 
     def _cpu_reset(self, key, n_envs: int) -> EnvState:
-        backend = self._cpu_backend(n_envs)
         failure = jnp.zeros(len(self.refs.clip_ids))
         key, k = jax.random.split(key)
-        clip, frame = _sample(self.task, self.config, k, failure, n_envs)
+        clip, frame = sample_reset(self.task, self.config, k, failure, n_envs)
+        return self._cpu_reset_at(clip, frame, key)
+
+    def _cpu_reset_at(self, clip, frame, key) -> EnvState:
+        clip, frame = jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32)
+        n_envs = int(clip.shape[0])
+        backend = self._cpu_backend(n_envs)
+        failure = jnp.zeros(len(self.refs.clip_ids))
         q, v, a = (np.asarray(x, np.float64) for x in self._reference_state(clip, frame))
         sim = backend.init(q, v, a)
         view = self._cpu_views(q, v, a, np.zeros((n_envs, self.model.nu)))
@@ -640,4 +670,5 @@ __all__ = [
     "View",
     "make_env",
     "make_reference_set",
+    "sample_reset",
 ]

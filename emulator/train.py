@@ -41,7 +41,7 @@ from msconvert.emulator.agents.common import (
     norm_init,
     norm_update,
 )
-from msconvert.emulator.env import EnvConfig, make_env, make_reference_set
+from msconvert.emulator.env import EnvConfig, make_env, make_reference_set, sample_reset
 from msconvert.emulator.reward import (
     AdversarialConfig,
     adversarial_init,
@@ -257,9 +257,14 @@ class Trainer:
         obs_rows, target_rows = [], []
         norm = ts.obs_norm
         targets = jnp.asarray(self.warm_targets)
+        # Reference states drawn uniformly over each clip (not the training resets, which favour
+        # the first frames): the clone should fit the whole clip.
+        uniform = dataclasses.replace(self.env.config, even_visitation=False)
+        no_failures = jnp.zeros(len(self.clip_ids))
         for _ in range(cfg.bc_resets):
-            key, k = jax.random.split(key)
-            state = self.env.reset(k, cfg.n_envs)
+            key, k_frames, k_reset = jax.random.split(key, 3)
+            clip, frame = sample_reset(self.env.task, uniform, k_frames, no_failures, cfg.n_envs)
+            state = self.env.reset_at(clip, frame, k_reset)
             norm = norm_update(norm, state.obs)
             obs_rows.append(state.obs)
             target_rows.append(targets[state.clip, state.frame])

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from arm_reference import arm_reference
 
-from msconvert.emulator.env import EnvConfig, make_env, make_reference_set, observe, tracking
+from msconvert.emulator.env import (
+    EnvConfig,
+    make_env,
+    make_reference_set,
+    observe,
+    sample_reset,
+    tracking,
+)
 from msconvert.emulator.toy_models import planar_arm
 
 
@@ -74,14 +81,42 @@ def test_large_error_terminates(arm):
 
 def test_failure_weighted_sampling_prefers_failing_clips(arm):
     model, refs, *_ = arm
-    from msconvert.emulator.env import _sample
-
     env = make_env(model, refs, EnvConfig(sample_by_failure=True, failure_weight=50.0), "cpu")
-    clip, _ = _sample(env.task, env.config, jax.random.PRNGKey(0), jnp.array([1.0, 0.0]), 2000)
+    clip, _ = sample_reset(env.task, env.config, jax.random.PRNGKey(0), jnp.array([1.0, 0.0]), 2000)
     assert np.mean(np.asarray(clip) == 0) > 0.9
     env = make_env(model, refs, EnvConfig(), "cpu")
-    clip, _ = _sample(env.task, env.config, jax.random.PRNGKey(0), jnp.array([1.0, 0.0]), 2000)
+    clip, _ = sample_reset(env.task, env.config, jax.random.PRNGKey(0), jnp.array([1.0, 0.0]), 2000)
     assert 0.4 < np.mean(np.asarray(clip) == 0) < 0.6
+
+
+def _visits(env, clip_index: int, n: int = 20_000) -> np.ndarray:
+    """How often each frame of a clip is visited by episodes from sampled resets (no falls)."""
+    clip, frame = sample_reset(env.task, env.config, jax.random.PRNGKey(3), jnp.zeros(2), n)
+    length = int(env.refs.length[clip_index])
+    visits = np.zeros(length)
+    for start in np.asarray(frame)[np.asarray(clip) == clip_index]:
+        visits[start : min(start + env.config.episode_steps, length - 1) + 1] += 1
+    return visits / visits.max()
+
+
+def test_reset_frames_visit_the_first_frames_as_often_as_the_rest(arm):
+    model, refs, *_ = arm
+    horizon = 60  # the long clip has 150 frames
+    even = make_env(model, refs, EnvConfig(episode_steps=horizon), "cpu")
+    uniform = make_env(model, refs, EnvConfig(episode_steps=horizon, even_visitation=False), "cpu")
+    v_even, v_uniform = _visits(even, 1), _visits(uniform, 1)
+    plateau = lambda v: np.median(v[horizon:-1])  # noqa: E731  frames every start can reach
+    # Uniform starts: frame 0 is seen only by the episodes that start there (~1/60 of the rest).
+    assert v_uniform[0] / plateau(v_uniform) < 0.05
+    # Even visitation: every frame at least about as often as the plateau; the first H frames at
+    # most twice as often (the clamped starts run from frame 0 through them).
+    ratio = v_even[:-1] / plateau(v_even)
+    assert ratio.min() > 0.85 and ratio[0] > 0.85 and ratio.max() < 2.2
+    # Frames stay valid starts: never the last frame, never negative, within each clip.
+    for env in (even, uniform):
+        clip, frame = sample_reset(env.task, env.config, jax.random.PRNGKey(4), jnp.zeros(2), 4000)
+        last = np.asarray(refs.length)[np.asarray(clip)] - 1
+        assert (np.asarray(frame) >= 0).all() and (np.asarray(frame) < last).all()
 
 
 def test_bad_references_are_clear_errors(arm):
