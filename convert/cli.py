@@ -569,6 +569,14 @@ def _open(catalog: str):  # noqa: ANN202 - Catalog, imported lazily to keep --he
     show_default=True,
     help="Parallel environments.",
 )
+@click.option(
+    "--evaluations",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Emulate the clips with this many snapshots spread over the budget (and the starting "
+    "policy) and export the one that tracks best; 0 exports the last snapshot.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")
 @click.option(
@@ -589,6 +597,7 @@ def train(
     budget_minutes: float | None,
     backend: str,
     envs: int,
+    evaluations: int,
     seed: int,
     resume: bool,
     model_path: str | None,
@@ -630,6 +639,7 @@ def train(
         n_envs=envs,
         budget_steps=budget_steps,
         budget_minutes=budget_minutes,
+        evaluations=evaluations,
         seed=seed,
     )
     stderr.print(
@@ -662,6 +672,14 @@ def train(
         f"training-rollout joint error {last.get('joint_error_deg', float('nan')):.1f}°, "
         f"key-body error {last.get('body_error_mm', float('nan')):.0f} mm. Checkpoint: {out}"
     )
+    evals = [r for r in policy.curve if "eval_score" in r]
+    if evals:
+        best = min(evals, key=lambda r: r["eval_score"])
+        stderr.print(
+            f"Exported the snapshot at {best['env_steps']:,.0f} env steps (best of {len(evals)} "
+            f"evaluated): emulation joint error {best['eval_joint_error_deg']:.1f}°, "
+            f"{100 * best['eval_fraction_tracked']:.0f}% of frames tracked."
+        )
 
 
 @main.command(name="ls", context_settings=CONTEXT)

@@ -66,6 +66,7 @@ from msconvert.emulator.train import (
     TrainError,
     agent_module,
     make_trainer,
+    selected,
     train,
 )
 
@@ -154,6 +155,7 @@ class PipelineOptions:
             seed=self.seed,
             checkpoint_every_s=self.checkpoint_every_s,
             bc_steps=preset.bc_steps,
+            evaluations=preset.evaluations,
             env=EnvConfig(control_hz=self.control_hz),
             agent_config=self._agent_config(module, preset),
         )
@@ -585,6 +587,7 @@ def replay_policy(source: ClipSource, options: PipelineOptions, checkpoint_dir: 
             acts, excs = acts * n, excs * n
         trainer = make_trainer(model, [reference] * n, config, activations=acts, excitations=excs)
         state, meta, step = restore(checkpoint_dir, trainer.init())
+        state = selected(trainer, state)
         policy = Policy(str(checkpoint_dir), step, meta, params=(state.agent, state.obs_norm))
         emulation, emulated, extra_metrics = emulation_parts(
             trainer, policy, reference, 0, options.stochastic
@@ -774,7 +777,7 @@ def _multi_clip(
         shared = train_policy(refs, model, options, name, solutions)
         start = None  # the shared state, read once for all fine-tunes
         if options.finetune_steps > 0:
-            start = restore(shared[1].checkpoint_dir, shared[0].init())[0]
+            start = selected(shared[0], restore(shared[1].checkpoint_dir, shared[0].init())[0])
     except (TrainError, CheckpointError, StaticOptError) as exc:
         for o in ready:
             yield ClipOutcome(

@@ -18,6 +18,9 @@ class Preset:
     bc_steps: int  # warm-start gradient steps
     gpu_agent: bool  # use the agent's Config.gpu() (big networks, big batches)
     replay_size: int  # off-policy agents: transitions kept (observations are ~2,500 floats)
+    # Snapshots emulated to pick the exported policy (TrainConfig.evaluations). An emulation of
+    # a MyoFullBody clip costs seconds on a CPU, so the minutes-long demo affords only a few.
+    evaluations: int = 8
 
 
 PRESETS: dict[str, Preset] = {
@@ -33,6 +36,7 @@ PRESETS: dict[str, Preset] = {
             bc_steps=400,
             gpu_agent=False,
             replay_size=20_000,
+            evaluations=4,
         ),
         Preset(
             name="cpu",

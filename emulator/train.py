@@ -79,6 +79,12 @@ class TrainConfig:
     seed: int = 0
     chunk_steps: int = 25  # control steps per jitted chunk (and per progress update)
     checkpoint_every_s: float = 120.0
+    # Policy selection: this many deterministic emulations of the clips, spread over the budget
+    # (the last at the end); the exported policy is the snapshot that emulated best. Off-policy
+    # snapshots swing (a 2° policy can emulate at 75° a few hundred updates later), and the
+    # catalog records the emulation of the exported policy. 0: export the last snapshot.
+    evaluations: int = 8
+    eval_clips: int = 8  # at most this many clips per evaluation (spread over the clip list)
     bc_steps: int = 300  # warm-start gradient steps
     bc_resets: int = 16  # warm-start data: this many resets of all environments
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -93,6 +99,8 @@ class TrainConfig:
             raise TrainError(f"unknown backend {self.backend!r} (auto, mjx, cpu)")
         if self.n_envs < 1 or self.budget_steps < 1 or self.chunk_steps < 1:
             raise TrainError("n_envs, budget_steps and chunk_steps must be positive")
+        if self.evaluations < 0 or self.eval_clips < 1:
+            raise TrainError("evaluations must be >= 0 and eval_clips >= 1")
         module = agent_module(self.agent)
         cfg = self.agent_config if self.agent_config is not None else module.Config()
         backend = self.backend
@@ -114,6 +122,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class BestPolicy(NamedTuple):
+    """The snapshot that emulated best so far (what acting needs, and its normalizer)."""
+
+    policy: Any  # the agent's policy_params
+    obs_norm: RunningNorm
+    score: jax.Array  # selection score (`selection_score`); +inf until a snapshot is evaluated
+    env_steps: jax.Array  # when it was taken
+
+
 class TrainState(NamedTuple):
     """The whole training state: one pytree, checkpointed as is."""
 
@@ -123,6 +140,20 @@ class TrainState(NamedTuple):
     obs_norm: RunningNorm
     key: jax.Array
     steps: jax.Array  # control steps done (each is n_envs environment steps)
+    best: BestPolicy
+
+
+LOST_FRAME_DEG = 90.0  # what a frame after a fall counts in the selection score
+
+
+def selection_score(metrics: Mapping[str, float]) -> float:
+    """Mean joint error (deg) of an emulation with every frame lost to a fall counted as 90°,
+    so a policy that falls early never wins by tracking its few frames well."""
+    tracked = float(metrics["tracking.fraction_tracked"])
+    error = float(metrics["tracking.joint_error_deg_mean"])
+    if not np.isfinite(error):
+        return float("inf")
+    return tracked * error + (1.0 - tracked) * LOST_FRAME_DEG
 
 
 @dataclass
@@ -194,6 +225,7 @@ class Trainer:
                 obs_norm=norm_update(ts.obs_norm, info.next_obs),
                 key=key,
                 steps=ts.steps + 1,
+                best=ts.best,
             )
             return new, metrics
 
@@ -244,9 +276,56 @@ class Trainer:
         )
         reward_state = adversarial_init(k_reward, self.env.error_dim, cfg.adversarial)
         obs_norm = norm_update(norm_init(self.env.obs_dim), env_state.obs)
-        return TrainState(
-            env_state, agent_state, reward_state, obs_norm, key, jnp.zeros((), jnp.int32)
+        best = BestPolicy(
+            jax.tree.map(jnp.copy, self.agent.policy_params(agent_state)),
+            jax.tree.map(jnp.copy, obs_norm),
+            jnp.asarray(jnp.inf, jnp.float32),
+            jnp.zeros((), jnp.int32),
         )
+        return TrainState(
+            env_state, agent_state, reward_state, obs_norm, key, jnp.zeros((), jnp.int32), best
+        )
+
+    def evaluate(self, ts: TrainState) -> dict[str, float]:
+        """Deterministic emulations of (up to eval_clips of) the clips by the current policy:
+        their mean joint error, fraction tracked and selection score. Reads ts, changes nothing."""
+        from msconvert.emulator.emulate import emulate
+
+        if getattr(self, "_eval_env", None) is None:
+            env = self.env
+            self._eval_env = (
+                env
+                if env.backend == "cpu"
+                else make_env(env.model, env.refs, env.config, backend="cpu")
+            )
+        n = len(self.clip_ids)
+        clips = sorted({int(i) for i in np.linspace(0, n - 1, min(n, self.config.eval_clips))})
+        runs = [
+            emulate(self._eval_env, self.agent, ts.agent, ts.obs_norm, self.config.agent_config, c)
+            for c in clips
+        ]
+        scores = [selection_score(r.metrics) for r in runs]
+        return {
+            "eval_joint_error_deg": float(
+                np.mean([r.metrics["tracking.joint_error_deg_mean"] for r in runs])
+            ),
+            "eval_fraction_tracked": float(
+                np.mean([r.metrics["tracking.fraction_tracked"] for r in runs])
+            ),
+            "eval_score": float(np.mean(scores)),
+        }
+
+    def keep_if_best(self, ts: TrainState, score: float) -> TrainState:
+        """ts with its best snapshot replaced by the current policy if it scored better."""
+        if not score < float(ts.best.score):
+            return ts
+        best = BestPolicy(
+            jax.tree.map(jnp.copy, self.agent.policy_params(ts.agent)),  # training donates ts
+            jax.tree.map(jnp.copy, ts.obs_norm),
+            jnp.asarray(score, jnp.float32),
+            jnp.asarray(int(ts.steps) * self.config.n_envs, jnp.int32),
+        )
+        return ts._replace(best=best)
 
     def warm_start(self, ts: TrainState) -> tuple[TrainState, dict[str, float]]:
         """Behaviour-clone the static-optimization excitations at reference states (§6)."""
@@ -366,27 +445,52 @@ def train(
         _check_compatible(checkpoint.read_meta(out_dir)[0], trainer)  # before reading arrays
         ts, meta, _ = checkpoint.restore(out_dir, ts)
         curve, seconds_before = list(meta.get("curve", [])), float(meta.get("seconds", 0.0))
-    elif initial is not None:
-        ts = initial(ts)
     else:
-        ts, bc = trainer.warm_start(ts) if cfg.warm_start else (ts, {})
+        bc: dict[str, float] = {}
+        if initial is not None:
+            ts = initial(ts)
+        elif cfg.warm_start:
+            ts, bc = trainer.warm_start(ts)
+        if cfg.evaluations > 0:  # the starting policy is a candidate too (warm start, fine-tune)
+            bc.update(trainer.evaluate(ts))
+            ts = trainer.keep_if_best(ts, bc["eval_score"])
         if bc:
             curve.append({"env_steps": 0.0, "seconds": time.perf_counter() - started, **bc})
 
     per_chunk = cfg.n_envs * cfg.chunk_steps
     total_chunks = math.ceil(cfg.budget_steps / per_chunk)
+    total_steps = total_chunks * per_chunk
+    budget_s = None if cfg.budget_minutes is None else 60.0 * cfg.budget_minutes
     last_save = time.perf_counter()
+
+    def evaluation_due(env_steps: int, seconds: float, last_steps: int, last_s: float) -> bool:
+        # The k-th of `evaluations` points of the budget (steps, or time when that is shorter)
+        # has been passed since the last evaluation; the end of the budget is always one.
+        k = cfg.evaluations
+        if k == 0:
+            return False
+        due = env_steps * k // total_steps > last_steps * k // total_steps
+        if budget_s is not None:
+            due |= int(seconds * k // budget_s) > int(last_s * k // budget_s)
+        return due or env_steps >= total_steps or (budget_s is not None and seconds >= budget_s)
+
+    last_eval_steps, last_eval_s = int(ts.steps) * cfg.n_envs, seconds_before
     with checkpoint.manager(out_dir) as mgr:
-        while int(ts.steps) * cfg.n_envs < total_chunks * per_chunk:
+        while int(ts.steps) * cfg.n_envs < total_steps:
             elapsed = seconds_before + time.perf_counter() - started
-            if cfg.budget_minutes is not None and elapsed >= 60.0 * cfg.budget_minutes:
+            if budget_s is not None and elapsed >= budget_s:
                 break
             ts, metrics = trainer.run_chunk(ts)
             row = {k: float(v) for k, v in metrics.items()}
-            row.update(
-                env_steps=float(int(ts.steps) * cfg.n_envs),
-                seconds=seconds_before + time.perf_counter() - started,
-            )
+            env_steps = int(ts.steps) * cfg.n_envs
+            row.update(env_steps=float(env_steps))
+            now = seconds_before + time.perf_counter() - started
+            if evaluation_due(env_steps, now, last_eval_steps, last_eval_s):
+                found = trainer.evaluate(ts)
+                ts = trainer.keep_if_best(ts, found["eval_score"])
+                row.update(found)
+                last_eval_steps, last_eval_s = env_steps, now
+            row.update(seconds=seconds_before + time.perf_counter() - started)
             curve.append(row)
             if progress is not None:
                 progress(row)
@@ -400,13 +504,23 @@ def train(
         meta = trainer.meta(curve, seconds)
         if mgr.latest_step() != step:  # not saved already by the last chunk
             checkpoint.save(mgr, step, ts, meta)
+    chosen = selected(trainer, ts)
     return checkpoint.Policy(
         checkpoint_dir=str(out_dir),
         step=step,
         meta=meta,
-        params=(ts.agent, ts.obs_norm),
+        params=(chosen.agent, chosen.obs_norm),
         curve=curve,
     )
+
+
+def selected(trainer: Trainer, ts: TrainState) -> TrainState:
+    """ts with the policy to export: the best evaluated snapshot's, or the last one's when
+    nothing was evaluated (evaluations=0)."""
+    if not np.isfinite(float(ts.best.score)):
+        return ts
+    agent = trainer.agent.with_policy_params(ts.agent, ts.best.policy)
+    return ts._replace(agent=agent, obs_norm=ts.best.obs_norm)
 
 
 def _check_compatible(meta: Mapping[str, Any], trainer: Trainer) -> None:

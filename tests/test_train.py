@@ -70,6 +70,14 @@ def test_flow_with_adversarial_reward_learns_to_track(arm, tmp_path):
         [r["joint_error_deg"] for r in early]
     )
     assert policy.step == 8000 and latest_step(tmp_path / "ckpt") == 8000
+    # Policy selection: the starting policy and 8 snapshots were emulated; the exported policy
+    # is the best of them, and emulating it again gives exactly its recorded figures.
+    evals = [r for r in policy.curve if "eval_score" in r]
+    assert len(evals) == 1 + trainer.config.evaluations
+    assert evals[0]["env_steps"] == 0.0 and evals[-1]["env_steps"] == 8000.0
+    best = min(evals, key=lambda r: r["eval_score"])
+    assert after == pytest.approx(best["eval_joint_error_deg"], abs=1e-6)
+    assert best["eval_score"] <= evals[-1]["eval_score"]
     meta, _ = read_meta(tmp_path / "ckpt")
     assert meta["clip_ids"] == ["arm"] and meta["config"]["agent"] == "flow"
     assert meta["muscles"] == list(trainer.env.muscle_names)
@@ -117,6 +125,21 @@ def jax_leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+def test_without_evaluations_the_last_snapshot_is_exported(arm, tmp_path):
+    from msconvert.emulator.checkpoint import restore
+    from msconvert.emulator.train import selected
+
+    model, ref = arm
+    trainer = make_trainer(model, [ref], config(budget_steps=800, evaluations=0))
+    policy = train(trainer, tmp_path / "last")
+    assert not [r for r in policy.curve if "eval_score" in r]
+    state = restore(tmp_path / "last", trainer.init())[0]
+    assert not np.isfinite(float(state.best.score)) and selected(trainer, state) is state
+    exported, last = jax_leaves(policy.params[0].source), jax_leaves(state.agent.source)
+    for x, y in zip(exported, last, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_warm_start_clones_the_known_excitations(arm, tmp_path):
     model, ref = arm
     activations = [np.clip(ref["excitation"], 0, 1)]
@@ -142,6 +165,8 @@ def test_bad_settings_are_clear_errors(arm, tmp_path):
         make_trainer(model, [ref], config(reward="sparse"))
     with pytest.raises(TrainError, match="no references"):
         make_trainer(model, [], config())
+    with pytest.raises(TrainError, match="evaluations"):
+        make_trainer(model, [ref], config(evaluations=-1))
     bad = dict(ref, qpos=ref["qpos"][:, :1])
     with pytest.raises(ValueError, match="qpos"):
         make_trainer(model, [bad], config())

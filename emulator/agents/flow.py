@@ -422,6 +422,11 @@ def policy_params(state: AgentState) -> dict:
     return {"source": state.source, "field": state.field}
 
 
+def with_policy_params(state: AgentState, params: dict) -> AgentState:
+    """state acting with `params` (from policy_params) instead of its own."""
+    return state._replace(**params)
+
+
 def with_config(**changes: Any) -> Config:
     """The default Config with some fields changed."""
     return dataclasses.replace(Config(), **changes)

@@ -7,9 +7,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from msconvert.emulator.agents import flow
-from msconvert.emulator.agents.flow import AgentState, act, behaviour_clone, init, learn
+from msconvert.emulator.agents.flow import (
+    AgentState,
+    act,
+    behaviour_clone,
+    init,
+    learn,
+    with_policy_params,
+)
 
-__all__ = ["AgentState", "Config", "act", "behaviour_clone", "init", "learn", "policy_params"]
+__all__ = [
+    "AgentState",
+    "Config",
+    "act",
+    "behaviour_clone",
+    "init",
+    "learn",
+    "policy_params",
+    "with_policy_params",
+]
 
 
 @dataclass(frozen=True)

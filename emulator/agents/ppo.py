@@ -272,3 +272,8 @@ def behaviour_clone(
 
 def policy_params(state: AgentState) -> Any:
     return state.params
+
+
+def with_policy_params(state: AgentState, params: Any) -> AgentState:
+    """state acting with `params` (from policy_params) instead of its own."""
+    return state._replace(params=params)
