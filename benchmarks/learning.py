@@ -9,9 +9,10 @@ aggregation), ppo+deepmimic (MuscleMimic's recipe). Task:
 Final error: the deterministic rollout over the whole clip (emulation) of the exported policy,
 mean |joint-angle error| in degrees. Every run uses the product's policy selection (the starting
 policy and 8 snapshots spread over the budget are emulated, the best is exported), so the
-figure is what a user's catalog would hold; env steps/s include those evaluations. Prints one line per run, writes a learning-curve PNG, and prints a
-JSON summary as the last line. Every run is repeated over --seeds seeds (default 3); the
-headline figures are medians over seeds, with every seed's figure and the means beside them.
+figure is what a user's catalog would hold; env steps/s include those evaluations. Prints one
+line per run, writes a learning-curve PNG, and prints a JSON summary as the last line. Every run
+is repeated over --seeds seeds (default 3); the headline figures are medians over seeds, with
+every seed's figure and the means beside them.
 
     .venv/bin/python benchmarks/learning.py --quick --json
 """

@@ -649,7 +649,7 @@ def train(
         + f") -> {out}"
     )
     try:
-        with TrainProgress(budget_steps, "train") as bar:
+        with TrainProgress(budget_steps, "train", budget_minutes=budget_minutes) as bar:
             policy = train_references(
                 refs,
                 model,

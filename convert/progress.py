@@ -75,9 +75,16 @@ def summary_table(report: BatchReport, max_failures: int = 20) -> Table:
 
 
 class TrainProgress:
-    """A rich progress bar over environment steps: steps/s, tracking error, ETA."""
+    """A rich progress bar over environment steps: steps/s, tracking error, ETA. The ETA is the
+    sooner of the step budget at the current rate and the wall-time budget, when there is one."""
 
-    def __init__(self, total_steps: int, description: str, console: Console = stderr) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        description: str,
+        console: Console = stderr,
+        budget_minutes: float | None = None,
+    ) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -85,12 +92,15 @@ class TrainProgress:
             TextColumn("env steps {task.fields[rate]:>7.0f}/s"),
             TextColumn("joint error {task.fields[error]:5.1f}°"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
             console=console,
             transient=False,
         )
-        self.task = self.progress.add_task(description, total=total_steps, rate=0.0, error=0.0)
+        self.total_steps = total_steps
+        self.budget_s = None if budget_minutes is None else 60.0 * budget_minutes
+        self.task = self.progress.add_task(
+            description, total=total_steps, rate=0.0, error=0.0, eta="-:--:--"
+        )
         self._start: tuple[float, float] | None = None
 
     def __enter__(self) -> TrainProgress:
@@ -107,6 +117,19 @@ class TrainProgress:
             rate = 0.0
         else:
             rate = (steps - self._start[0]) / max(seconds - self._start[1], 1e-9)
+        left = [(self.total_steps - steps) / rate] if rate > 0 else []
+        if self.budget_s is not None:
+            left.append(self.budget_s - seconds)
+        eta = "-:--:--" if not left else _clock(max(min(left), 0.0))
         self.progress.update(
-            self.task, completed=steps, rate=rate, error=row.get("joint_error_deg", float("nan"))
+            self.task,
+            completed=steps,
+            rate=rate,
+            error=row.get("joint_error_deg", float("nan")),
+            eta=eta,
         )
+
+
+def _clock(seconds: float) -> str:
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"

@@ -372,3 +372,21 @@ def test_static_opt_method_writes_muscle_arrays_and_metrics(demo_corpus, tmp_pat
     # A method that trains nothing has no train stage.
     refused = run(*args[:3], tmp_path / "x.zarr", "--method", "static-opt", "--until", "train")
     assert refused.exit_code == 2 and "trains nothing" in refused.output
+
+
+def test_training_eta_is_the_sooner_of_the_step_and_time_budgets():
+    import io
+
+    from rich.console import Console
+
+    from msconvert.convert.progress import TrainProgress
+
+    def eta(budget_minutes):
+        bar = TrainProgress(20_000, "train", Console(file=io.StringIO()), budget_minutes)
+        bar.update({"env_steps": 200.0, "seconds": 30.0})  # compilation: no rate yet
+        first = bar.progress.tasks[0].fields["eta"]
+        bar.update({"env_steps": 1200.0, "seconds": 40.0})  # 100 env steps/s
+        return first, bar.progress.tasks[0].fields["eta"]
+
+    assert eta(None) == ("-:--:--", "0:03:08")  # 18,800 steps at 100/s
+    assert eta(1.5) == ("0:01:00", "0:00:50")  # the 90-s budget ends first

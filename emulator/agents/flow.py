@@ -14,8 +14,9 @@ x_t = (1 − t)a₀ + t·a* against the velocity a* − a₀).
 Critic target: algorithm.md's plain min Q(s′, a′). `soft_target=True` adds −α·log π_source(a₀′|s′),
 the source's log-density of the sample the flow moved, as the ablation does (the flow's own
 volume change left out: intractable). Off by default, because it is not a consistent gain
-(final emulation error, 8k env steps, seeds 0-2): on the benchmark's 8-muscle arm 2.67, 4.54,
-5.62 deg with it against 3.41, 4.95, 6.46 without; on the tests' 6-muscle arm 17.7, 19.5, 20.0
+(final emulation error, 8k env steps, seeds 0-2, measured 2026-11-24 with uniform reset frames
+and no policy selection): on the benchmark's 8-muscle arm 2.67, 4.54, 5.62 deg with it against
+3.41, 4.95, 6.46 without; on the tests' 6-muscle arm 17.7, 19.5, 20.0
 deg with it against < 12, 13.6, 7.4 without.
 
 `flow=False` (see gaussian.py) is the ablation: the same learner acting with the source alone.
@@ -59,8 +60,9 @@ class Config:
     batch_size: int = 256
     replay_size: int = 100_000
     warmup_steps: int = 1_000  # transitions in the replay before updates start
-    # Gradient updates per env step (of all environments). 2 and 4 made the benchmark arm's final
-    # emulations diverge (53.7 and 58.9 deg against ~5 with 1; 8k env steps, 16 envs, CPU).
+    # Gradient updates per env step (of all environments). More is not better on the benchmark
+    # arm (8k env steps, 16 envs, seeds 0-4, even-visitation resets, no selection): final
+    # emulation median 4.21 deg with 2 and 4.65 with 4, against 2.57 with 1.
     updates_per_step: int = 1
     euler_steps: int = 10  # N: integration steps of the flow when acting
     ascent_steps: int = 10  # K: Q-gradient-ascent steps for the flow targets
