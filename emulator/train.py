@@ -166,6 +166,7 @@ class Trainer:
     clip_ids: tuple[str, ...]
     model_sha256: str
     warm_targets: np.ndarray | None  # (C, T, M) static-optimization excitations, or None
+    _eval_env: Any = field(default=None, init=False, repr=False)  # C-engine env for `evaluate`
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -291,7 +292,7 @@ class Trainer:
         their mean joint error, fraction tracked and selection score. Reads ts, changes nothing."""
         from msconvert.emulator.emulate import emulate
 
-        if getattr(self, "_eval_env", None) is None:
+        if self._eval_env is None:
             env = self.env
             self._eval_env = (
                 env
