@@ -123,12 +123,12 @@ def _jsonable(value: Any) -> Any:
 
 
 class BestPolicy(NamedTuple):
-    """The snapshot that emulated best so far (what acting needs, and its normalizer)."""
+    """The snapshot that emulated best so far (what acting needs, and its normalizer); when it
+    was taken is in the curve's evaluation rows."""
 
     policy: Any  # the agent's policy_params
     obs_norm: RunningNorm
     score: jax.Array  # selection score (`selection_score`); +inf until a snapshot is evaluated
-    env_steps: jax.Array  # when it was taken
 
 
 class TrainState(NamedTuple):
@@ -281,7 +281,6 @@ class Trainer:
             jax.tree.map(jnp.copy, self.agent.policy_params(agent_state)),
             jax.tree.map(jnp.copy, obs_norm),
             jnp.asarray(jnp.inf, jnp.float32),
-            jnp.zeros((), jnp.int32),
         )
         return TrainState(
             env_state, agent_state, reward_state, obs_norm, key, jnp.zeros((), jnp.int32), best
@@ -324,7 +323,6 @@ class Trainer:
             jax.tree.map(jnp.copy, self.agent.policy_params(ts.agent)),  # training donates ts
             jax.tree.map(jnp.copy, ts.obs_norm),
             jnp.asarray(score, jnp.float32),
-            jnp.asarray(int(ts.steps) * self.config.n_envs, jnp.int32),
         )
         return ts._replace(best=best)
 
