@@ -31,10 +31,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from msconvert.convert.training import warm_start_solutions  # noqa: E402
-from msconvert.emulator.agents import flow, gaussian, ppo  # noqa: E402
 from msconvert.emulator.emulate import emulate  # noqa: E402
-from msconvert.emulator.env import EnvConfig  # noqa: E402
-from msconvert.emulator.train import TrainConfig, make_trainer, train  # noqa: E402
+from msconvert.emulator.learn.agents import flow, gaussian, ppo  # noqa: E402
+from msconvert.emulator.learn.env import EnvConfig  # noqa: E402
+from msconvert.emulator.learn.train import TrainConfig, make_trainer, train  # noqa: E402
 
 RUNS = {
     "ours": ("flow", "adversarial"),
@@ -47,8 +47,7 @@ RUNS = {
 def task(name: str):  # noqa: ANN201
     if name == "arm":
         from arm_reference import arm_reference
-
-        from msconvert.emulator.toy_models import planar_arm
+        from toy_models import planar_arm
 
         model = planar_arm(8)
         return model, arm_reference(model, seconds=3.0, seed=3), "planar arm, 8 muscles"

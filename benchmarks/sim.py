@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import mujoco
 import numpy as np
@@ -27,7 +29,9 @@ from mujoco import rollout
 from msconvert.emulator.backends import make_backend
 from msconvert.emulator.backends.cpu import available_cores
 from msconvert.emulator.model import control_frame_skip, load_model
-from msconvert.emulator.toy_models import planar_arm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the toy models
+from toy_models import planar_arm  # noqa: E402
 
 
 def smooth_excitations(rng: np.random.Generator, n_envs: int, steps: int, nu: int) -> np.ndarray:
@@ -159,8 +163,8 @@ def static_opt_speed(seconds: float = 4.0, repeats: int = 3) -> dict:
 
     from msconvert.datasets.amass import read_amass
     from msconvert.datasets.demo import walking, write_smplh_npz
+    from msconvert.emulator.muscles.static_opt import static_optimization
     from msconvert.emulator.retarget import RetargetConfig, retarget
-    from msconvert.emulator.static_opt import static_optimization
 
     model = load_model()
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,8 +13,8 @@ from msconvert.catalog.schema import DIM_JOINT, DIM_QUAT, DIM_SOURCE_TIME, DIM_T
 from msconvert.datasets.kinematics import JointTrajectory
 from msconvert.datasets.motion import Motion
 from msconvert.emulator.emulate import Emulation
+from msconvert.emulator.muscles.static_opt import StaticOptResult
 from msconvert.emulator.retarget.reference import Reference
-from msconvert.emulator.static_opt import StaticOptResult
 
 XYZ = ("x", "y", "z")
 WXYZ = ("w", "x", "y", "z")

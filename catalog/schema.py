@@ -1,8 +1,27 @@
-"""The catalog's schema: version, status values, dimension names, and safe clip ids."""
+"""The catalog's schema: version, status values, attribute names and storage layout."""
 
 from __future__ import annotations
 
-import re
+from msconvert.clip_ids import ClipIdError, sanitize_clip_id
+from msconvert.dims import (
+    DIM_JOINT,
+    DIM_QUAT,
+    DIM_SOURCE_TIME,
+    DIM_TIME,
+    DIM_XYZ,
+    is_time_dim,
+)
+
+__all__ = [
+    "DIM_JOINT",
+    "DIM_QUAT",
+    "DIM_SOURCE_TIME",
+    "DIM_TIME",
+    "DIM_XYZ",
+    "ClipIdError",
+    "is_time_dim",
+    "sanitize_clip_id",
+]
 
 SCHEMA_VERSION = 1
 STATUS_COMPLETE = "complete"
@@ -10,13 +29,6 @@ STATUS_FAILED = "failed"
 STATUSES = (STATUS_COMPLETE, STATUS_FAILED)
 # What scan() reports for a clip group whose writer died before its final status write.
 STATUS_INCOMPLETE = "incomplete"
-
-# Dimension names shared by every array in a clip group (xarray-style labelled data).
-DIM_TIME = "time"  # seconds from the clip's first frame, at the control rate (model arrays)
-DIM_SOURCE_TIME = "source_time"  # seconds from the clip's first frame, at the source's own rate
-DIM_JOINT = "joint"  # SMPL body joint names for source_* arrays
-DIM_XYZ = "xyz"  # 'x', 'y', 'z'
-DIM_QUAT = "quat"  # 'w', 'x', 'y', 'z'
 
 # Root group attributes that make a Zarr group an msconvert catalog.
 ATTR_SCHEMA_VERSION = "msconvert_schema_version"
@@ -56,35 +68,3 @@ TARGET_CHUNK_BYTES = 512 * 1024
 # zstd level 3 (zstd's own default): near the best ratio of levels 1-9 on float data at a
 # fraction of the cost of higher levels.
 ZSTD_LEVEL = 3
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+\-]")
-_MAX_COMPONENT = 120
-
-
-class ClipIdError(ValueError):
-    """A clip id that cannot be made safe (empty after cleaning)."""
-
-
-def sanitize_clip_id(raw: str) -> str:
-    """A '/'-separated clip id that can never leave the catalog root.
-
-    Backslashes count as separators; empty and '.' parts are dropped; characters outside
-    [A-Za-z0-9._+-] become '_'; a part made only of dots, or starting with a dot, is prefixed
-    with '_' (so '..' can never climb and no part is hidden); 'zarr.json' is reserved.
-    """
-    parts = []
-    for part in raw.replace("\\", "/").split("/"):
-        if part in ("", "."):
-            continue
-        part = _UNSAFE.sub("_", part)[:_MAX_COMPONENT]
-        if part.startswith(".") or part == "zarr.json":
-            part = "_" + part
-        parts.append(part)
-    if not parts:
-        raise ClipIdError(f"clip id {raw!r} is empty after sanitizing")
-    return "/".join(parts)
-
-
-def is_time_dim(dim: str) -> bool:
-    """Time-like dims ('time', 'source_time', ...): chunked along, sliced by --start/--end."""
-    return dim == DIM_TIME or dim.endswith("_time")

@@ -615,9 +615,9 @@ def train(
     """
     from msconvert.convert.progress import TrainProgress
     from msconvert.convert.training import check_model, references_from_catalog, train_references
-    from msconvert.emulator.checkpoint import CheckpointError
+    from msconvert.emulator.learn.checkpoint import CheckpointError
+    from msconvert.emulator.learn.train import TrainConfig, TrainError
     from msconvert.emulator.model import ModelError, model_sha256
-    from msconvert.emulator.train import TrainConfig, TrainError
 
     cat = _open(catalog)
     try:
@@ -1031,7 +1031,7 @@ def export(
       msconvert export catalog.zarr KIT/3/walk --format mot --out walk.mot  # joint angles, degrees
       msconvert export catalog.zarr KIT/3/walk --format csv --fields grf,activation --out walk
     """
-    from msconvert.catalog.exports import export_clip
+    from msconvert.convert.exports import export_clip
 
     ds = _clip(catalog, clip)
     model = None
@@ -1085,7 +1085,7 @@ def export_checkpoint(catalog: str, clip: str, out: str) -> None:
     """Copy the policy that produced CLIP (Orbax checkpoint, config, policy.json layout) to OUT."""
     import shutil
 
-    from msconvert.emulator.checkpoint import META_FILE, read_meta
+    from msconvert.emulator.learn.checkpoint import META_FILE, read_meta
 
     ds = _clip(catalog, clip)
     source = ds.attrs.get("checkpoint")

@@ -47,20 +47,11 @@ from msconvert.datasets.kinematics import (
 )
 from msconvert.datasets.motion import Motion, MotionError
 from msconvert.datasets.resample import resample
-from msconvert.emulator.checkpoint import CheckpointError, Policy, read_meta, restore
 from msconvert.emulator.emulate import Emulation, emulate
-from msconvert.emulator.env import EnvConfig
-from msconvert.emulator.model import ModelError, load_model, model_sha256
-from msconvert.emulator.retarget import (
-    CorrespondenceError,
-    Reference,
-    RetargetConfig,
-    RetargetError,
-    retarget,
-)
-from msconvert.emulator.reward import AdversarialConfig
-from msconvert.emulator.static_opt import StaticOptError, StaticOptResult, static_optimization
-from msconvert.emulator.train import (
+from msconvert.emulator.learn.checkpoint import CheckpointError, Policy, read_meta, restore
+from msconvert.emulator.learn.env import EnvConfig
+from msconvert.emulator.learn.reward import AdversarialConfig
+from msconvert.emulator.learn.train import (
     TrainConfig,
     Trainer,
     TrainError,
@@ -68,6 +59,19 @@ from msconvert.emulator.train import (
     make_trainer,
     selected,
     train,
+)
+from msconvert.emulator.model import ModelError, load_model, model_sha256
+from msconvert.emulator.muscles.static_opt import (
+    StaticOptError,
+    StaticOptResult,
+    static_optimization,
+)
+from msconvert.emulator.retarget import (
+    CorrespondenceError,
+    Reference,
+    RetargetConfig,
+    RetargetError,
+    retarget,
 )
 
 STAGES: tuple[str, ...] = ("ingest", "retarget", "train", "emulate")

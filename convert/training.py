@@ -11,9 +11,9 @@ import numpy as np
 
 from msconvert.catalog import Catalog
 from msconvert.catalog.records import reference_mapping
-from msconvert.emulator.checkpoint import Policy
-from msconvert.emulator.static_opt import static_optimization
-from msconvert.emulator.train import TrainConfig, TrainError, make_trainer, train
+from msconvert.emulator.learn.checkpoint import Policy
+from msconvert.emulator.learn.train import TrainConfig, TrainError, make_trainer, train
+from msconvert.emulator.muscles.static_opt import static_optimization
 
 
 def warm_start_solutions(

@@ -1,6 +1,6 @@
 """msconvert.datasets: corpus readers producing `Motion` (AMASS SMPL-H/SMPL-X) and SMPL kinematics.
 
-Import-cheap: NumPy and SciPy only (the catalog is imported lazily where clip ids are sanitized).
+Import-cheap: NumPy and SciPy only; it imports nothing of msconvert's but the clip-id rules.
 """
 
 from msconvert.datasets.amass import ClipSource, clip_id_for, discover, read_amass

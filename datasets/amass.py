@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msconvert.clip_ids import sanitize_clip_id
 from msconvert.datasets.motion import N_BODY_JOINTS, N_HAND_JOINTS, Motion, MotionError, Provenance
 
 # File-name suffixes of AMASS clips and the body model each implies.
@@ -68,16 +69,11 @@ def _raw_clip_id(relpath: str) -> str:
 
 def clip_id_for(relpath: str) -> str:
     """The sanitized clip id of a corpus-relative path (`KIT/3/walk_poses.npz` → `KIT/3/walk`)."""
-    # Imported here: the catalog package pulls in zarr/xarray, and imports this package itself.
-    from msconvert.catalog.schema import sanitize_clip_id
-
     return sanitize_clip_id(_raw_clip_id(relpath))
 
 
 def _with_counter(base: str, n: int) -> str:
     """`base` + separator + n, shortening the last part if needed so it stays a valid clip id."""
-    from msconvert.catalog.schema import sanitize_clip_id
-
     head, sep, last = base.rpartition("/")
     tail = f"{COLLISION_SEPARATOR}{n}"
     while True:

@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from msconvert.emulator.agents.common import norm_apply
 from msconvert.emulator.backends.base import FEET
 from msconvert.emulator.backends.cpu import CpuBackend
-from msconvert.emulator.env import Env, make_env
+from msconvert.emulator.learn.agents.common import norm_apply
+from msconvert.emulator.learn.env import Env, make_env
 
 
 @dataclass

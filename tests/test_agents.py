@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import toy_tasks
 
-from msconvert.emulator.agents import flow, gaussian, ppo
-from msconvert.emulator.agents.common import (
+from msconvert.emulator.learn.agents import flow, gaussian, ppo
+from msconvert.emulator.learn.agents.common import (
     Transition,
     norm_apply,
     norm_init,

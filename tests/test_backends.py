@@ -5,6 +5,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 import pytest
+from toy_models import planar_arm, standing_block
 
 from msconvert.emulator.backends import DIMS, FEET, Recording, make_backend
 from msconvert.emulator.model import (
@@ -16,7 +17,6 @@ from msconvert.emulator.model import (
     muscle_moment_arms,
     muscle_names,
 )
-from msconvert.emulator.toy_models import planar_arm, standing_block
 
 N_ENVS, FRAME_SKIP, CONTROL_STEPS = 4, 5, 200
 

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from msconvert.catalog import Catalog
-from msconvert.catalog.exports import read_sto
 from msconvert.convert.cli import main
+from msconvert.convert.exports import read_sto
 
 CLIP = "DemoLab/subject1/standing"
 # The step budget, not the machine's load, ends training: the minutes cap is set out of reach.

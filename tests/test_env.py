@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from arm_reference import arm_reference
+from toy_models import planar_arm
 
-from msconvert.emulator.env import (
+from msconvert.emulator.learn.env import (
     EnvConfig,
     make_env,
     make_reference_set,
@@ -17,7 +18,6 @@ from msconvert.emulator.env import (
     sample_reset,
     tracking,
 )
-from msconvert.emulator.toy_models import planar_arm
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from scipy.spatial.transform import Rotation
 
 from msconvert.catalog import Catalog
-from msconvert.catalog.exports import MUJOCO_TO_OPENSIM, export_clip, read_sto, write_sto
 from msconvert.catalog.plot import choose_muscles, muscle_order, muscle_sides, plot_clip
+from msconvert.convert.exports import MUJOCO_TO_OPENSIM, export_clip, read_sto, write_sto
 from msconvert.emulator.model import qpos_names
 
 CLIP = "Lab/s1/walk01"

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from msconvert.catalog import Catalog
 from msconvert.convert.cli import main
-from msconvert.emulator.checkpoint import read_meta
+from msconvert.emulator.learn.checkpoint import read_meta
 
 N_CLIPS = 120
 

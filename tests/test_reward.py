@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from msconvert.emulator.env import StepInfo
-from msconvert.emulator.reward import (
+from msconvert.emulator.learn.env import StepInfo
+from msconvert.emulator.learn.reward import (
     AdversarialConfig,
     adversarial_init,
     adversarial_reward,

@@ -7,10 +7,11 @@ import re
 import mujoco
 import numpy as np
 import pytest
+from toy_models import planar_arm, standing_block
 
-from msconvert.emulator import static_opt
 from msconvert.emulator.model import floor_geom, foot_contact_geoms, load_model, muscle_actuators
-from msconvert.emulator.static_opt import (
+from msconvert.emulator.muscles import static_opt
+from msconvert.emulator.muscles.static_opt import (
     ActivationReach,
     StaticOptError,
     advance_activation,
@@ -18,7 +19,6 @@ from msconvert.emulator.static_opt import (
     muscle_gain_bias,
     static_optimization,
 )
-from msconvert.emulator.toy_models import planar_arm, standing_block
 
 BLOCK_FEET = {"left": ("foot_l",), "right": ("foot_r",)}
 METRICS = {

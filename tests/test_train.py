@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import pytest
 from arm_reference import arm_reference
+from toy_models import planar_arm
 
-from msconvert.emulator.agents import flow
-from msconvert.emulator.checkpoint import CheckpointError, latest_step, read_meta
 from msconvert.emulator.emulate import emulate
-from msconvert.emulator.env import EnvConfig
-from msconvert.emulator.toy_models import planar_arm
-from msconvert.emulator.train import TrainConfig, TrainError, make_trainer, train
+from msconvert.emulator.learn.agents import flow
+from msconvert.emulator.learn.checkpoint import CheckpointError, latest_step, read_meta
+from msconvert.emulator.learn.env import EnvConfig
+from msconvert.emulator.learn.train import TrainConfig, TrainError, make_trainer, train
 
 SMALL_FLOW = flow.Config(
     warmup_steps=500,
@@ -126,8 +126,8 @@ def jax_leaves(tree):
 
 
 def test_without_evaluations_the_last_snapshot_is_exported(arm, tmp_path):
-    from msconvert.emulator.checkpoint import restore
-    from msconvert.emulator.train import selected
+    from msconvert.emulator.learn.checkpoint import restore
+    from msconvert.emulator.learn.train import selected
 
     model, ref = arm
     trainer = make_trainer(model, [ref], config(budget_steps=800, evaluations=0))
@@ -172,7 +172,7 @@ def test_bad_settings_are_clear_errors(arm, tmp_path):
         make_trainer(model, [bad], config())
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError):
-        from msconvert.emulator.checkpoint import restore
+        from msconvert.emulator.learn.checkpoint import restore
 
         restore(tmp_path / "empty", {"x": np.zeros(2)})
     shutil.rmtree(tmp_path / "empty")

@@ -48,7 +48,7 @@ def step(s: PointState, action: jax.Array, key: jax.Array):
 
 def train_and_score(agent, config, steps: int, seed: int = 0, n: int = 16) -> tuple[float, float]:
     """Mean per-step reward of the deterministic policy before and after `steps` env steps."""
-    from msconvert.emulator.agents.common import Transition
+    from msconvert.emulator.learn.agents.common import Transition
 
     key = jax.random.PRNGKey(seed)
     key, k_init, k_env = jax.random.split(key, 3)

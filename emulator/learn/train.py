@@ -33,16 +33,16 @@ import mujoco
 import numpy as np
 
 from msconvert import __version__
-from msconvert.emulator import checkpoint
-from msconvert.emulator.agents.common import (
+from msconvert.emulator.learn import checkpoint
+from msconvert.emulator.learn.agents.common import (
     RunningNorm,
     Transition,
     norm_apply,
     norm_init,
     norm_update,
 )
-from msconvert.emulator.env import EnvConfig, make_env, make_reference_set, sample_reset
-from msconvert.emulator.reward import (
+from msconvert.emulator.learn.env import EnvConfig, make_env, make_reference_set, sample_reset
+from msconvert.emulator.learn.reward import (
     AdversarialConfig,
     adversarial_init,
     adversarial_reward,
@@ -62,7 +62,7 @@ def agent_module(name: str) -> ModuleType:
     """The module implementing an agent (`emulator/agents/<name>.py`)."""
     if name not in AGENTS:
         raise TrainError(f"unknown agent {name!r} (agents: {', '.join(AGENTS)})")
-    return importlib.import_module(f"msconvert.emulator.agents.{name}")
+    return importlib.import_module(f"msconvert.emulator.learn.agents.{name}")
 
 
 @dataclass(frozen=True)

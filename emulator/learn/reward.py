@@ -19,7 +19,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from msconvert.emulator.agents.common import MLP, Replay, replay_add, replay_init, replay_sample
+from msconvert.emulator.learn.agents.common import (
+    MLP,
+    Replay,
+    replay_add,
+    replay_init,
+    replay_sample,
+)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from msconvert.emulator.agents.common import (
+from msconvert.emulator.learn.agents.common import (
     MLP,
     Replay,
     TanhGaussian,

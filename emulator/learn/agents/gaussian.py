@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from msconvert.emulator.agents import flow
-from msconvert.emulator.agents.flow import (
+from msconvert.emulator.learn.agents import flow
+from msconvert.emulator.learn.agents.flow import (
     AgentState,
     act,
     behaviour_clone,

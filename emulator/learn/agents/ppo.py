@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from msconvert.emulator.agents.common import MLP, Transition, finite_rows
+from msconvert.emulator.learn.agents.common import MLP, Transition, finite_rows
 
 
 @dataclass(frozen=True)

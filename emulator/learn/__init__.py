@@ -1,0 +1,1 @@
+"""Learning muscle policies: environment, reward, agents, training, checkpoints."""

@@ -1,0 +1,1 @@
+"""Muscle solvers: static optimization (per frame, inverse)."""
