@@ -291,7 +291,7 @@ def amass(
       msconvert amass ./AMASS --out catalog.zarr --include 'KIT/*' --limit 20 --until retarget
       msconvert amass ./AMASS --out catalog.zarr --resume      # after a crash or Ctrl-C
     """
-    from msconvert.datasets.amass import discover
+    from msconvert.datasets.amass import scan_corpus
     from msconvert.datasets.motion import MotionError
 
     conversion["policy"] = conversion.pop("policy_mode")
@@ -303,9 +303,19 @@ def amass(
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; pick one")
     try:
-        sources = discover(root, include=include, exclude=exclude, limit=limit)
+        scan = scan_corpus(root, include=include, exclude=exclude, limit=limit)
     except MotionError as exc:
         raise click.UsageError(str(exc)) from None
+    if scan.skipped:  # one line: how many and why; the first one named
+        first = scan.skipped[0]
+        stderr.print(
+            f"{scan.summary()}; first: {first}",
+            style="yellow",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    sources = list(scan.sources)
     if not sources:
         raise click.UsageError(
             f"no AMASS clips (*_poses.npz, *_stageii.npz) under {root}"
@@ -613,22 +623,23 @@ def train(
       msconvert train catalog.zarr DemoLab/subject1/walking --out ckpt/walk --budget-minutes 5
       msconvert train catalog.zarr A/run B/walk --out ckpt/ab --agent ppo --reward deepmimic
     """
+    from msconvert.convert.pipeline import model_for
     from msconvert.convert.progress import TrainProgress
-    from msconvert.convert.training import check_model, references_from_catalog, train_references
+    from msconvert.convert.training import references_from_catalog
     from msconvert.emulator.learn.checkpoint import CheckpointError
+    from msconvert.emulator.learn.runs import check_model, train_policy
     from msconvert.emulator.learn.train import TrainConfig, TrainError
     from msconvert.emulator.model import ModelError, model_sha256
+    from msconvert.emulator.retarget.reference import ReferenceFormatError
 
     cat = _open(catalog)
     try:
-        refs, acts, excs = references_from_catalog(cat, clips)
-    except KeyError as exc:
+        refs, solutions = references_from_catalog(cat, clips)
+    except (KeyError, ReferenceFormatError) as exc:
         raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
-    from msconvert.convert.pipeline import model_for
-
     try:
         model = model_for(model_path)
-        check_model(refs, model, model_sha256(model))
+        check_model(refs, model_sha256(model))
     except (ModelError, TrainError) as exc:
         raise click.UsageError(str(exc)) from None
     config = TrainConfig(
@@ -650,15 +661,13 @@ def train(
     )
     try:
         with TrainProgress(budget_steps, "train", budget_minutes=budget_minutes) as bar:
-            policy = train_references(
+            _, policy = train_policy(
                 refs,
                 model,
                 config,
                 out,
-                activations=acts,
-                excitations=excs,
+                solutions=solutions,
                 resume=resume,
-                processes=1,  # no fork once JAX runs threads
                 progress=bar.update,
             )
     except (TrainError, CheckpointError) as exc:
@@ -1083,35 +1092,17 @@ def plot(catalog: str, clip: str, muscles: tuple[str, ...], out: str) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")
 def export_checkpoint(catalog: str, clip: str, out: str) -> None:
     """Copy the policy that produced CLIP (Orbax checkpoint, config, policy.json layout) to OUT."""
-    import shutil
-
-    from msconvert.emulator.learn.checkpoint import META_FILE, read_meta
+    from msconvert.emulator.learn.checkpoint import META_FILE, CheckpointError, export
 
     ds = _clip(catalog, clip)
     source = ds.attrs.get("checkpoint")
     if not source:
         raise click.ClickException(f"clip {clip!r} has no policy (method {ds.attrs.get('method')})")
-    if not Path(source).is_dir():
-        raise click.ClickException(f"the clip's checkpoint {source} is not on this machine")
-    dest = Path(out)
-    if dest.exists() and any(dest.iterdir()):
-        raise click.UsageError(f"{out} exists and is not empty")
-    shutil.copytree(source, dest, dirs_exist_ok=True)
-    meta, step = read_meta(dest)
-    layout = {
-        "clip": clip,
-        "checkpoint_step": step,
-        "observation_dim": meta["obs_dim"],
-        "action_dim": meta["act_dim"],
-        "action": meta["action"],
-        "muscles": meta["muscles"],
-        "config": meta["config"],
-        "clip_ids": meta["clip_ids"],
-        "model_sha256": meta["model_sha256"],
-        "software_version": meta["software_version"],
-    }
-    (dest / META_FILE).write_text(json.dumps(layout, indent=1))
-    click.echo(f"{dest} (step {step:,}; {META_FILE} describes the observation and action layout)")
+    try:
+        step = export(source, out, clip)
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{out} (step {step:,}; {META_FILE} describes the observation and action layout)")
 
 
 @main.command(context_settings=CONTEXT)
@@ -1143,7 +1134,7 @@ def emulate(
       msconvert export-checkpoint c.zarr DemoLab/subject1/walking --out ckpt/walk
       msconvert emulate ckpt/walk walking_poses.npz --out again.zarr
     """
-    from msconvert.convert.pipeline import PipelineOptions, replay_policy
+    from msconvert.convert.pipeline import PipelineOptions, replay_policy, write_outcome
     from msconvert.datasets.amass import SUFFIXES, ClipSource, clip_id_for
 
     suffix = next((s for s in SUFFIXES if motion_file.name.endswith(s)), None)
@@ -1158,10 +1149,8 @@ def emulate(
     _check_model(options)
     catalog = _create_catalog(out, resume=True, overwrite=False)
     outcome = replay_policy(source, options, checkpoint)
-    from msconvert.convert.pipeline import _write
-
     with catalog:
-        _write(catalog, outcome)
+        write_outcome(catalog, outcome)
         catalog.flush_index()
     if outcome.status != "complete":
         raise click.ClickException(f"{cid}: {outcome.reason}")

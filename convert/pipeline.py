@@ -6,36 +6,23 @@ reports. Workers compute, the calling process is the catalog's single writer.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
 from msconvert import __version__
 from msconvert.catalog import Catalog, CatalogError
-from msconvert.catalog.records import (
-    emulation_dataset,
-    reference_dataset,
-    reference_mapping,
-    source_dataset,
-    static_opt_dataset,
-    stochastic_dataset,
-    stochastic_metrics,
-)
-from msconvert.catalog.schema import DIM_TIME, STATUS_COMPLETE, STATUS_FAILED
+from msconvert.catalog.schema import STATUS_COMPLETE, STATUS_FAILED
 from msconvert.convert import stage_cache
 from msconvert.convert.executors import map_unordered
 from msconvert.convert.presets import PRESETS
-from msconvert.convert.training import warm_start_solutions
 from msconvert.datasets.amass import ClipSource, read_amass
 from msconvert.datasets.kinematics import (
     BodyModelError,
@@ -47,25 +34,27 @@ from msconvert.datasets.kinematics import (
 )
 from msconvert.datasets.motion import Motion, MotionError
 from msconvert.datasets.resample import resample
-from msconvert.emulator.emulate import Emulation, emulate
-from msconvert.emulator.learn.checkpoint import CheckpointError, Policy, read_meta, restore
+from msconvert.emulator.emulation import (
+    Emulation,
+    EmulationFormatError,
+    stochastic_dataset,
+    stochastic_metrics,
+)
+from msconvert.emulator.learn.checkpoint import CheckpointError, Policy, read_meta
 from msconvert.emulator.learn.env import EnvConfig
-from msconvert.emulator.learn.reward import AdversarialConfig
-from msconvert.emulator.learn.train import (
-    TrainConfig,
-    Trainer,
-    TrainError,
-    agent_module,
-    make_trainer,
-    selected,
-    train,
+from msconvert.emulator.learn.runs import (
+    Solutions,
+    emulate_policy,
+    finetune_policy,
+    load_policy,
+    shared_state,
+    train_policy,
+    warm_start_solutions,
 )
+from msconvert.emulator.learn.train import TrainConfig, Trainer, TrainError, agent_module
 from msconvert.emulator.model import ModelError, load_model, model_sha256
-from msconvert.emulator.muscles.static_opt import (
-    StaticOptError,
-    StaticOptResult,
-    static_optimization,
-)
+from msconvert.emulator.muscles.result import StaticOptFormatError
+from msconvert.emulator.muscles.static_opt import StaticOptError, static_optimization
 from msconvert.emulator.retarget import (
     CorrespondenceError,
     Reference,
@@ -73,6 +62,7 @@ from msconvert.emulator.retarget import (
     RetargetError,
     retarget,
 )
+from msconvert.emulator.retarget.reference import ReferenceFormatError
 
 STAGES: tuple[str, ...] = ("ingest", "retarget", "train", "emulate")
 # How the muscle activity is found: a learned policy per clip (the product), or inverse dynamics
@@ -83,7 +73,6 @@ IMPLEMENTED: dict[str, tuple[str, ...]] = {
     "rl": ("ingest", "retarget", "train", "emulate"),
     "static-opt": ("ingest", "retarget", "emulate"),
 }
-IMPLEMENTED_STAGES: tuple[str, ...] = IMPLEMENTED["rl"]
 
 
 class StageNotAvailableError(Exception):
@@ -118,7 +107,7 @@ def default_until(method: str) -> str:
 class PipelineOptions:
     """Everything a worker needs to convert one clip; picklable."""
 
-    until: str = IMPLEMENTED_STAGES[-1]
+    until: str = IMPLEMENTED["rl"][-1]
     source_fps: float | None = None  # resample the source to this rate; None keeps the file's
     body_models: str | None = None  # directory of licensed SMPL-H/SMPL-X model files
     allow_pickle_body_models: bool = False
@@ -188,13 +177,29 @@ class PipelineOptions:
         return RetargetConfig(fps=self.control_hz, correspondence=self.retarget_config)
 
 
+# What a bad clip raises: each becomes that clip's one-line failure, and the batch goes on.
+CLIP_ERRORS: tuple[type[Exception], ...] = (
+    MotionError,
+    BodyModelError,
+    RetargetError,
+    CorrespondenceError,
+    ModelError,
+    StaticOptError,
+    TrainError,
+    CheckpointError,
+    ReferenceFormatError,
+    StaticOptFormatError,
+    EmulationFormatError,
+)
+
+
 @functools.cache
 def model_for(path: str | None):  # noqa: ANN201 - mujoco.MjModel
     """The model, compiled once per process (workers convert many clips with it)."""
     return load_model(path)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClipOutcome:
     """What one clip's run produced: a dataset to write, or a one-line failure."""
 
@@ -209,6 +214,144 @@ class ClipOutcome:
     seconds: float = 0.0
     frames: int = 0
 
+    def reference(self) -> Reference:
+        """The retargeted reference this outcome holds, as the later stages need it."""
+        assert self.data is not None
+        ds = self.data.assign_attrs({**self.attrs, "metrics": self.metrics})
+        return Reference.from_dataset(ds, self.clip_id)
+
+
+@dataclass
+class _Clip:
+    """What one clip's stages have made so far; `stage` is the one running (a failure names it).
+    A multi-clip policy's shared training runs as a `_Clip` of its own, with no source."""
+
+    clip_id: str
+    source: ClipSource | None
+    options: PipelineOptions
+    stage: str = "ingest"
+    parts: list[xr.Dataset] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    frames: int = 0
+
+    @classmethod
+    def resumed(cls, ready: ClipOutcome, source: ClipSource, options: PipelineOptions) -> _Clip:
+        """A clip that continues from an earlier outcome (its retargeted stages)."""
+        assert ready.data is not None
+        clip = cls(source.clip_id, source, options)
+        clip.parts, clip.frames = [ready.data], ready.frames
+        clip.attrs, clip.metrics = dict(ready.attrs), dict(ready.metrics)
+        clip.summary = dict(ready.summary)
+        return clip
+
+    def add_motion(self, motion: Motion, skeleton: Skeleton) -> None:
+        options = self.options
+        self.parts.append(motion.to_dataset(forward_kinematics(motion, skeleton)))
+        self.attrs.update(
+            body_model_mode=skeleton.mode,
+            skeleton=skeleton.name,
+            stages=[st for st in IMPLEMENTED[options.method] if options.reaches(st)],
+            method=options.method,
+            software_version=__version__,
+        )
+        self.metrics.update(
+            {
+                "source.frames": float(motion.n_frames),
+                "source.fps": float(motion.fps),
+                "source.duration_s": float(motion.duration_s),
+            }
+        )
+        self.summary.update(
+            frames=motion.n_frames,
+            fps=float(motion.fps),
+            body_model_mode=skeleton.mode,
+            method=options.method,
+        )
+        self.frames = motion.n_frames
+
+    def add_reference(self, reference: Reference) -> None:
+        self.parts.append(reference.to_dataset())
+        self.attrs.update(retarget_correspondence=self.options.retarget_config or "packaged")
+        self.metrics.update(reference.metrics)
+        self.summary.update(model=reference.model_name, control_fps=float(reference.fps))
+
+    def add_policy(
+        self,
+        policy: Policy,
+        rollouts: tuple[Emulation, list[Emulation]] | None,
+    ) -> None:
+        """The policy that made the clip, and its emulation (with sampled rollouts, if any)."""
+        seconds = float(policy.meta.get("seconds", 0.0))
+        self.metrics.update(
+            {"train.env_steps": float(policy.step), "train.minutes": seconds / 60.0}
+        )
+        self.attrs.update(
+            method="rl",
+            stages=[st for st in IMPLEMENTED["rl"] if self.options.reaches(st)],
+            method_label="reinforcement-learning imitation (policy rollout, deterministic)",
+            checkpoint=str(Path(policy.checkpoint_dir).absolute()),
+            checkpoint_step=int(policy.step),
+            trainer=policy.meta.get("config", {}),
+            seed=int(policy.meta.get("config", {}).get("seed", 0)),
+            policy_clips=list(policy.clip_ids),
+        )
+        if rollouts is not None:
+            emulation, sampled = rollouts
+            self.parts.append(emulation.to_dataset())
+            self.metrics.update(emulation.metrics)
+            if sampled:
+                self.parts.append(stochastic_dataset(sampled))
+                self.metrics.update(stochastic_metrics(sampled))
+
+    def outcome(self, start: float, stage: str) -> ClipOutcome:
+        """The clip's outcome: every stage's dataset merged on shared labels."""
+        data = xr.merge(
+            self.parts, compat="no_conflicts", join="exact", combine_attrs="no_conflicts"
+        )
+        # Every attribute in one place (the stage cache reads them back the same way).
+        attrs, data.attrs = {**data.attrs, **self.attrs}, {}
+        return ClipOutcome(
+            clip_id=self.clip_id,
+            status=STATUS_COMPLETE,
+            stage=stage,
+            data=data,
+            attrs=attrs,
+            metrics=self.metrics,
+            summary=self.summary,
+            seconds=time.perf_counter() - start,
+            frames=self.frames,
+        )
+
+
+def _run(clip: _Clip, stage: str, work: Callable[[_Clip], None]) -> ClipOutcome:
+    """Run `work` on the clip under the one exception policy of every per-clip runner: a known
+    bad-input error or a bug costs this clip (a one-line reason naming the stage), never the
+    batch."""
+    start = time.perf_counter()
+    try:
+        work(clip)
+    except CLIP_ERRORS as exc:
+        return _failure(clip.clip_id, clip.stage, str(exc), start, clip.summary)
+    except Exception as exc:  # a bug must cost one clip, not the batch; say it is ours
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        return _failure(clip.clip_id, clip.stage, reason, start, clip.summary)
+    return clip.outcome(start, stage)
+
+
+def _failure(
+    clip_id: str, stage: str, reason: str, start: float, summary: dict[str, Any]
+) -> ClipOutcome:
+    return ClipOutcome(
+        clip_id=clip_id,
+        status=STATUS_FAILED,
+        stage=stage,
+        reason=" ".join(reason.split()),
+        summary=dict(summary),
+        seconds=time.perf_counter() - start,
+    )
+
 
 def skeleton_for(motion: Motion, options: PipelineOptions) -> Skeleton:
     """The exact skeleton from the user's model files, or the built-in mean shape."""
@@ -220,65 +363,58 @@ def skeleton_for(motion: Motion, options: PipelineOptions) -> Skeleton:
     return load_body_model(str(path), options.allow_pickle_body_models).skeleton(motion.betas)
 
 
-def ingest(source: ClipSource, options: PipelineOptions) -> tuple[Motion, Skeleton, xr.Dataset]:
-    """Stage 1: file → validated `Motion` (optionally resampled) and its world joints."""
+def _ingest(clip: _Clip) -> tuple[Motion, Skeleton]:
+    """Stage 1: file → validated `Motion` (optionally resampled) and its skeleton."""
+    clip.stage = "ingest"
+    source, options = clip.source, clip.options
+    assert source is not None
     motion = read_amass(source.path, relpath=source.relpath, clip_id=source.clip_id)
     if options.source_fps is not None:
         motion = resample(motion, options.source_fps)
     skeleton = skeleton_for(motion, options)
-    return motion, skeleton, source_dataset(motion, forward_kinematics(motion, skeleton))
+    clip.add_motion(motion, skeleton)
+    return motion, skeleton
+
+
+def _retarget(clip: _Clip, motion: Motion, skeleton: Skeleton, fps: float) -> Reference:
+    """Stage 2: the motion on the model, at `fps`."""
+    clip.stage = "retarget"
+    settings = RetargetConfig(fps=fps, correspondence=clip.options.retarget_config)
+    reference = retarget(motion, model_for(clip.options.model), settings, skeleton)
+    clip.add_reference(reference)
+    return reference
 
 
 def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
     """Run the stages up to `options.until` on one clip; never raises for a bad clip."""
     if options.method == "rl" and options.reaches("train"):
         return _run_rl_clip(source, options)
-    start = time.perf_counter()
-    stage = "ingest"
-    base = {"source": source.relpath, "until": options.until}
-    try:
-        motion, skeleton, data = ingest(source, options)
-        parts = [data]
-        reference = None
-        solution = None
-        if options.reaches("retarget"):
-            stage = "retarget"
-            model = model_for(options.model)
-            reference = retarget(motion, model, options.retarget_settings(), skeleton)
-            parts.append(reference_dataset(reference))
+
+    def work(clip: _Clip) -> None:
+        motion, skeleton = _ingest(clip)
+        if not options.reaches("retarget"):
+            return
+        reference = _retarget(clip, motion, skeleton, options.control_hz)
         if options.method == "static-opt" and options.reaches("emulate"):
-            stage = "static-opt"
+            clip.stage = "static-opt"
             solution = static_optimization(
                 reference,
-                model,
+                model_for(options.model),
                 cost=options.static_opt_cost,
                 processes=options.static_opt_processes,
             )
-            parts.append(static_opt_dataset(solution, reference.times))
-    except (
-        MotionError,
-        BodyModelError,
-        RetargetError,
-        CorrespondenceError,
-        ModelError,
-        StaticOptError,
-        TrainError,
-        CheckpointError,
-    ) as exc:
-        return _failure(source, stage, str(exc), start, base)
-    except Exception as exc:  # a bug must cost one clip, not the batch; say it is ours
-        return _failure(source, stage, f"internal error: {type(exc).__name__}: {exc}", start, base)
-    attrs, metrics, summary = _describe(motion, skeleton, options, reference, solution)
-    return ClipOutcome(
-        clip_id=source.clip_id,
-        status=STATUS_COMPLETE,
-        stage=options.until,
-        data=xr.merge(parts, compat="no_conflicts", join="exact"),
-        attrs=attrs,
-        metrics=metrics,
-        summary={**base, **summary},
-        seconds=time.perf_counter() - start,
-        frames=motion.n_frames,
+            clip.parts.append(solution.to_dataset())
+            clip.metrics.update(solution.metrics)
+
+    return _run(_clip(source, options), options.until, work)
+
+
+def _clip(source: ClipSource, options: PipelineOptions, **summary: Any) -> _Clip:
+    return _Clip(
+        source.clip_id,
+        source,
+        options,
+        summary={"source": source.relpath, "until": options.until, **summary},
     )
 
 
@@ -310,7 +446,7 @@ def retargeted(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
 
 
 def warm_start_cached(
-    source: ClipSource, options: PipelineOptions, reference: Any, model: Any
+    source: ClipSource, options: PipelineOptions, reference: Reference, model: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """The clip's static-optimization warm start, from the stage cache or solved (and cached)."""
     slot = _cache_slot(source, options)
@@ -333,328 +469,66 @@ def _cache_slot(source: ClipSource, options: PipelineOptions) -> tuple[Path, str
     return None if path is None or cache_key is None else (path, cache_key)
 
 
-def _rl_stages(options: PipelineOptions) -> list[str]:
-    return [st for st in IMPLEMENTED["rl"] if options.reaches(st)]
+def _emulations(
+    trainer: Trainer, policy: Policy, reference: Reference, clip: int, stochastic: int
+) -> tuple[Emulation, list[Emulation]]:
+    """The deterministic emulation, then `stochastic` sampled rollouts (seeds 1..K)."""
+    emulation = emulate_policy(trainer, policy, reference, clip)
+    sampled = [
+        emulate_policy(trainer, policy, reference, clip, deterministic=False, seed=k)
+        for k in range(1, stochastic + 1)
+    ]
+    return emulation, sampled
 
 
 def _run_rl_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
     """A per-clip policy: retarget (cached), warm start (cached), train (checkpointed), then
     emulate; a kill anywhere costs only the work since the last of those."""
-    start = time.perf_counter()
     ready = retargeted(source, options)
     if ready.status != STATUS_COMPLETE or ready.data is None:
         return replace(ready, summary={**ready.summary, "until": options.until})
-    stage = "train"
-    base = {"source": source.relpath, "until": options.until}
-    try:
-        ref = _StoredReference(ready.data, source.clip_id, ready.attrs)
+
+    def work(clip: _Clip) -> None:
+        clip.stage = "train"
+        reference = ready.reference()
         model = model_for(options.model)
         solutions = None
         if options.warm_start:
-            stage = "warm-start"
-            activation, excitation = warm_start_cached(source, options, ref.mapping, model)
+            clip.stage = "warm-start"
+            activation, excitation = warm_start_cached(source, options, reference, model)
             solutions = ([activation], [excitation])
-            stage = "train"
-        trainer, policy = train_policy([ref.mapping], model, options, source.clip_id, solutions)
-        parts, emulation, extra_metrics = [ready.data], None, {}
+            clip.stage = "train"
+        out = options.checkpoint_dir(source.clip_id)
+        trainer, policy = train_policy(
+            [reference], model, options.train_config(), out, solutions=solutions
+        )
+        rollouts = None
         if options.reaches("emulate"):
-            stage = "emulate"
-            emulation, emulated, extra_metrics = emulation_parts(
-                trainer, policy, ref, 0, options.stochastic
-            )
-            parts.extend(emulated)
-        data = xr.merge(parts, compat="no_conflicts", join="exact")
-    except (StaticOptError, TrainError, CheckpointError, ModelError) as exc:
-        return _failure(source, stage, str(exc), start, base)
-    except Exception as exc:  # a bug must cost one clip, not the batch; say it is ours
-        return _failure(source, stage, f"internal error: {type(exc).__name__}: {exc}", start, base)
-    attrs, metrics = dict(ready.attrs), dict(ready.metrics)
-    attrs.update(method="rl", stages=_rl_stages(options))
-    _describe_policy(attrs, metrics, policy, emulation)
-    metrics.update(extra_metrics)
-    return ClipOutcome(
-        clip_id=source.clip_id,
-        status=STATUS_COMPLETE,
-        stage=options.until,
-        data=data,
-        attrs=attrs,
-        metrics=metrics,
-        summary={**ready.summary, **base},
-        seconds=time.perf_counter() - start,
-        frames=ready.frames,
-    )
+            clip.stage = "emulate"
+            rollouts = _emulations(trainer, policy, reference, 0, options.stochastic)
+        clip.add_policy(policy, rollouts)
 
-
-def _describe(
-    motion: Motion,
-    skeleton: Skeleton,
-    options: PipelineOptions,
-    reference: Reference | None,
-    solution: StaticOptResult | None = None,
-) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
-    """A clip's attributes (provenance, settings), metrics and index summary."""
-    prov = motion.provenance
-    attrs: dict[str, Any] = {
-        "source_path": prov.path,
-        "source_relpath": prov.relpath,
-        "source_size": prov.size,
-        "source_sha256": prov.sha256,
-        "source_fps": float(motion.fps),
-        "body_model": motion.body_model,
-        "gender": motion.gender,
-        "betas": [float(b) for b in motion.betas],
-        "body_model_mode": skeleton.mode,
-        "skeleton": skeleton.name,
-        "has_hand_data": motion.has_hand_data,
-        "stages": [st for st in IMPLEMENTED[options.method] if options.reaches(st)],
-        "method": options.method,
-        "software_version": __version__,
-    }
-    metrics = {
-        "source.frames": float(motion.n_frames),
-        "source.fps": float(motion.fps),
-        "source.duration_s": float(motion.duration_s),
-    }
-    summary: dict[str, Any] = {
-        "frames": motion.n_frames,
-        "fps": float(motion.fps),
-        "body_model_mode": skeleton.mode,
-    }
-    if reference is not None:
-        attrs.update(
-            model_name=reference.model_name,
-            model_sha256=reference.model_sha256,
-            control_fps=float(reference.fps),
-            retarget_correspondence=options.retarget_config or "packaged",
-            retarget_filled_frames=int(reference.filled_frames),
-            retarget_notes=dict(reference.notes),
-        )
-        metrics.update(reference.metrics)
-        summary.update(model=reference.model_name, control_fps=float(reference.fps))
-    if solution is not None:
-        attrs.update(
-            method_label="inverse dynamics + static optimization (no policy; per-frame solution)",
-            static_opt_cost=solution.cost,
-            static_opt_contacts=solution.contacts,
-            static_opt_notes=dict(solution.notes),
-            body_weight_n=float(solution.body_weight),
-        )
-        metrics.update(solution.metrics)
-    summary["method"] = options.method
-    return attrs, metrics, summary
-
-
-def train_policy(
-    references: Sequence[Reference],
-    model: Any,
-    options: PipelineOptions,
-    name: str,
-    solutions: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
-) -> tuple[Trainer, Policy]:
-    """Warm start (static optimization) and train one policy for these references; a policy
-    already trained to its budget in the checkpoint directory is reused, a cut one resumed.
-    solutions: the references' static-optimization (activations, excitations), if known."""
-    config = options.train_config()
-    activations = excitations = None
-    if config.warm_start:
-        # One process: forking after JAX has started threads can deadlock (and a clip's
-        # static optimization takes seconds next to minutes of training).
-        activations, excitations = solutions or warm_start_solutions(references, model, 1)
-    trainer = make_trainer(
-        model, references, config, activations=activations, excitations=excitations
-    )
-    policy = train(trainer, options.checkpoint_dir(name), resume=True)
-    return trainer, policy
-
-
-def finetune_policy(
-    start: Any,
-    reference: Reference,
-    model: Any,
-    options: PipelineOptions,
-    name: str,
-    solution: tuple[np.ndarray, np.ndarray] | None,
-) -> tuple[Trainer, Policy]:
-    """A copy of the shared (multi-clip) policy trained on one clip for options.finetune_steps.
-
-    start: the shared run's restored training state. The copy takes its networks, optimizer
-    states, replay, normalizer and discriminator, with fresh environments on this clip; its own
-    checkpoints make it resumable like any run. The preset's minutes budget is not applied (only
-    --budget-minutes).
-    """
-    config = replace(
-        options.train_config(),
-        budget_steps=options.finetune_steps,
-        budget_minutes=options.budget_minutes,
-    )
-    activations = excitations = None
-    if config.warm_start and solution is not None:
-        activations, excitations = [solution[0]], [solution[1]]
-    trainer = make_trainer(
-        model, [reference], config, activations=activations, excitations=excitations
-    )
-
-    def initial(ts: Any) -> Any:
-        # Copies: training donates its state's buffers, and `start` serves every clip.
-        own = jax.tree.map(jnp.copy, (start.agent, start.obs_norm, start.reward))
-        return ts._replace(agent=own[0], obs_norm=own[1], reward=own[2])
-
-    policy = train(trainer, options.checkpoint_dir(name), resume=True, initial=initial)
-    return trainer, policy
-
-
-def emulate_reference(
-    trainer: Trainer,
-    policy: Policy,
-    reference: Reference,
-    clip: int,
-    deterministic: bool = True,
-    seed: int = 0,
-) -> Emulation:
-    """The policy's rollout over one of its clips (deterministic unless asked), on the
-    reference's time axis."""
-    agent_state, obs_norm = policy.params
-    emulation = emulate(
-        trainer.env,
-        trainer.agent,
-        agent_state,
-        obs_norm,
-        trainer.config.agent_config,
-        clip=clip,
-        qpos_names=reference.qpos_names,
-        qvel_names=reference.qvel_names,
-        deterministic=deterministic,
-        seed=seed,
-    )
-    emulation.times = reference.times
-    return emulation
-
-
-def emulation_parts(
-    trainer: Trainer, policy: Policy, reference: Reference, clip: int, stochastic: int
-) -> tuple[Emulation, list[xr.Dataset], dict[str, float]]:
-    """The deterministic emulation, then `stochastic` sampled rollouts (seeds 1..K): the
-    emulation, the datasets for the catalog, and the stochastic metrics."""
-    emulation = emulate_reference(trainer, policy, reference, clip)
-    parts, metrics = [emulation_dataset(emulation)], {}
-    if stochastic > 0:
-        rollouts = [
-            emulate_reference(trainer, policy, reference, clip, deterministic=False, seed=k)
-            for k in range(1, stochastic + 1)
-        ]
-        parts.append(stochastic_dataset(rollouts))
-        metrics = stochastic_metrics(rollouts)
-    return emulation, parts, metrics
-
-
-def config_from_meta(meta: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig a checkpoint was trained with (from its JSON meta)."""
-    raw = dict(meta["config"])
-    module = agent_module(raw["agent"])
-
-    def build(cls: Any, values: dict[str, Any]) -> Any:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        out = {}
-        for k, v in values.items():
-            if k in fields:
-                out[k] = tuple(v) if isinstance(v, list) else v
-        return cls(**out)
-
-    raw["env"] = build(EnvConfig, raw["env"])
-    raw["adversarial"] = build(AdversarialConfig, raw["adversarial"])
-    raw["agent_config"] = build(module.Config, raw["agent_config"])
-    return build(TrainConfig, raw)
+    clip = _Clip.resumed(ready, source, options)
+    clip.summary.update(source=source.relpath, until=options.until)
+    return _run(clip, options.until, work)
 
 
 def replay_policy(source: ClipSource, options: PipelineOptions, checkpoint_dir: str) -> ClipOutcome:
     """Ingest and retarget a motion file, then emulate it with a saved policy (no training)."""
-    start = time.perf_counter()
-    base = {"source": source.relpath, "until": "emulate", "method": "rl"}
-    stage = "ingest"
-    try:
-        meta, _ = read_meta(checkpoint_dir)
-        config = config_from_meta(meta)
-        motion, skeleton, data = ingest(source, options)
-        stage = "retarget"
+    options = replace(options, until="emulate", method="rl")
+
+    def work(clip: _Clip) -> None:
+        motion, skeleton = _ingest(clip)
+        clip.stage = "retarget"
         model = model_for(options.model)
-        if meta.get("model_sha256") and meta["model_sha256"] != model_sha256(model):
-            raise TrainError("the checkpoint was trained on another model: pass its --model")
-        settings = RetargetConfig(fps=config.env.control_hz, correspondence=options.retarget_config)
-        reference = retarget(motion, model, settings, skeleton)
-        stage = "emulate"
-        # A trainer shaped like the one that saved the checkpoint (same number of clips), with
-        # the same initial activations (static optimization's, when it warm-started).
-        n = len(meta["clip_ids"])
-        acts = excs = None
-        if config.warm_start:
-            acts, excs = warm_start_solutions([reference], model, 1)  # no fork after JAX
-            acts, excs = acts * n, excs * n
-        trainer = make_trainer(model, [reference] * n, config, activations=acts, excitations=excs)
-        state, meta, step = restore(checkpoint_dir, trainer.init())
-        state = selected(trainer, state)
-        policy = Policy(str(checkpoint_dir), step, meta, params=(state.agent, state.obs_norm))
-        emulation, emulated, extra_metrics = emulation_parts(
-            trainer, policy, reference, 0, options.stochastic
-        )
-    except (
-        MotionError,
-        BodyModelError,
-        RetargetError,
-        CorrespondenceError,
-        ModelError,
-        TrainError,
-        CheckpointError,
-    ) as exc:
-        return _failure(source, stage, str(exc), start, base)
-    parts = [data, reference_dataset(reference), *emulated]
-    attrs, metrics, summary = _describe(
-        motion, skeleton, replace(options, until="emulate"), reference
-    )
-    _describe_policy(attrs, metrics, policy, emulation)
-    metrics.update(extra_metrics)
-    return ClipOutcome(
-        clip_id=source.clip_id,
-        status=STATUS_COMPLETE,
-        stage="emulate",
-        data=xr.merge(parts, compat="no_conflicts", join="exact"),
-        attrs=attrs,
-        metrics=metrics,
-        summary={**base, **summary},
-        seconds=time.perf_counter() - start,
-        frames=motion.n_frames,
-    )
+        meta, _ = read_meta(checkpoint_dir)
+        fps = float(meta["config"]["env"]["control_hz"])
+        reference = _retarget(clip, motion, skeleton, fps)
+        clip.stage = "emulate"
+        trainer, policy = load_policy(checkpoint_dir, reference, model, model_sha256(model))
+        clip.add_policy(policy, _emulations(trainer, policy, reference, 0, options.stochastic))
 
-
-def _describe_policy(
-    attrs: dict[str, Any], metrics: dict[str, float], policy: Policy, emulation: Emulation | None
-) -> None:
-    """What the catalog says of the policy: how it was trained, where it is, how it tracks."""
-    seconds = float(policy.meta.get("seconds", 0.0))
-    metrics.update({"train.env_steps": float(policy.step), "train.minutes": seconds / 60.0})
-    attrs.update(
-        method_label="reinforcement-learning imitation (policy rollout, deterministic)",
-        checkpoint=str(Path(policy.checkpoint_dir).absolute()),
-        checkpoint_step=int(policy.step),
-        trainer=policy.meta.get("config", {}),
-        seed=int(policy.meta.get("config", {}).get("seed", 0)),
-        policy_clips=list(policy.clip_ids),
-    )
-    if emulation is not None:
-        metrics.update(emulation.metrics)
-        attrs.update(tracked_frames=int(emulation.tracked_frames), fell=bool(emulation.fell))
-
-
-def _failure(
-    source: ClipSource, stage: str, reason: str, start: float, summary: dict[str, Any]
-) -> ClipOutcome:
-    return ClipOutcome(
-        clip_id=source.clip_id,
-        status=STATUS_FAILED,
-        stage=stage,
-        reason=" ".join(reason.split()),
-        summary=dict(summary),
-        seconds=time.perf_counter() - start,
-    )
+    return _run(_clip(source, options), "emulate", work)
 
 
 @dataclass
@@ -718,7 +592,7 @@ def run_batch(
     try:
         for outcome in outcomes:
             try:
-                _write(catalog, outcome)
+                write_outcome(catalog, outcome)
             except CatalogError as exc:  # e.g. the id clashes with what an earlier run wrote
                 outcome = replace(
                     outcome, status=STATUS_FAILED, stage="catalog", reason=str(exc), data=None
@@ -741,20 +615,11 @@ def run_batch(
     return report
 
 
-class _StoredReference:
-    """A reference read back from a clip's dataset (what emulation needs of a `Reference`)."""
-
-    def __init__(self, ds: xr.Dataset, clip_id: str, attrs: dict[str, Any]):
-        self.mapping = reference_mapping(ds.assign_attrs(attrs), clip_id)
-        self.times = ds[DIM_TIME].values
-        self.qpos_names = tuple(str(x) for x in ds["qpos"].values)
-        self.qvel_names = tuple(str(x) for x in ds["qvel"].values)
-
-
 def _multi_clip(
     sources: list[ClipSource], options: PipelineOptions, workers: int
-) -> Iterable[ClipOutcome]:
-    """One policy for all clips: retarget every clip, train once, then emulate each clip."""
+) -> Iterator[ClipOutcome]:
+    """One policy for all clips: retarget every clip, train once, then emulate each clip
+    (after fine-tuning a copy of the shared policy on it, with --finetune-steps)."""
     ready: list[ClipOutcome] = []
     by_id = {s.clip_id: s for s in sources}
     for outcome in map_unordered(retargeted, sources, options, workers=workers, on_crash=_crashed):
@@ -765,80 +630,66 @@ def _multi_clip(
     if not ready:
         return
     ready.sort(key=lambda o: o.clip_id)
-    stored = [_StoredReference(o.data, o.clip_id, o.attrs) for o in ready]
     digest = hashlib.sha256("\n".join(o.clip_id for o in ready).encode()).hexdigest()[:12]
-    model = model_for(options.model)
     name = f"multi-clip-{digest}"
-    refs = [r.mapping for r in stored]
-    try:
-        solutions = None
+    model = model_for(options.model)
+    shared: dict[str, Any] = {}
+
+    def train_shared(clip: _Clip) -> None:
+        clip.stage = "train"
+        refs = [o.reference() for o in ready]
+        solutions: Solutions | None = None
         if options.warm_start:
             pairs = [
                 warm_start_cached(by_id[o.clip_id], options, r, model)
                 for o, r in zip(ready, refs, strict=True)
             ]
             solutions = ([a for a, _ in pairs], [e for _, e in pairs])
-        shared = train_policy(refs, model, options, name, solutions)
-        start = None  # the shared state, read once for all fine-tunes
-        if options.finetune_steps > 0:
-            start = selected(shared[0], restore(shared[1].checkpoint_dir, shared[0].init())[0])
-    except (TrainError, CheckpointError, StaticOptError) as exc:
-        for o in ready:
-            yield ClipOutcome(
-                o.clip_id, STATUS_FAILED, "train", " ".join(str(exc).split()), summary=o.summary
-            )
-        return
-    for c, (outcome, ref) in enumerate(zip(ready, stored, strict=True)):
-        trainer, policy, clip = *shared, c
-        attrs, metrics = dict(outcome.attrs), dict(outcome.metrics)
-        try:
-            if start is not None:
-                solution = (solutions[0][c], solutions[1][c]) if solutions else None
-                trainer, policy = finetune_policy(
-                    start,
-                    ref.mapping,
-                    model,
-                    options,
-                    f"{name}-finetune/{outcome.clip_id}",
-                    solution,
-                )
-                clip = 0
-        except (TrainError, CheckpointError) as exc:
-            yield ClipOutcome(
-                outcome.clip_id,
-                STATUS_FAILED,
-                "train",
-                " ".join(str(exc).split()),
-                summary=outcome.summary,
-            )
-            continue
-        parts = [outcome.data]
-        extra_metrics: dict[str, float] = {}
-        if options.reaches("emulate"):
-            emulation, emulated, extra_metrics = emulation_parts(
-                trainer, policy, ref, clip, options.stochastic
-            )
-            parts.extend(emulated)
-        else:
-            emulation = None
-        data = xr.merge(parts, compat="no_conflicts", join="exact")
-        attrs.update(method="rl", stages=_rl_stages(options))
-        _describe_policy(attrs, metrics, policy, emulation)
-        metrics.update(extra_metrics)
-        if policy is not shared[1]:  # fine-tuned: count the shared training too
-            shared_minutes = float(shared[1].meta.get("seconds", 0.0)) / 60.0
-            metrics["train.finetune_env_steps"] = float(policy.step)
-            metrics["train.env_steps"] = float(shared[1].step + policy.step)
-            metrics["train.minutes"] += shared_minutes
-            attrs.update(finetuned_from=str(Path(shared[1].checkpoint_dir).absolute()))
-        yield replace(
-            outcome,
-            stage=options.until,
-            data=data,
-            attrs=attrs,
-            metrics=metrics,
-            summary={**outcome.summary, "until": options.until, "policy": "multi-clip"},
+        trainer, policy = train_policy(
+            refs, model, options.train_config(), options.checkpoint_dir(name), solutions=solutions
         )
+        start = shared_state(trainer, policy) if options.finetune_steps > 0 else None
+        shared.update(refs=refs, solutions=solutions, trainer=trainer, policy=policy, start=start)
+
+    group = _run(_Clip(name, None, options), "train", train_shared)
+    if group.status != STATUS_COMPLETE:
+        for o in ready:
+            yield _failure(o.clip_id, group.stage, group.reason, time.perf_counter(), o.summary)
+        return
+    finetune = replace(
+        options.train_config(),
+        budget_steps=options.finetune_steps,
+        budget_minutes=options.budget_minutes,  # the preset's minutes apply to the shared run
+    )
+    for c, outcome in enumerate(ready):
+
+        def per_clip(clip: _Clip, c: int = c, outcome: ClipOutcome = outcome) -> None:
+            clip.stage = "train"
+            reference = shared["refs"][c]
+            trainer, policy, index = shared["trainer"], shared["policy"], c
+            if shared["start"] is not None:
+                sol = shared["solutions"]
+                solution = (sol[0][c], sol[1][c]) if sol else None
+                out = options.checkpoint_dir(f"{name}-finetune/{outcome.clip_id}")
+                trainer, policy = finetune_policy(
+                    shared["start"], reference, model, finetune, out, solution
+                )
+                index = 0
+            rollouts = None
+            if options.reaches("emulate"):
+                clip.stage = "emulate"
+                rollouts = _emulations(trainer, policy, reference, index, options.stochastic)
+            clip.add_policy(policy, rollouts)
+            clip.summary.update(until=options.until, policy="multi-clip")
+            base = shared["policy"]
+            if policy is not base:  # fine-tuned: count the shared training too
+                clip.metrics["train.finetune_env_steps"] = float(policy.step)
+                clip.metrics["train.env_steps"] = float(base.step + policy.step)
+                clip.metrics["train.minutes"] += float(base.meta.get("seconds", 0.0)) / 60.0
+                clip.attrs.update(finetuned_from=str(Path(base.checkpoint_dir).absolute()))
+
+        clip = _Clip.resumed(outcome, by_id[outcome.clip_id], options)
+        yield _run(clip, options.until, per_clip)
 
 
 def _crashed(source: ClipSource, reason: str) -> ClipOutcome:
@@ -852,7 +703,8 @@ def _crashed(source: ClipSource, reason: str) -> ClipOutcome:
     )
 
 
-def _write(catalog: Catalog, outcome: ClipOutcome) -> None:
+def write_outcome(catalog: Catalog, outcome: ClipOutcome) -> None:
+    """Write a clip's outcome: the complete clip, or its failure."""
     if outcome.status == STATUS_COMPLETE:
         assert outcome.data is not None
         catalog.write_clip(

@@ -1,6 +1,7 @@
 """msconvert.datasets: corpus readers producing `Motion` (AMASS SMPL-H/SMPL-X) and SMPL kinematics.
 
-Import-cheap: NumPy and SciPy only; it imports nothing of msconvert's but the clip-id rules.
+NumPy, SciPy and xarray only; of msconvert's own code it imports just the clip-id rules and
+dimension names of the root package.
 """
 
 from msconvert.datasets.amass import ClipSource, clip_id_for, discover, read_amass

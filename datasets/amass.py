@@ -7,10 +7,12 @@ starts with the file's corpus-relative path.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import io
 import os
+import stat
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -98,24 +100,182 @@ def _matches(patterns: Sequence[str], clip_id: str, relpath: str) -> bool:
     return any(fnmatch.fnmatchcase(clip_id, p) or fnmatch.fnmatchcase(relpath, p) for p in patterns)
 
 
-def discover(
+@dataclass(frozen=True)
+class SkippedEntry:
+    """A corpus entry the scan could not use, with why (one of SKIP_REASONS)."""
+
+    relpath: str  # '/'-separated, relative to the corpus root (the link's own path for links)
+    reason: str
+    detail: str = ""  # e.g. the link target or the OS error, one line
+
+    def __str__(self) -> str:
+        """'KIT/3/walk_poses.npz: broken link (-> /gone/walk_poses.npz)', on one line."""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{_display(self.relpath)}: {self.reason}{detail}"
+
+
+# Why an entry is skipped: singular -> plural, in the order a summary lists ties.
+SKIP_REASONS: dict[str, str] = {
+    "broken link": "broken links",  # a symlink whose target does not exist
+    "symlink loop": "symlink loops",  # a folder link to itself or an ancestor, or a link cycle
+    "folder already scanned": "folders already scanned",  # a second way into a scanned folder
+    "unreadable folder": "unreadable folders",  # listing it failed (e.g. permissions)
+    "unreadable entry": "unreadable entries",  # stat failed for another reason
+    "not a regular file": "not regular files",  # a clip name on a FIFO, socket or device
+}
+
+
+@dataclass(frozen=True)
+class CorpusScan:
+    """What `scan_corpus` found: the clips (as `discover` returns them) and what it skipped."""
+
+    sources: tuple[ClipSource, ...]
+    skipped: tuple[SkippedEntry, ...] = ()
+
+    def summary(self) -> str:
+        """'skipped 3 entries: 2 broken links, 1 symlink loop', or '' when nothing was skipped."""
+        if not self.skipped:
+            return ""
+        counts: dict[str, int] = {}
+        for entry in self.skipped:
+            counts[entry.reason] = counts.get(entry.reason, 0) + 1
+        order = list(SKIP_REASONS)
+        parts = sorted(counts.items(), key=lambda kv: (-kv[1], order.index(kv[0])))
+        n = len(self.skipped)
+        return f"skipped {n} entr{'y' if n == 1 else 'ies'}: " + ", ".join(
+            f"{k} {reason if k == 1 else SKIP_REASONS[reason]}" for reason, k in parts
+        )
+
+
+def _link_problem(exc: OSError) -> str:
+    """The skip reason of a symlink that os.stat cannot follow."""
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "broken link"
+    return "unreadable entry"
+
+
+def _link_detail(path: Path) -> str:
+    """'-> target' as the link says it (relative or absolute), or '' when it cannot be read."""
+    try:
+        return f"-> {_display(os.readlink(path))}"
+    except OSError:
+        return ""
+
+
+def _is_within(path: str, folder: str) -> bool:
+    """True when the real path `path` is `folder` or lies below it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _scan_tree(base: Path) -> tuple[list[tuple[str, Path, str]], list[SkippedEntry]]:
+    """(relpath, path, body model) of every clip file under base, and the entries skipped.
+
+    Symlinked files and folders are followed wherever they point; relpaths (and so clip ids)
+    are always the links' own paths under base. Real folders are scanned first, then folder
+    links in relpath order, so a folder reachable both ways keeps its real path. Each real
+    folder is scanned once: a link to a folder on its own way from the root, or to an ancestor
+    of one (of the root, say), is a loop; a later way into a folder already scanned is skipped.
+    Both are reported, as are broken links and entries that cannot be read. Hidden entries
+    (names starting with '.') are ignored.
+    """
+    found: list[tuple[str, Path, str]] = []
+    skipped: list[SkippedEntry] = []
+    real_root = os.path.realpath(base)
+    visited = {real_root}
+    # Folders to list: (relpath, path, the real paths of the folders on its way from the root).
+    folders: list[tuple[str, Path, tuple[str, ...]]] = [("", base, (real_root,))]
+    links: list[tuple[str, Path, tuple[str, ...]]] = []  # folder links met, followed later
+
+    while folders or links:
+        if not folders:  # every real folder so far is done: follow the first folder link
+            links.sort(key=lambda link: link[0], reverse=True)
+            rel, path, chain = links.pop()
+            target = os.path.realpath(path)
+            if any(_is_within(folder, target) for folder in chain):  # on its way, or above
+                skipped.append(SkippedEntry(rel, "symlink loop", f"-> {_display(target)}"))
+            elif target in visited:
+                skipped.append(SkippedEntry(rel, "folder already scanned", _display(target)))
+            else:
+                visited.add(target)
+                folders.append((rel, path, (*chain, target)))
+            continue
+        rel, path, chain = folders.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            if not rel:
+                raise MotionError(
+                    f"{_display(str(base))}: cannot read corpus root ({_one_line(exc)})"
+                ) from exc
+            skipped.append(SkippedEntry(rel, "unreadable folder", _one_line(exc)))
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            erel = f"{rel}/{name}" if rel else name
+            epath = path / name
+            try:
+                if entry.is_symlink():
+                    try:
+                        mode = os.stat(epath).st_mode
+                    except OSError as exc:
+                        skipped.append(SkippedEntry(erel, _link_problem(exc), _link_detail(epath)))
+                        continue
+                    if stat.S_ISDIR(mode):
+                        links.append((erel, epath, chain))
+                        continue
+                    is_dir, is_file = False, stat.S_ISREG(mode)
+                else:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    is_file = not is_dir and entry.is_file(follow_symlinks=False)
+            except OSError as exc:
+                skipped.append(SkippedEntry(erel, "unreadable entry", _one_line(exc)))
+                continue
+            if is_dir:
+                real = os.path.join(chain[-1], name)
+                if real in visited:  # reached before through a link into this tree
+                    skipped.append(SkippedEntry(erel, "folder already scanned", _display(real)))
+                else:
+                    visited.add(real)
+                    folders.append((erel, epath, (*chain, real)))
+                continue
+            suffix = _suffix_of(name)
+            if suffix is None:
+                continue
+            if is_file:
+                found.append((erel, epath, SUFFIXES[suffix]))
+            else:
+                skipped.append(SkippedEntry(erel, "not a regular file"))
+    return found, skipped
+
+
+def scan_corpus(
     root: str | os.PathLike[str],
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     limit: int | None = None,
-) -> list[ClipSource]:
-    """All AMASS clip files under root (recursive), filtered and sorted by clip id.
+) -> CorpusScan:
+    """All AMASS clip files under root (recursive), filtered and sorted by clip id, and what was
+    skipped on the way.
 
     `*_poses.npz` files are SMPL-H clips and `*_stageii.npz` SMPL-X clips; anything else, and
     hidden files and folders (names starting with '.', e.g. macOS '._*' resource forks), is
-    skipped. Symlinked folders are not descended into, and a file whose resolved path lies
-    outside the resolved root is skipped. Clip ids are the corpus-relative paths without the
-    suffix, passed through `sanitize_clip_id`. When several files share a sanitized id, the
-    first by relpath keeps it and the others get `+2`, `+3`, ... (skipping ids already in use),
-    computed over the whole corpus before filtering, so an id never depends on the filters.
-    A file whose id is also the folder of other clips gets the next free `+N` id too.
-    include/exclude are fnmatch globs tried on the clip id and on the relpath (either matching
-    counts); an empty include keeps everything. `limit` applies after filtering.
+    ignored. Symlinked files and folders are followed, also out of the root; a clip's relpath
+    and id come from the path of the link inside the root, never from its target, so an id never
+    leaves the corpus. Loops are cut (each real folder is scanned once) and reported in
+    `skipped` with broken links and unreadable entries; skipped files are reported when the
+    include/exclude filters would have kept them, skipped folders always. Clip ids are the
+    corpus-relative paths without the suffix, passed through `sanitize_clip_id`. When several
+    files share a sanitized id, the first by relpath keeps it and the others get `+2`, `+3`, ...
+    (skipping ids already in use), computed over the whole corpus before filtering, so an id
+    never depends on the filters. A file whose id is also the folder of other clips gets the
+    next free `+N` id too. include/exclude are fnmatch globs tried on the clip id and on the
+    relpath (either matching counts); an empty include keeps everything. `limit` applies after
+    filtering, to the sources only.
     """
     if isinstance(include, str):  # a lone pattern, not a sequence of one-character patterns
         include = (include,)
@@ -128,24 +288,8 @@ def discover(
         raise MotionError(f"{_display(str(base))}: corpus root does not exist")
     if not base.is_dir():
         raise MotionError(f"{_display(str(base))}: corpus root is not a directory")
-    real_root = base.resolve()
 
-    found: list[tuple[str, Path, str]] = []  # (relpath, path, body model)
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            suffix = _suffix_of(name)
-            if suffix is None or name.startswith("."):
-                continue
-            path = Path(dirpath, name)
-            try:
-                real = path.resolve()
-                if not real.is_relative_to(real_root) or not real.is_file():
-                    continue
-            except (OSError, RuntimeError):  # unreadable entry or a symlink loop
-                continue
-            relpath = path.relative_to(base).as_posix()
-            found.append((relpath, path, SUFFIXES[suffix]))
+    found, skipped = _scan_tree(base)
     found.sort(key=lambda item: item[0])
 
     # File names are never empty, so sanitizing always leaves an id (no ClipIdError here).
@@ -164,15 +308,40 @@ def discover(
     taken |= folders
     ids = [_next_free(c, taken) if c in folders else c for c in ids]
 
-    sources: list[ClipSource] = []
-    for (relpath, path, model), clip_id in zip(found, ids, strict=True):
+    def wanted(clip_id: str, relpath: str) -> bool:
         if include and not _matches(include, clip_id, relpath):
-            continue
-        if exclude and _matches(exclude, clip_id, relpath):
-            continue
-        sources.append(ClipSource(path=path, relpath=relpath, clip_id=clip_id, body_model=model))
+            return False
+        return not (exclude and _matches(exclude, clip_id, relpath))
+
+    sources = [
+        ClipSource(path=path, relpath=relpath, clip_id=clip_id, body_model=model)
+        for (relpath, path, model), clip_id in zip(found, ids, strict=True)
+        if wanted(clip_id, relpath)
+    ]
     sources.sort(key=lambda s: s.clip_id)
-    return sources if limit is None else sources[:limit]
+    reported = [
+        entry
+        for entry in sorted(skipped, key=lambda e: e.relpath)
+        if _suffix_of(entry.relpath.rpartition("/")[2]) is None
+        or wanted(clip_id_for(entry.relpath), entry.relpath)
+    ]
+    return CorpusScan(
+        sources=tuple(sources if limit is None else sources[:limit]), skipped=tuple(reported)
+    )
+
+
+def discover(
+    root: str | os.PathLike[str],
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    limit: int | None = None,
+) -> list[ClipSource]:
+    """The clips of `scan_corpus(root, include, exclude, limit)` (see there), as a list.
+
+    The skipped entries (broken links, symlink loops, unreadable folders) are dropped here: use
+    `scan_corpus` to report them.
+    """
+    return list(scan_corpus(root, include, exclude, limit).sources)
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -1,10 +1,19 @@
-"""`Motion`: the source-agnostic kinematics that every corpus reader produces (stage 1 output)."""
+"""`Motion`: the source-agnostic kinematics that every corpus reader produces (stage 1 output),
+and its labelled dataset in the catalog (the file's own rate, on `source_time`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import xarray as xr
+
+from msconvert.dims import DIM_JOINT, DIM_QUAT, DIM_SOURCE_TIME, DIM_XYZ, WXYZ, XYZ
+
+if TYPE_CHECKING:
+    from msconvert.datasets.kinematics import JointTrajectory
 
 # The 22 body joints shared by SMPL, SMPL-H and SMPL-X (indices 0..21), in pose-vector order.
 BODY_JOINT_NAMES: tuple[str, ...] = (
@@ -33,6 +42,14 @@ BODY_JOINT_NAMES: tuple[str, ...] = (
 )
 N_BODY_JOINTS = len(BODY_JOINT_NAMES)
 N_HAND_JOINTS = 30  # 15 per hand, left first, as in SMPL-H 'poses' and SMPL-X 'pose_hand'
+DIM_HAND_JOINT = "hand_joint"
+# SMPL-H / SMPL-X finger order: five fingers of three joints, left hand then right.
+HAND_JOINT_NAMES: tuple[str, ...] = tuple(
+    f"{side}_{finger}{k}"
+    for side in ("left", "right")
+    for finger in ("index", "middle", "pinky", "ring", "thumb")
+    for k in (1, 2, 3)
+)
 GENDERS = ("neutral", "male", "female")
 BODY_MODELS = ("smplh", "smplx")
 
@@ -92,3 +109,99 @@ class Motion:
 
     def replace(self, **changes: object) -> Motion:
         return replace(self, **changes)
+
+    def to_dataset(self, joints: JointTrajectory | None = None) -> xr.Dataset:
+        """The source kinematics: the pose the file gave and, when computed, world joints and
+        their orientations; provenance and body model in the attributes."""
+        coords: dict[str, Any] = {
+            DIM_SOURCE_TIME: (DIM_SOURCE_TIME, self.times, {"units": "s"}),
+            DIM_JOINT: (DIM_JOINT, np.asarray(BODY_JOINT_NAMES)),
+            DIM_XYZ: (DIM_XYZ, np.asarray(XYZ)),
+        }
+        st = DIM_SOURCE_TIME
+        data: dict[str, Any] = {
+            "source_root_translation": (
+                (st, DIM_XYZ),
+                self.root_translation.astype(np.float64),
+                {"units": "m", "description": "the file's root translation (AMASS 'trans')"},
+            ),
+            "source_body_pose": (
+                (st, DIM_JOINT, DIM_XYZ),
+                self.body_pose.astype(np.float32),
+                {
+                    "units": "rad",
+                    "description": "axis-angle rotation of each joint relative to its parent",
+                },
+            ),
+        }
+        if joints is not None:
+            if tuple(joints.joint_names) != BODY_JOINT_NAMES:
+                raise ValueError("joint trajectory is not in SMPL body-joint order")
+            coords[DIM_QUAT] = (DIM_QUAT, np.asarray(WXYZ))
+            data["source_joints"] = (
+                (st, DIM_JOINT, DIM_XYZ),
+                joints.positions.astype(np.float32),
+                {"units": "m", "description": "world joint positions (z up)"},
+            )
+            data["source_joint_orientation"] = (
+                (st, DIM_JOINT, DIM_QUAT),
+                joints.quaternions_wxyz().astype(np.float32),
+                {"units": "1", "description": "world joint orientations, unit quaternions w >= 0"},
+            )
+        if self.hand_pose is not None:
+            coords[DIM_HAND_JOINT] = (DIM_HAND_JOINT, np.asarray(HAND_JOINT_NAMES))
+            data["source_hand_pose"] = (
+                (st, DIM_HAND_JOINT, DIM_XYZ),
+                self.hand_pose.astype(np.float32),
+                {
+                    "units": "rad",
+                    "description": "axis-angle finger rotations relative to their parents",
+                },
+            )
+        prov = self.provenance
+        attrs = {
+            "source_path": prov.path,
+            "source_relpath": prov.relpath,
+            "source_size": int(prov.size),
+            "source_sha256": prov.sha256,
+            "source_fps": float(self.fps),
+            "source_filled_frames": int(self.filled_frames),
+            "source_notes": dict(self.extra),
+            "body_model": self.body_model,
+            "gender": self.gender,
+            "betas": [float(b) for b in self.betas],
+            "has_hand_data": self.has_hand_data,
+        }
+        return xr.Dataset(data_vars=data, coords=coords, attrs=attrs)
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset, clip_id: str | None = None) -> Motion:
+        """The motion a clip's dataset holds (as `to_dataset` wrote it). The pose was stored as
+        float32, so it comes back to within float32 rounding."""
+        clip = clip_id or str(ds.attrs.get("clip_id", ""))
+        missing = [v for v in ("source_root_translation", "source_body_pose") if v not in ds]
+        missing += [a for a in ("source_fps", "gender", "body_model") if a not in ds.attrs]
+        if missing:
+            raise MotionError(
+                f"clip {clip!r} holds no source motion ({', '.join(missing)} missing)"
+            )
+        a: Mapping[str, Any] = ds.attrs
+        hand = ds["source_hand_pose"].values if "source_hand_pose" in ds else None
+        return cls(
+            clip_id=clip,
+            fps=float(a["source_fps"]),
+            root_translation=np.asarray(ds["source_root_translation"].values, np.float64),
+            body_pose=np.asarray(ds["source_body_pose"].values, np.float64),
+            hand_pose=None if hand is None else np.asarray(hand, np.float64),
+            betas=np.asarray(a.get("betas", ()), np.float64),
+            gender=str(a["gender"]),
+            body_model=str(a["body_model"]),
+            provenance=Provenance(
+                path=str(a.get("source_path", "")),
+                relpath=str(a.get("source_relpath", "")),
+                size=int(a.get("source_size", 0)),
+                sha256=str(a.get("source_sha256", "")),
+            ),
+            filled_frames=int(a.get("source_filled_frames", 0)),
+            extra={str(k): str(v) for k, v in (a.get("source_notes") or {}).items()},
+        )

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from msconvert.catalog.schema import sanitize_clip_id
 from msconvert.datasets import ClipSource, Motion, MotionError, discover, read_amass
+from msconvert.datasets.amass import scan_corpus
 
 T = 12  # frames in the synthetic clips
 
@@ -565,16 +566,177 @@ def test_discover_sanitizes_ids(tmp_path: Path) -> None:
     assert all(sanitize_clip_id(i) == i for i in ids)
 
 
-@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symlinks here")
-def test_discover_skips_symlink_escapes(tmp_path: Path) -> None:
-    root, outside = tmp_path / "root", tmp_path / "outside"
-    touch(root, "in/a_poses.npz")
-    touch(outside, "secret_poses.npz", "dir/b_poses.npz")
-    (root / "in/leak_poses.npz").symlink_to(outside / "secret_poses.npz")
-    (root / "linkdir").symlink_to(outside / "dir", target_is_directory=True)
-    (root / "in/alias_poses.npz").symlink_to(root / "in/a_poses.npz")  # inside: kept
-    (root / "in/dangling_poses.npz").symlink_to(root / "nowhere_poses.npz")
-    assert [s.clip_id for s in discover(root)] == ["in/a", "in/alias"]
+# --- symlinked corpora --------------------------------------------------------------------------
+
+needs_symlinks = pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symlinks here")
+
+
+def link(path: Path, target: Path | str) -> Path:
+    """A symlink at path (parents made) pointing at target, which may not exist."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target, target_is_directory=Path(target).is_dir())
+    return path
+
+
+@needs_symlinks
+def test_file_links_out_of_the_root_convert_with_ids_from_the_links(tmp_path: Path) -> None:
+    store, root = tmp_path / "store", tmp_path / "corpus"
+    write_npz(store / "blob1.npz", smplh_arrays(seed=3))
+    write_npz(store / "blob2.npz", smplx_arrays())
+    write_npz(root / "Lab/s1/local_poses.npz", smplh_arrays(seed=4))
+    link(root / "Lab/s1/walk_poses.npz", store / "blob1.npz")
+    link(root / "Lab/s2/turn_stageii.npz", "../../../store/blob2.npz")  # a relative link
+    scan = scan_corpus(root)
+    assert scan.skipped == () and scan.summary() == ""
+    assert [(s.clip_id, s.relpath, s.body_model) for s in scan.sources] == [
+        ("Lab/s1/local", "Lab/s1/local_poses.npz", "smplh"),
+        ("Lab/s1/walk", "Lab/s1/walk_poses.npz", "smplh"),
+        ("Lab/s2/turn", "Lab/s2/turn_stageii.npz", "smplx"),
+    ]
+    assert [s.path for s in scan.sources] == [root / s.relpath for s in scan.sources]
+    assert discover(root) == list(scan.sources)
+    for source in scan.sources:  # every link reads, named by the link, not by its target
+        motion = read_amass(source.path, relpath=source.relpath, clip_id=source.clip_id)
+        assert motion.clip_id == source.clip_id
+        assert motion.provenance.relpath == source.relpath
+    walk = read_amass(scan.sources[1].path, relpath=scan.sources[1].relpath)
+    assert walk.provenance.sha256 == hashlib.sha256((store / "blob1.npz").read_bytes()).hexdigest()
+
+
+@needs_symlinks
+def test_folder_links_are_followed(tmp_path: Path) -> None:
+    outside, root = tmp_path / "elsewhere/session", tmp_path / "corpus"
+    touch(outside, "a_poses.npz", "deep/er/b_stageii.npz", "notes.txt")
+    touch(root, "Real/c_poses.npz")
+    link(root / "Linked", outside)
+    link(root / "Real/nested", outside / "deep")  # a second way into part of the same tree
+    scan = scan_corpus(root)
+    assert [s.clip_id for s in scan.sources] == [
+        "Linked/a",
+        "Linked/deep/er/b",
+        "Real/c",
+    ]
+    assert all(".." not in s.relpath and "elsewhere" not in s.clip_id for s in scan.sources)
+    # Folder links are followed in relpath order, each real folder once: 'Real/nested' is skipped.
+    assert [(e.relpath, e.reason) for e in scan.skipped] == [
+        ("Real/nested", "folder already scanned")
+    ]
+    assert scan.summary() == "skipped 1 entry: 1 folder already scanned"
+
+
+@needs_symlinks
+def test_a_real_folder_keeps_its_ids_over_a_link_to_it(tmp_path: Path) -> None:
+    touch(tmp_path, "B/walk_poses.npz")
+    link(tmp_path / "A", tmp_path / "B")  # sorts first, but real folders are scanned first
+    scan = scan_corpus(tmp_path)
+    assert [s.clip_id for s in scan.sources] == ["B/walk"]
+    assert [(e.relpath, e.reason) for e in scan.skipped] == [("A", "folder already scanned")]
+
+
+@needs_symlinks
+def test_loops_terminate_and_are_reported(tmp_path: Path) -> None:
+    root, outside = tmp_path / "in/corpus", tmp_path / "outside"
+    touch(root, "A/a_poses.npz")
+    touch(outside, "o_poses.npz")
+    link(outside / "around", tmp_path / "in")  # above the root, though not above 'outside'
+    link(root / "A/up", root)  # to the root
+    link(root / "A/self", root / "A")  # to its own folder
+    link(root / "A/parent", "..")  # relative, to an ancestor
+    link(root / "A/above", tmp_path)  # to an ancestor of the root: would scan the root again
+    link(root / "Out", outside)
+    link(outside / "back", root)  # out of the root and back in
+    link(root / "x_poses.npz", root / "y_poses.npz")  # a cycle of file links
+    link(root / "y_poses.npz", root / "x_poses.npz")
+    scan = scan_corpus(root)
+    assert [s.clip_id for s in scan.sources] == ["A/a", "Out/o"]
+    assert [(e.relpath, e.reason) for e in scan.skipped] == [
+        ("A/above", "symlink loop"),
+        ("A/parent", "symlink loop"),
+        ("A/self", "symlink loop"),
+        ("A/up", "symlink loop"),
+        ("Out/around", "symlink loop"),
+        ("Out/back", "symlink loop"),
+        ("x_poses.npz", "symlink loop"),
+        ("y_poses.npz", "symlink loop"),
+    ]
+    assert scan.summary() == "skipped 8 entries: 8 symlink loops"
+
+
+@needs_symlinks
+def test_broken_links_are_reported_with_a_reason(tmp_path: Path) -> None:
+    touch(tmp_path, "KIT/a_poses.npz")
+    link(tmp_path / "KIT/gone_poses.npz", tmp_path / "nowhere_poses.npz")
+    link(tmp_path / "CMU", tmp_path / "no_such_folder")
+    link(tmp_path / "KIT/loop", tmp_path / "KIT")
+    link(tmp_path / ".hidden_poses.npz", tmp_path / "nowhere")  # hidden: ignored, not reported
+    scan = scan_corpus(tmp_path)
+    assert [s.clip_id for s in scan.sources] == ["KIT/a"]
+    gone = scan.skipped[1]
+    assert gone.relpath == "KIT/gone_poses.npz" and gone.reason == "broken link"
+    assert "nowhere_poses.npz" in gone.detail
+    assert str(gone) == f"KIT/gone_poses.npz: broken link (-> {tmp_path / 'nowhere_poses.npz'})"
+    assert [(e.relpath, e.reason) for e in scan.skipped] == [
+        ("CMU", "broken link"),
+        ("KIT/gone_poses.npz", "broken link"),
+        ("KIT/loop", "symlink loop"),
+    ]
+    assert scan.summary() == "skipped 3 entries: 2 broken links, 1 symlink loop"
+    # A skipped file is reported when the filters would have kept it; a skipped folder always.
+    kit = scan_corpus(tmp_path, include=["KIT/a*"])
+    assert [e.relpath for e in kit.skipped] == ["CMU", "KIT/loop"]
+    assert [e.relpath for e in scan_corpus(tmp_path, exclude=["*gone*"]).skipped] == [
+        "CMU",
+        "KIT/loop",
+    ]
+    assert scan_corpus(tmp_path, limit=0).skipped == scan.skipped  # limit cuts sources only
+
+
+@needs_symlinks
+def test_cli_reports_skipped_entries_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from msconvert.convert.cli import main
+
+    store, root = tmp_path / "store", tmp_path / "corpus"
+    write_npz(store / "w.npz", smplh_arrays(seed=5))
+    link(root / "S/walk_poses.npz", store / "w.npz")
+    link(root / "S/more", store)  # 'S/more/w.npz' is not a clip name: nothing from here
+    link(root / "S/gone_poses.npz", tmp_path / "nowhere")
+    link(root / "S/gone2_poses.npz", tmp_path / "nowhere2")
+    link(root / "S/up", root)
+    out = tmp_path / "c.zarr"
+    result = CliRunner().invoke(
+        main, ["amass", str(root), "--out", str(out), "--until", "ingest"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    line = "skipped 3 entries: 2 broken links, 1 symlink loop; first: S/gone2_poses.npz: broken"
+    assert line in result.output
+    listed = CliRunner().invoke(main, ["ls", str(out), "--format", "csv"])
+    assert listed.output.splitlines()[1].startswith("S/walk,complete")
+    # Nothing skipped: no line about it.
+    (root / "S/gone_poses.npz").unlink()
+    (root / "S/gone2_poses.npz").unlink()
+    (root / "S/up").unlink()
+    again = CliRunner().invoke(
+        main, ["amass", str(root), "--out", str(out), "--until", "ingest", "--overwrite"]
+    )
+    assert again.exit_code == 0, again.output
+    assert not [ln for ln in again.output.splitlines() if ln.startswith("skipped ")]
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="needs a user that permissions stop"
+)
+def test_unreadable_folder_is_reported(tmp_path: Path) -> None:
+    touch(tmp_path, "ok/a_poses.npz", "locked/b_poses.npz")
+    (tmp_path / "locked").chmod(0)
+    try:
+        scan = scan_corpus(tmp_path)
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert [s.clip_id for s in scan.sources] == ["ok/a"]
+    assert [(e.relpath, e.reason) for e in scan.skipped] == [("locked", "unreadable folder")]
+    assert "Permission" in scan.skipped[0].detail
 
 
 def test_discover_collisions_get_counters(tmp_path: Path) -> None:

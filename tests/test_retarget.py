@@ -20,6 +20,7 @@ from msconvert.emulator.model import (
     qpos_names,
     qvel_names,
 )
+from msconvert.emulator.qp import solve_box_qp_dense
 from msconvert.emulator.retarget import (
     CorrespondenceError,
     IKOptions,
@@ -31,7 +32,6 @@ from msconvert.emulator.retarget import (
     retarget,
     solve_ik,
 )
-from msconvert.emulator.retarget.boxqp import solve_box_qp
 from msconvert.emulator.retarget.derivatives import savgol_derivatives
 from msconvert.emulator.retarget.metrics import limit_violations, tendon_jumps
 
@@ -196,7 +196,7 @@ def test_box_qp_meets_the_optimality_conditions():
         g = rng.normal(size=8) * 3
         lower, upper = -rng.uniform(0, 0.5, 8), rng.uniform(0, 0.5, 8)
         lower[:2] = 0.0  # variables sitting on a bound
-        x = solve_box_qp(h, g, lower, upper)
+        x = solve_box_qp_dense(h, g, lower, upper)
         grad = h @ x + g
         assert np.all(x >= lower - 1e-12) and np.all(x <= upper + 1e-12)
         inside = (x > lower + 1e-9) & (x < upper - 1e-9)

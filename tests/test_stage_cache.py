@@ -71,42 +71,19 @@ def test_changed_source_or_settings_or_a_broken_entry_is_recomputed(standing, mo
 
 def test_warm_start_is_cached_and_a_truncated_file_is_resolved(standing, monkeypatch):
     source, options = standing
-    ref = pipeline._StoredReference(*_ready(source, options))
+    ref = retargeted(source, options).reference()
     model = pipeline.model_for(None)
-    activation, excitation = warm_start_cached(source, options, ref.mapping, model)
+    activation, excitation = warm_start_cached(source, options, ref, model)
     assert activation.shape == excitation.shape and ((activation >= 0) & (activation <= 1)).all()
 
     def refuse(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("solved again although cached")
 
     monkeypatch.setattr(pipeline, "warm_start_solutions", refuse)
-    a2, e2 = warm_start_cached(source, options, ref.mapping, model)
+    a2, e2 = warm_start_cached(source, options, ref, model)
     np.testing.assert_array_equal(a2, activation)
     np.testing.assert_array_equal(e2, excitation)
     npz = next(Path(options.checkpoints).rglob("*.warm_start.npz"))
     npz.write_bytes(npz.read_bytes()[:100])  # truncated
     with pytest.raises(AssertionError, match="solved again"):
-        warm_start_cached(source, options, ref.mapping, model)
-
-
-def _ready(source, options):  # noqa: ANN001, ANN202
-    outcome = retargeted(source, options)
-    return outcome.data, source.clip_id, outcome.attrs
-
-
-def test_entries_never_leave_the_cache_and_removal_is_complete(tmp_path):
-    assert stage_cache.entry(tmp_path, "../../etc/x") is None
-    path = stage_cache.entry(tmp_path, "A/b/c")
-    assert path is not None and path.is_relative_to(tmp_path / stage_cache.CACHE_DIR)
-    stage_cache.save_solution(path, np.zeros((3, 2)), np.ones((3, 2)), "k")
-    assert stage_cache.load_solution(path, "other") is None
-    got = stage_cache.load_solution(path, "k")
-    assert got is not None and got[1].sum() == 6
-    other = stage_cache.entry(tmp_path, "A/d")
-    assert other is not None
-    stage_cache.save_solution(other, np.zeros(1), np.zeros(1), "k")
-    stage_cache.remove(path)
-    assert stage_cache.load_solution(path, "k") is None and not path.exists()
-    assert not path.parent.exists() and other.parent.is_dir(), "empty folders go, others stay"
-    stage_cache.remove(other)
-    assert list((tmp_path / stage_cache.CACHE_DIR).iterdir()) == []
+        warm_start_cached(source, options, ref, model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import mujoco
@@ -11,14 +12,18 @@ from toy_models import planar_arm, standing_block
 
 from msconvert.emulator.model import floor_geom, foot_contact_geoms, load_model, muscle_actuators
 from msconvert.emulator.muscles import static_opt
-from msconvert.emulator.muscles.static_opt import (
+from msconvert.emulator.muscles.activation import (
     ActivationReach,
-    StaticOptError,
     advance_activation,
     invert_activation_dynamics,
+)
+from msconvert.emulator.muscles.static_opt import (
+    StaticOptError,
     muscle_gain_bias,
     static_optimization,
 )
+from msconvert.emulator.parallel import balanced_spans
+from msconvert.emulator.retarget.reference import Reference
 
 BLOCK_FEET = {"left": ("foot_l",), "right": ("foot_r",)}
 METRICS = {
@@ -102,7 +107,7 @@ def simulate(
     fps: float,
     qpos0: np.ndarray,
     act0: np.ndarray,
-) -> tuple[dict[str, np.ndarray | float], np.ndarray]:
+) -> tuple[Reference, np.ndarray]:
     """Forward-simulate excitations held per control interval; the reference and floor forces.
 
     qacc is MuJoCo's own (continuous-time) acceleration at each recorded state.
@@ -128,16 +133,17 @@ def simulate(
         ground.append(total)
         for _ in range(steps):
             mujoco.mj_step(model, data)
-    reference: dict[str, np.ndarray | float] = {k: np.array(v) for k, v in out.items()}
-    reference["fps"] = fps
-    return reference, np.array(ground)
+    arrays = {k: np.array(v) for k, v in out.items()}
+    return Reference.from_trajectory("simulated", fps, **arrays), np.array(ground)
 
 
-def replay(model: mujoco.MjModel, reference: dict, act0: np.ndarray, excitation: np.ndarray):
+def replay(
+    model: mujoco.MjModel, reference: Reference, act0: np.ndarray, excitation: np.ndarray
+) -> np.ndarray:
     """Open-loop replay of excitations from the reference's first state; the qpos per frame."""
     data = mujoco.MjData(model)
-    data.qpos[:], data.qvel[:], data.act[:] = reference["qpos"][0], reference["qvel"][0], act0
-    steps = int(round(1 / (reference["fps"] * model.opt.timestep)))
+    data.qpos[:], data.qvel[:], data.act[:] = reference.qpos[0], reference.qvel[0], act0
+    steps = int(round(1 / (reference.fps * model.opt.timestep)))
     qpos = []
     for u in excitation:
         qpos.append(data.qpos.copy())
@@ -155,7 +161,7 @@ def smooth_excitations(n_muscles: int, frames: int, fps: float, seed: int, base:
     return base + amp * np.sin(2 * np.pi * freq * t + phase)
 
 
-def standing(model: mujoco.MjModel, depth: float, frames: int = 3) -> dict:
+def standing(model: mujoco.MjModel, depth: float, frames: int = 3) -> Reference:
     """MyoFullBody's default pose lowered until its lowest foot geom is `depth` into the floor."""
     data = mujoco.MjData(model)
     data.qpos[:] = model.qpos0
@@ -165,8 +171,10 @@ def standing(model: mujoco.MjModel, depth: float, frames: int = 3) -> dict:
     gap = min(mujoco.mj_geomDistance(model, data, int(g), floor, 1.0, None) for g in feet)
     qpos = model.qpos0.copy()
     qpos[2] -= gap + depth
-    zeros = np.zeros((frames, model.nv))
-    return {"qpos": np.tile(qpos, (frames, 1)), "qvel": zeros, "qacc": zeros, "fps": 50.0}
+    still = np.tile(qpos, (frames, 1))
+    return Reference.from_trajectory(
+        "standing", 50.0, still, np.zeros((frames, model.nv)), np.zeros((frames, model.nv))
+    )
 
 
 def test_muscle_forces_are_affine_and_sum_to_qfrc_actuator(body: mujoco.MjModel) -> None:
@@ -225,7 +233,7 @@ def test_arm_replay_reproduces_a_simulated_motion() -> None:
     # Open loop, from the same state and SO's first activation: within 1 degree for 0.5 s
     # (measured 0.3 degrees; the torques are matched at frames only, and change in between).
     qpos = replay(arm, reference, result.activation[0], result.excitation[:50])
-    assert np.degrees(np.abs(qpos - reference["qpos"][:50]).max()) < 1.0
+    assert np.degrees(np.abs(qpos - reference.qpos[:50]).max()) < 1.0
     # A muscle's force is what its activation makes at each frame.
     assert np.all(result.force <= 0)
 
@@ -266,10 +274,10 @@ def test_coupled_joints_are_left_to_the_coupling(monkeypatch: pytest.MonkeyPatch
     data = mujoco.MjData(arm)
     for k in range(frames):
         for key in ("qpos", "qvel", "qacc"):
-            getattr(data, key)[:] = reference[key][k]
+            getattr(data, key)[:] = getattr(reference, key)[k]
         mujoco.mj_inverse(arm, data)
         gap = data.qfrc_inverse - structured.muscle_torque[k]
-        slope = 0.4 + 0.1 * reference["qpos"][k, 1]  # d wrist / d elbow
+        slope = 0.4 + 0.1 * reference.qpos[k, 1]  # d wrist / d elbow
         assert abs(gap[0]) < 1e-3 and abs(gap[1] + slope * gap[2]) < 1e-3
     assert np.abs(gap).max() > 1e-2  # (and the coupling does carry a force)
     monkeypatch.setattr(static_opt, "_ONE_DOF", ())  # no joint is taken as dependent: SVD
@@ -329,14 +337,16 @@ def test_activation_dynamics_match_mujoco_and_invert() -> None:
 
 def test_walking_body_in_parallel_processes(body: mujoco.MjModel) -> None:
     """MyoFullBody standing, then flexing hips and knees: a few dozen frames, two processes."""
-    reference = standing(body, depth=0.001, frames=44)
-    t = np.arange(44) / reference["fps"]
+    still = standing(body, depth=0.001, frames=44)
+    qpos, qvel, qacc = still.qpos.copy(), still.qvel.copy(), still.qacc.copy()
+    t = still.times
     for name, amp in (("hip_flexion_r", 0.3), ("knee_angle_r", 0.4), ("hip_flexion_l", -0.2)):
         j = body.joint(name)
         w = 2 * np.pi * 1.0
-        reference["qpos"][:, j.qposadr[0]] += amp * np.sin(w * t)
-        reference["qvel"][:, j.dofadr[0]] = amp * w * np.cos(w * t)
-        reference["qacc"][:, j.dofadr[0]] = -amp * w * w * np.sin(w * t)
+        qpos[:, j.qposadr[0]] += amp * np.sin(w * t)
+        qvel[:, j.dofadr[0]] = amp * w * np.cos(w * t)
+        qacc[:, j.dofadr[0]] = -amp * w * w * np.sin(w * t)
+    reference = Reference.from_trajectory("flexing", still.fps, qpos, qvel, qacc)
     serial = static_optimization(reference, body)
     forked = static_optimization(reference, body, processes=2)
     assert forked.notes["parallel"] == "2 processes"
@@ -352,25 +362,50 @@ def test_walking_body_in_parallel_processes(body: mujoco.MjModel) -> None:
     assert np.allclose(forked.activation[:22], serial.activation[:22])
 
 
+def test_threads_and_processes_split_the_frames_alike() -> None:
+    """Chunks of a clip on threads or forked processes: each later chunk warms up on the frames
+    before its own, so all runs agree with the serial one (exactly, on the first chunk)."""
+    arm = planar_arm(8)
+    known = smooth_excitations(arm.nu, 60, 100.0, seed=5, base=0.3, amp=0.15)
+    reference, _ = simulate(arm, known, 100.0, np.array([0.1, 1.1]), known[0])
+    serial = static_optimization(reference, arm)
+    assert serial.notes["parallel"] == "serial"
+    spans = balanced_spans(60, 2, warmup=10)
+    assert spans == [(0, 0, 35), (25, 35, 60)]  # 35 frames of work each, warm-up included
+    for how, kwargs in (("2 threads", {"threads": 2}), ("2 processes", {"processes": 2})):
+        split = static_optimization(reference, arm, **kwargs)
+        assert split.notes["parallel"] == how
+        assert np.array_equal(split.activation[:35], serial.activation[:35])
+        assert np.abs(split.activation - serial.activation).max() < 0.05
+        assert np.abs(split.excitation - serial.excitation).max() < 0.05
+
+
 def test_bad_references_give_one_line_errors() -> None:
     arm = planar_arm(6)
-    good = {"qpos": np.zeros((5, 2)), "qvel": np.zeros((5, 2)), "qacc": np.zeros((5, 2)), "fps": 50}
+    arrays = {"qpos": np.zeros((5, 2)), "qvel": np.zeros((5, 2)), "qacc": np.zeros((5, 2))}
+
+    def reference(fps: float = 50.0, **changed: np.ndarray) -> Reference:
+        return Reference.from_trajectory("bad", fps, **dict(arrays, **changed))
+
+    good = reference()
     cases = {
-        "not finite": dict(good, qacc=np.where(np.arange(10).reshape(5, 2) == 7, np.nan, 0.0)),
-        "shape (5, 3)": dict(good, qpos=np.zeros((5, 3))),
-        "at least 2": {k: (v[:1] if k != "fps" else v) for k, v in good.items()},
-        "frame count": dict(good, qvel=np.zeros((4, 2))),
-        "fps": dict(good, fps=0.0),
-        "lacks qacc": {k: v for k, v in good.items() if k != "qacc"},
+        "not finite": reference(qacc=np.where(np.arange(10).reshape(5, 2) == 7, np.nan, 0.0)),
+        "shape (5, 3)": reference(qpos=np.zeros((5, 3))),
+        "at least 2": reference(**{k: v[:1] for k, v in arrays.items()}),
+        "frame count": reference(qvel=np.zeros((4, 2))),
+        "fps must be a positive number, not 0.0": reference(fps=0.0),
+        "fps must be a positive number, not -50.0": reference(fps=-50.0),
+        "fps must be a positive number, not nan": reference(fps=np.nan),
+        "not numeric": dataclasses.replace(good, qacc=np.full((5, 2), "x")),
+        "must be a Reference": dict(arrays, fps=50.0),  # a mapping is no stand-in
+        "not list": [1, 2, 3],
     }
-    for needle, reference in cases.items():
+    for needle, bad in cases.items():
         with pytest.raises(StaticOptError, match=re.escape(needle)) as info:
-            static_optimization(reference, arm)
+            static_optimization(bad, arm)  # type: ignore[arg-type]
         assert "\n" not in str(info.value)
     with pytest.raises(StaticOptError, match="cost"):
         static_optimization(good, arm, cost="act4")
     with pytest.raises(StaticOptError, match="contacts"):
         static_optimization(good, arm, contacts="hard")
-    with pytest.raises(StaticOptError, match="Reference or a mapping"):
-        static_optimization([1, 2, 3], arm)  # type: ignore[arg-type]
     assert isinstance(StaticOptError("x"), ValueError)

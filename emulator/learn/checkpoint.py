@@ -11,6 +11,7 @@ kill mid-save leaves the previous step intact), each with two items:
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, incomplete, or was made for another model, config or clip set."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Policy:
     """Stage 4's value: a trained policy, where it lives, and how it was made."""
 
@@ -126,3 +127,29 @@ def read_meta(directory: str | Path, step: int | None = None) -> tuple[dict, int
             raise CheckpointError(f"{directory}: no complete checkpoint")
         got = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(got.meta), int(step)
+
+
+def export(source: str | Path, dest: str | Path, clip: str) -> int:
+    """Copy a checkpoint to `dest` (absent or empty) and describe its observation and action
+    layout in dest/META_FILE; the step exported."""
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise CheckpointError(f"{dest} exists and is not empty")
+    if not Path(source).is_dir():
+        raise CheckpointError(f"the checkpoint {source} is not on this machine")
+    shutil.copytree(source, dest, dirs_exist_ok=True)
+    meta, step = read_meta(dest)
+    layout = {
+        "clip": clip,
+        "checkpoint_step": step,
+        "observation_dim": meta["obs_dim"],
+        "action_dim": meta["act_dim"],
+        "action": meta["action"],
+        "muscles": meta["muscles"],
+        "config": meta["config"],
+        "clip_ids": meta["clip_ids"],
+        "model_sha256": meta["model_sha256"],
+        "software_version": meta["software_version"],
+    }
+    (dest / META_FILE).write_text(json.dumps(layout, indent=1))
+    return step

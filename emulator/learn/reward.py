@@ -1,4 +1,4 @@
-"""Tracking rewards: the adversarial aggregation of algorithm.md §2, and DeepMimic's as a baseline.
+"""Tracking rewards: the adversarial aggregation and DeepMimic's baseline (docs/method.md#reward).
 
 Adversarial: the tracking-error vector Δ (every joint angle, velocity, key-body and root error;
 built by the environment) is scaled by a running mean of |Δ| per component (no centring: Δ = 0

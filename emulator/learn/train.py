@@ -1,6 +1,6 @@
 """The trainer: imitation environment + tracking reward + agent, run a chunk of steps at a time.
 
-One control step of the loop (algorithm.md §1–§3):
+One control step of the loop (docs/method.md#training):
     obs  = normalize(raw observation)            running mean/std, part of the saved state
     a    = agent.act(obs)                        in [-1, 1]^M; excitation u = 0.5 + 0.5 a
     env  = env.step(a)                           auto-resets finished environments
@@ -49,6 +49,7 @@ from msconvert.emulator.learn.reward import (
     adversarial_update,
     deepmimic_reward,
 )
+from msconvert.emulator.retarget.reference import Reference
 
 AGENTS = ("flow", "gaussian", "ppo")
 REWARDS = ("adversarial", "deepmimic")
@@ -327,7 +328,8 @@ class Trainer:
         return ts._replace(best=best)
 
     def warm_start(self, ts: TrainState) -> tuple[TrainState, dict[str, float]]:
-        """Behaviour-clone the static-optimization excitations at reference states (§6)."""
+        """Behaviour-clone the static-optimization excitations at reference states
+        (docs/method.md#warm-start)."""
         if self.warm_targets is None:
             return ts, {}
         cfg = self.config
@@ -374,13 +376,13 @@ class Trainer:
 
 def make_trainer(
     model: mujoco.MjModel,
-    references: Sequence[Any],
+    references: Sequence[Reference],
     config: TrainConfig,
     *,
     activations: Sequence[np.ndarray] | None = None,
     excitations: Sequence[np.ndarray] | None = None,
 ) -> Trainer:
-    """The trainer for these references (Reference objects or mappings, one per clip).
+    """The trainer for these references (one per clip).
 
     activations / excitations: static-optimization solutions per clip, (T_c, M) each; the first
     seeds the activation at reset, the second is the warm-start target (when enabled).
@@ -388,7 +390,7 @@ def make_trainer(
     config = config.resolved()
     if not references:
         raise TrainError("no references to train on")
-    body_names = _field(references[0], "body_names")
+    body_names = references[0].body_names
     refs = make_reference_set(references, model, body_names, activations=activations)
     env = make_env(model, refs, config.env, backend=config.backend)
     warm = None
@@ -406,16 +408,10 @@ def make_trainer(
         config=config,
         env=env,
         agent=agent_module(config.agent),
-        clip_ids=tuple(str(_field(r, "clip_id")) for r in references),
-        model_sha256=str(_field(references[0], "model_sha256", "")),
+        clip_ids=tuple(r.clip_id for r in references),
+        model_sha256=references[0].model_sha256,
         warm_targets=warm,
     )
-
-
-def _field(ref: Any, name: str, default: Any = None) -> Any:
-    if isinstance(ref, Mapping):
-        return ref.get(name, default)
-    return getattr(ref, name, default)
 
 
 def train(
@@ -536,17 +532,3 @@ def _check_compatible(meta: Mapping[str, Any], trainer: Trainer) -> None:
         raise TrainError("checkpoint was made for other clips")
     if meta.get("model_sha256") != trainer.model_sha256:
         raise TrainError("checkpoint was made for another model")
-
-
-def policy_action(
-    trainer: Trainer,
-    params: tuple[Any, RunningNorm],
-    raw_obs: jax.Array,
-    key: jax.Array,
-    deterministic: bool = True,
-) -> jax.Array:
-    """The policy's action for raw observations: `params` is (agent state, obs normalizer)."""
-    agent_state, norm = params
-    obs = norm_apply(norm, raw_obs)
-    action, _ = trainer.agent.act(agent_state, obs, key, deterministic, trainer.config.agent_config)
-    return action

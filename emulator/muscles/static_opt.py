@@ -1,7 +1,8 @@
 """Static optimization: inverse dynamics, then each frame's muscle activations and excitations.
 
-The classic biomechanics answer to "which activations made this motion" (algorithm design §6): a
-baseline for the learned policies and their warm start. Per frame of a `Reference`:
+The classic biomechanics answer to "which activations made this motion"
+(docs/method.md#static-optimization): a baseline for the learned policies and their warm
+start. Per frame of a `Reference`:
 
 1. `mj_inverse` gives the generalized forces the motion needs. It runs every constraint through
    MuJoCo's soft constraint model, inverted analytically: each contact, joint-limit and equality
@@ -33,33 +34,34 @@ baseline for the learned policies and their warm start. Per frame of a `Referenc
    variables) by a primal active-set method warm-started from the previous frame.
 4. MuJoCo's muscle activation dynamics are inverted: the excitation held over a control interval
    that takes the activation from one frame's value to the next's, clipped to [0, 1].
+
+This module holds the per-frame problem (`_setup`, `_FrameSolver`, `_CouplingSpace`), the driver
+`static_optimization` and its metrics. The QP solver is `emulator.qp.solve_box_qp_lowrank`, the
+activation dynamics are `muscles.activation`, and `emulator.parallel` runs the frames in chunks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import ctypes
+import dataclasses
 import functools
-import multiprocessing
 import numbers
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import mujoco
 import numpy as np
-from scipy.linalg.lapack import dposv as _posv
 
 from msconvert.emulator.model import ModelError, floor_geom, foot_contact_geoms, muscle_actuators
+from msconvert.emulator.muscles.activation import ActivationReach, invert_activation_dynamics
+from msconvert.emulator.muscles.result import FEASIBILITY_TOL, StaticOptResult
+from msconvert.emulator.parallel import Workers, balanced_spans, single_threaded_blas
+from msconvert.emulator.qp import solve_box_qp_lowrank
 from msconvert.emulator.retarget.reference import Reference
 
 COSTS = ("act2", "act3")
 CONTACT_MODES = ("soft", "estimate")
-FEASIBILITY_TOL = 1e-3  # N or N·m on a non-root DoF: above it a frame counts as infeasible
 _ACT3_FLOOR = 0.01  # keeps Σ act³'s reweighting from making idle muscles free (see _solve_act3)
 _ACT3_ITERATIONS = 8
 _QP_MAX_ITER = 300
@@ -72,42 +74,6 @@ _ONE_DOF = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
 
 class StaticOptError(ValueError):
     """Static optimization cannot run on this input; the message is one line naming the reason."""
-
-
-@dataclass(frozen=True, eq=False)
-class StaticOptResult:
-    """Per-frame activations, excitations, forces, root residuals and ground forces of a clip."""
-
-    fps: float
-    muscle_names: tuple[str, ...]
-    foot_names: tuple[str, ...]  # e.g. ('left', 'right'); empty when the feet are unknown
-    activation: np.ndarray  # (T, M) in [0, 1]
-    excitation: np.ndarray  # (T, M) in [0, 1], held over the control interval after each frame
-    excitation_clipped: np.ndarray  # (T, M) bool: the next activation was out of reach
-    force: np.ndarray  # (T, M) actuator force, N (MuJoCo's sign: muscles pull, so it is <= 0)
-    muscle_torque: np.ndarray  # (T, nv) generalized force of all muscles
-    residual_force: np.ndarray  # (T, 3) root residual force, world frame, N
-    residual_moment: np.ndarray  # (T, 3) root residual moment about the root origin, world, N·m
-    joint_residual: np.ndarray  # (T, nv) unmet generalized force on non-root DoFs (root: 0)
-    feasible: np.ndarray  # (T,) bool: every non-root DoF met within FEASIBILITY_TOL
-    grf: np.ndarray  # (T, F, 3) floor force on each foot, world frame, N
-    cop: np.ndarray  # (T, F, 3) centre of pressure of each foot on the floor (NaN when unloaded)
-    grf_total: np.ndarray  # (T, 3) floor force on the whole body, N
-    body_weight: float  # N
-    cost: str
-    contacts: str
-    metrics: dict[str, float]
-    notes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def n_frames(self) -> int:
-        """Number of frames."""
-        return int(self.activation.shape[0])
-
-    @property
-    def times(self) -> np.ndarray:
-        """Time of each frame, s."""
-        return np.arange(self.n_frames, dtype=np.float64) / self.fps
 
 
 def muscle_gain_bias(
@@ -140,204 +106,6 @@ def _set_input(
     adr = model.actuator_actadr[muscles]
     has_act = adr >= 0
     data.act[adr[has_act] + model.actuator_actnum[muscles][has_act] - 1] = value
-
-
-def advance_activation(
-    act: np.ndarray, excitation: np.ndarray, dynprm: np.ndarray, timestep: float, steps: int
-) -> np.ndarray:
-    """Activation after `steps` Euler steps of MuJoCo's muscle dynamics with excitation held.
-
-    Mirrors mju_muscleDynamics: time constants tau_act·(0.5 + 1.5a) and tau_deact/(0.5 + 1.5a)
-    (a clamped to [0, 1]), a hard switch on sign(u − a) or, with dynprm[2] > 0, a quintic blend
-    over that width; the excitation is clamped to [0, 1]; Euler is how MuJoCo's Euler and
-    implicit integrators advance act.
-    """
-    a = np.array(act, dtype=np.float64)
-    u = np.clip(excitation, 0.0, 1.0)
-    t_act, t_deact, width = (np.broadcast_to(dynprm[..., i], a.shape) for i in range(3))
-    smooth = width > 0
-    for _ in range(steps):
-        ac = np.clip(a, 0.0, 1.0)
-        tau_a = t_act * (0.5 + 1.5 * ac)
-        tau_d = t_deact / (0.5 + 1.5 * ac)
-        du = u - a
-        tau = np.where(du > 0, tau_a, tau_d)
-        if smooth.any():
-            x = np.clip(du / np.where(smooth, width, 1.0) + 0.5, 0.0, 1.0)
-            blend = x**3 * (3 * x * (2 * x - 5) + 10)
-            tau = np.where(smooth, tau_d + (tau_a - tau_d) * blend, tau)
-        a = a + timestep * du / np.maximum(tau, mujoco.mjMINVAL)
-    return a
-
-
-def invert_activation_dynamics(
-    activation: np.ndarray, dynprm: np.ndarray, timestep: float, steps: int, tol: float = 1e-10
-) -> tuple[np.ndarray, np.ndarray]:
-    """Excitations (T, M) that carry each frame's activation to the next one, and where it clipped.
-
-    The excitation is held for `steps` physics steps per frame; the last frame, which has no
-    successor, gets its steady state (excitation = activation).
-    """
-    a0, a1 = activation[:-1], activation[1:]
-    reach_lo, reach_hi = ActivationReach(dynprm, timestep, steps).bounds(a0)
-    u = np.where(a1 <= reach_lo, 0.0, np.where(a1 >= reach_hi, 1.0, np.nan))
-    clipped = (a1 < reach_lo - 1e-6) | (a1 > reach_hi + 1e-6)
-    rows, cols = np.nonzero(np.isnan(u))
-    start, target = a0[rows, cols], a1[rows, cols]
-    prm = np.asarray(dynprm, dtype=np.float64)[cols]
-    # With a constant time constant the end activation is u + (a0 − u)·r, r = (1 − h/τ)^steps:
-    # solved for u with τ at the mean activation, that is the first guess. Then secant steps
-    # (inside a bisection bracket) on the frames not yet done, the first one through the end of
-    # the bracket on the other side (u = 0 or 1, whose end activation is known).
-    mean = np.clip(0.5 * (start + target), 0.0, 1.0)
-    tau = np.where(target > start, prm[:, 0] * (0.5 + 1.5 * mean), prm[:, 1] / (0.5 + 1.5 * mean))
-    slope = 1.0 - (1.0 - timestep / np.maximum(tau, timestep)) ** steps
-    x = np.clip(start + (target - start) / slope, 0.0, 1.0)
-    lo, hi = np.zeros_like(x), np.ones_like(x)
-    f_lo, f_hi = reach_lo[rows, cols] - target, reach_hi[rows, cols] - target
-    x_old = f_old = None
-    solved = np.empty_like(x)
-    todo = np.arange(x.size)
-    for _ in range(60):
-        f = advance_activation(start, x, prm, timestep, steps) - target
-        done = np.abs(f) <= tol
-        solved[todo[done]] = x[done]
-        keep = ~done
-        if not keep.any():
-            break
-        if x_old is None:
-            x_old, f_old = np.where(f < 0, 1.0, 0.0), np.where(f < 0, f_hi, f_lo)
-        dx = x - x_old
-        secant = (f - f_old) / np.where(dx != 0, dx, 1.0)
-        slope = np.where((dx != 0) & (secant > 0), secant, slope)  # the end rises with u
-        todo, x, f, slope = todo[keep], x[keep], f[keep], slope[keep]
-        start, target, prm = start[keep], target[keep], prm[keep]
-        lo, hi = np.where(f < 0, x, lo[keep]), np.where(f > 0, x, hi[keep])
-        x_old, f_old = x, f
-        x = x - f / slope
-        x = np.where((x > lo) & (x < hi), x, 0.5 * (lo + hi))
-    else:
-        solved[todo] = x
-    u[rows, cols] = solved
-    excitation = np.concatenate([u, activation[-1:]], axis=0)
-    clipped = np.concatenate([clipped, np.zeros_like(clipped[-1:])], axis=0)
-    return np.clip(excitation, 0.0, 1.0), clipped
-
-
-class ActivationReach:
-    """The activations reachable within one control interval, from any activation.
-
-    Tabulated once per distinct dynprm (both ends: excitation 0 and 1 held for the interval) and
-    interpolated, so bounding each frame's activations by what the previous frame's can reach
-    costs microseconds.
-    """
-
-    def __init__(self, dynprm: np.ndarray, timestep: float, steps: int, size: int = 4097) -> None:
-        self.grid = np.linspace(0.0, 1.0, size)
-        prm, group = np.unique(np.asarray(dynprm, dtype=np.float64), axis=0, return_inverse=True)
-        self.prm, self.group = prm, group.ravel()
-        prm = np.repeat(self.prm[:, None, :], size, axis=1)
-        grid = np.broadcast_to(self.grid, prm.shape[:2])
-        self.low = advance_activation(grid, np.zeros_like(grid), prm, timestep, steps)
-        self.high = advance_activation(grid, np.ones_like(grid), prm, timestep, steps)
-
-    def bounds(self, act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(lowest, highest) activation reachable from act (..., M) after one interval."""
-        act = np.asarray(act, dtype=np.float64)
-        lo, hi = np.empty_like(act), np.empty_like(act)
-        for g in range(self.prm.shape[0]):
-            sel = self.group == g
-            lo[..., sel] = np.interp(act[..., sel], self.grid, self.low[g])
-            hi[..., sel] = np.interp(act[..., sel], self.grid, self.high[g])
-        return np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
-
-
-def _solve_box_qp(
-    at: np.ndarray,
-    rhs: np.ndarray,
-    winv: np.ndarray,
-    h: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    x0: np.ndarray,
-    max_iter: int = _QP_MAX_ITER,
-) -> tuple[np.ndarray, int]:
-    """argmin ½Σh·x² + ½‖at·x − rhs‖²_W over lo ≤ x ≤ hi, W = winv⁻¹; (x, iterations).
-
-    iterations == max_iter: not converged (x is feasible, but not optimal).
-
-    A primal active-set method started from x0 (the previous frame's answer). Every linear solve
-    happens in the small constraint space (Woodbury: one k × k system, k = DoFs after the
-    couplings, instead of one in the ~420 variables): with a set of variables fixed at their
-    bounds, the price of each DoF is z = W(rhs − at·x) and the free variables are (atᵀz)/h. A
-    move to that subspace optimum that leaves the box is projected back when that still lowers
-    the objective (so many bounds are taken at once), else stopped at the first bound; at a
-    subspace optimum, fixed variables whose multiplier has the wrong sign are released. The k × k
-    matrix is updated by the columns that change rather than rebuilt. (A line-searched Newton
-    method on the dual, block pivoting and projected Newton all stall or cycle on this problem
-    when non-root torques are out of the muscles' reach: the strict weight makes it stiff.)
-    """
-    hinv = 1.0 / h
-    w = np.linalg.inv(winv)
-    at_t = at.T
-    # Written for few NumPy calls per iteration: at ~60 iterations a frame of a ~80 × ~440
-    # problem, call overhead, not arithmetic, is what costs.
-
-    def objective(x: np.ndarray) -> float:
-        r = at @ x - rhs
-        return 0.5 * float(np.dot(h * x, x) + np.dot(r, w @ r))
-
-    x = np.clip(x0, lo, hi)
-    fixed = (x <= lo) | (x >= hi)
-    value = objective(x)
-    built_for = fixed.copy()  # the fixed set that k was last built for
-    k = winv + (at * np.where(fixed, 0.0, hinv)) @ at_t
-    updates = 0
-    for it in range(1, max_iter + 1):
-        changed = np.flatnonzero(fixed ^ built_for)
-        if changed.size:
-            if changed.size > 20 or updates > 50:  # rebuild now and then: cheaper, and no drift
-                k = winv + (at * np.where(fixed, 0.0, hinv)) @ at_t
-                updates = 0
-            else:
-                sign = np.where(fixed[changed], -hinv[changed], hinv[changed])
-                k += (at[:, changed] * sign) @ at_t[changed]
-                updates += 1
-            built_for = fixed.copy()
-        fixed_part = rhs - at @ np.where(fixed, x, 0.0)
-        _, z, info = _posv(k, fixed_part)
-        if info != 0:
-            z = np.linalg.lstsq(k, fixed_part, rcond=None)[0]
-        q = at_t @ z
-        target = np.where(fixed, x, hinv * q)  # the subspace optimum (fixed ones stay)
-        bounded = np.clip(target, lo, hi)
-        out = bounded != target  # free variables the optimum takes out of the box
-        if out.any():
-            trial_value = objective(bounded)
-            if trial_value < value:  # the projected step: several bounds at once
-                x, value = bounded, trial_value
-                fixed |= out
-                continue
-            idx = np.flatnonzero(out)
-            x_out = x[idx]
-            reach = (bounded[idx] - x_out) / (target[idx] - x_out)  # > 0 or = 0: never < 0
-            alpha = max(float(reach.min()), 0.0)
-            block = idx[reach <= alpha + 1e-12]
-            x = x + alpha * (target - x)
-            x[block] = bounded[block]
-            value = objective(x)
-            fixed[block] = True
-            continue
-        x = target
-        value = objective(x)
-        tol = 1e-12 * (1.0 + np.abs(q))
-        wrong = np.where(x <= lo, q - h * lo - tol, h * hi - q - tol)
-        wrong = np.where(fixed & (lo < hi), wrong, -1.0)  # a pinned variable stays
-        release = wrong > 0
-        if not release.any():
-            return x, it
-        fixed &= ~release
-    return x, max_iter
 
 
 @dataclass(frozen=True)
@@ -438,7 +206,7 @@ class _FrameSolver:
                 start[n_mus + 4 * k : n_mus + 4 * k + 4] = self.edge_force[key]
         if s.cost == "act2":
             h = np.concatenate([np.full(n_mus, 2.0), h_c])
-            x, its = _solve_box_qp(at, rhs_t, winv_t, h, lo, hi, start)
+            x, its = solve_box_qp_lowrank(at, rhs_t, winv_t, h, lo, hi, start, _QP_MAX_ITER)
             converged = its < _QP_MAX_ITER
         else:
             x, its, converged = self._solve_act3(at, rhs_t, winv_t, h_c, lo, hi, start)
@@ -482,11 +250,11 @@ class _FrameSolver:
         x = start
         if self.act is None:
             h = np.concatenate([np.full(n_mus, 2.0), h_c])
-            x, total = _solve_box_qp(at, rhs, winv, h, lo, hi, start)
+            x, total = solve_box_qp_lowrank(at, rhs, winv, h, lo, hi, start, _QP_MAX_ITER)
         weight = x[:n_mus].copy()
         for _ in range(_ACT3_ITERATIONS):
             h = np.concatenate([3.0 * (weight + _ACT3_FLOOR), h_c])
-            x_new, its = _solve_box_qp(at, rhs, winv, h, lo, hi, x)
+            x_new, its = solve_box_qp_lowrank(at, rhs, winv, h, lo, hi, x, _QP_MAX_ITER)
             total += its
             change = float(np.max(np.abs(x_new[:n_mus] - x[:n_mus])))
             x = x_new
@@ -655,24 +423,19 @@ class _CouplingSpace:
 
 
 def _arrays(
-    reference: Reference | Mapping[str, Any], model: mujoco.MjModel
+    reference: Reference, model: mujoco.MjModel
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """qpos, qvel, qacc and fps of a reference, checked against the model."""
-    if isinstance(reference, Reference):
-        raw = {k: getattr(reference, k) for k in ("qpos", "qvel", "qacc", "fps")}
-    elif isinstance(reference, Mapping):
-        missing = [k for k in ("qpos", "qvel", "qacc", "fps") if k not in reference]
-        if missing:
-            raise StaticOptError(f"reference lacks {', '.join(missing)}")
-        raw = {k: reference[k] for k in ("qpos", "qvel", "qacc", "fps")}
-    else:
+    if not isinstance(reference, Reference):
         raise StaticOptError(
-            f"reference must be a Reference or a mapping of qpos, qvel, qacc and fps, "
-            f"not {type(reference).__name__}"
+            f"reference must be a Reference (Reference.from_trajectory makes one of plain "
+            f"arrays), not {type(reference).__name__}"
         )
     try:
-        fps = float(raw["fps"])
-        arrays = {k: np.asarray(raw[k], dtype=np.float64) for k in ("qpos", "qvel", "qacc")}
+        fps = float(reference.fps)
+        arrays = {
+            k: np.asarray(getattr(reference, k), dtype=np.float64) for k in ("qpos", "qvel", "qacc")
+        }
     except (TypeError, ValueError) as exc:
         raise StaticOptError(f"reference is not numeric ({exc})") from exc
     if not np.isfinite(fps) or fps <= 0:
@@ -802,65 +565,12 @@ def _setup(
     return setup, names
 
 
-@functools.cache
-def _openblas_thread_controls() -> tuple[tuple[Callable[[int], None], Callable[[], int]], ...]:
-    """(set, get) thread-count functions of every OpenBLAS loaded in this process (Linux)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
-    except OSError:
-        return ()
-    controls = []
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "")):
-            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-            if setter is not None and getter is not None:
-                setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
-                controls.append((setter, getter))
-                break
-    return tuple(controls)
-
-
-_BLAS_LOCK = threading.Lock()
-_BLAS_USERS = [0, ()]  # active callers, and the thread counts to restore
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Hold OpenBLAS to one thread while inside; restored when the last caller leaves."""
-    # On these small products its threads spin and contend with ours (10x slower on 2 cores).
-    with _BLAS_LOCK:
-        if _BLAS_USERS[0] == 0:
-            controls = _openblas_thread_controls()
-            _BLAS_USERS[1] = tuple(get() for _, get in controls)
-            for set_threads, _ in controls:
-                set_threads(1)
-        _BLAS_USERS[0] += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            _BLAS_USERS[0] -= 1
-            if _BLAS_USERS[0] == 0:
-                for (set_threads, _), n in zip(
-                    _openblas_thread_controls(), _BLAS_USERS[1], strict=True
-                ):
-                    set_threads(n)
-
-
 def _substeps(model: mujoco.MjModel, fps: float) -> int:
     """Physics steps per control interval (the excitation is held over them)."""
     return max(1, int(round(1.0 / (fps * model.opt.timestep))))
 
 
 _WARMUP_FRAMES = 10  # a chunk after the first starts this early, for its warm start and bounds
-_FORK_JOB: tuple[_Setup, np.ndarray, np.ndarray, np.ndarray] | None = None
-_FORK_LOCK = threading.Lock()
 
 
 def _solve_range(
@@ -875,21 +585,6 @@ def _solve_range(
         if k >= start:
             out.append(frame)
     return out
-
-
-def _solve_forked(span: tuple[int, int, int]) -> list[_Frame]:
-    """A forked worker's chunk; the job came with the fork, only the span and frames are sent."""
-    assert _FORK_JOB is not None
-    return _solve_range(*_FORK_JOB, span)
-
-
-def _balanced_spans(n: int, workers: int) -> list[tuple[int, int, int]]:
-    """(first, start, stop) per chunk: equal work, counting each later chunk's warm-up frames."""
-    per = (n + (workers - 1) * _WARMUP_FRAMES) / workers
-    stops = [round(per + i * (per - _WARMUP_FRAMES)) for i in range(workers)]
-    stops[-1] = n
-    starts = [0, *stops[:-1]]
-    return [(max(0, a - _WARMUP_FRAMES), a, b) for a, b in zip(starts, stops, strict=True)]
 
 
 def _invert_columns(job: tuple[np.ndarray, np.ndarray, float, int]) -> tuple[np.ndarray, ...]:
@@ -912,53 +607,27 @@ def _solve_frames(
     inversion of activation dynamics, split by muscles, to the same workers.
     """
     n = qpos.shape[0]
-    workers = max(1, min(max(threads, processes), n // (2 * _WARMUP_FRAMES) or 1))
-    spans = _balanced_spans(n, workers)
-    m, dynamic = setup.model, setup.dynamic
-    prm = m.actuator_dynprm[setup.muscles, :3]
-    columns = np.array_split(np.flatnonzero(dynamic), workers)
-
-    def excitations(frames: list[_Frame], map_fn: Callable) -> tuple[np.ndarray, np.ndarray]:
+    count = max(1, min(max(threads, processes), n // (2 * _WARMUP_FRAMES) or 1))
+    spans = balanced_spans(n, count, _WARMUP_FRAMES)
+    prm = setup.model.actuator_dynprm[setup.muscles, :3]
+    columns = [c for c in np.array_split(np.flatnonzero(setup.dynamic), count) if c.size]
+    solve = functools.partial(_solve_range, setup, qpos, qvel, qacc)
+    with (
+        single_threaded_blas(),
+        Workers(count, processes=processes > 1, inherit=(solve,)) as workers,
+    ):
+        frames = [f for chunk in workers.map(solve, spans) for f in chunk]
         activation = np.stack([f.activation for f in frames])
         excitation = activation.copy()
         clipped = np.zeros_like(activation, dtype=bool)
-        used = [c for c in columns if c.size]
-        jobs = [(activation[:, c], prm[c], m.opt.timestep, steps) for c in used]
-        for c, (u, clip) in zip(used, map_fn(_invert_columns, jobs), strict=True):
+        jobs = [(activation[:, c], prm[c], setup.model.opt.timestep, steps) for c in columns]
+        for c, (u, clip) in zip(columns, workers.map(_invert_columns, jobs), strict=True):
             excitation[:, c], clipped[:, c] = u, clip
-        return excitation, clipped
-
-    how = "serial"
-    with _single_threaded_blas():
-        if workers == 1:
-            frames = _solve_range(setup, qpos, qvel, qacc, spans[0])
-            return frames, *excitations(frames, map), how
-        if processes > 1 and _can_fork():
-            global _FORK_JOB
-            with _FORK_LOCK:  # the workers copy the job when they fork, at the pool's creation
-                _FORK_JOB = (setup, qpos, qvel, qacc)
-                try:
-                    pool = multiprocessing.get_context("fork").Pool(workers)
-                finally:
-                    _FORK_JOB = None
-            with pool:
-                frames = [f for chunk in pool.map(_solve_forked, spans) for f in chunk]
-                return frames, *excitations(frames, pool.map), f"{workers} processes"
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            chunks = pool.map(lambda sp: _solve_range(setup, qpos, qvel, qacc, sp), spans)
-            frames = [f for chunk in chunks for f in chunk]
-            return frames, *excitations(frames, pool.map), f"{workers} threads"
-
-
-def _can_fork() -> bool:
-    # A daemonic worker (multiprocessing.Pool) may not have children; fork exists on POSIX only.
-    return "fork" in multiprocessing.get_all_start_methods() and not (
-        multiprocessing.current_process().daemon
-    )
+    return frames, excitation, clipped, str(workers)
 
 
 def static_optimization(
-    reference: Reference | Mapping[str, Any],
+    reference: Reference,
     model: mujoco.MjModel,
     *,
     cost: str = "act2",
@@ -975,7 +644,7 @@ def static_optimization(
 ) -> StaticOptResult:
     """Activations, excitations and forces that reproduce each frame's inverse dynamics.
 
-    reference: a `Reference`, or a mapping with qpos (T, nq), qvel (T, nv), qacc (T, nv), fps.
+    reference: the clip on this model (`Reference.from_trajectory` makes one of plain arrays).
     The cost is Σ act² ('act2') or Σ act³ ('act3') + residual_weight·‖root residual‖² (N, N·m)
     + strict_weight·‖other DoFs' residual‖² + contact_weight·Σ (estimated edge force, N)².
     contacts: 'estimate' or 'soft' (module docstring); contact_distance (m): the largest gap at
@@ -1003,77 +672,88 @@ def static_optimization(
         self_contacts,
         fps,
     )
-    n = qpos.shape[0]
     m = setup.model
     steps = _substeps(m, fps)
-    done, excitation, clipped, parallel = _solve_frames(
+    frames, excitation, clipped, parallel = _solve_frames(
         setup, qpos, qvel, qacc, steps, int(threads or 1), int(processes or 1)
     )
-    activation = np.stack([f.activation for f in done])
-    residual = np.stack([f.residual for f in done])
+    activation = np.stack([f.activation for f in frames])
+    residual = np.stack([f.residual for f in frames])
     root = setup.root_dofs
     if root.size:
-        rot = np.stack([f.root_rotation for f in done])
+        rot = np.stack([f.root_rotation for f in frames])
         residual_force = residual[:, root[:3]]
         residual_moment = np.einsum("tij,tj->ti", rot, residual[:, root[3:]])  # local -> world
     else:
-        residual_force = residual_moment = np.zeros((n, 3))
+        residual_force = residual_moment = np.zeros((len(frames), 3))
     joint_residual = residual.copy()
     joint_residual[:, root] = 0.0
     feasible = np.max(np.abs(joint_residual), axis=1) <= FEASIBILITY_TOL
-
-    muscles = setup.muscles
-
-    grf_total = np.stack([f.grf_total for f in done])
+    grf_total = np.stack([f.grf_total for f in frames])
     gravity = float(np.linalg.norm(m.opt.gravity))
     body_weight = float(m.body_subtreemass[setup.root_body]) * gravity
-    elapsed = time.perf_counter() - started
-    bw = body_weight if body_weight > 0 else np.nan
-    metrics = {
-        "static_opt.residual_force_pct_bw": float(
-            np.mean(np.linalg.norm(residual_force, axis=1)) / bw * 100
-        ),
-        "static_opt.residual_moment_nm": float(np.mean(np.linalg.norm(residual_moment, axis=1))),
-        "static_opt.fps": n / elapsed,
-        "static_opt.joint_residual_nm": float(np.mean(np.max(np.abs(joint_residual), axis=1))),
-        "static_opt.infeasible_pct": float(100.0 * np.mean(~feasible)),
-        "static_opt.excitation_clip_pct": float(100.0 * np.mean(clipped)),
-        "static_opt.activation_mean": float(np.mean(activation)),
-        "static_opt.grf_vertical_pct_bw": float(np.mean(grf_total[:, 2]) / bw * 100),
-        "static_opt.qp_iterations": float(np.mean([f.iterations for f in done])),
-        "static_opt.unconverged_pct": float(100.0 * np.mean([not f.converged for f in done])),
-    }
-    if setup.floor < 0:
-        floor_note = "the model has no floor"
-    elif contacts == "soft":
-        floor_note = "floor forces from MuJoCo's soft contact model (mj_inverse)"
-    else:
-        floor_note = f"floor forces estimated at contacts within {contact_distance} m"
-    interval = 1.0 / (fps * m.opt.timestep)
-    held = f"held for {steps} physics steps after each frame; last frame: steady state"
-    if abs(interval - steps) > 1e-6:
-        held += f" (a control interval is {interval:.3g} steps)"
-    notes = {"contacts": floor_note, "excitation": held, "parallel": parallel}
-    names = [m.actuator(int(i)).name for i in muscles]
-    return StaticOptResult(
+    result = StaticOptResult(
         fps=fps,
-        muscle_names=tuple(names),
+        muscle_names=tuple(m.actuator(int(i)).name for i in setup.muscles),
         foot_names=foot_names,
         activation=activation,
         excitation=excitation,
         excitation_clipped=clipped,
-        force=np.stack([f.force for f in done]),
-        muscle_torque=np.stack([f.muscle_torque for f in done]),
+        force=np.stack([f.force for f in frames]),
+        muscle_torque=np.stack([f.muscle_torque for f in frames]),
         residual_force=residual_force,
         residual_moment=residual_moment,
         joint_residual=joint_residual,
         feasible=feasible,
-        grf=np.stack([f.grf for f in done]),
-        cop=np.stack([f.cop for f in done]),
+        grf=np.stack([f.grf for f in frames]),
+        cop=np.stack([f.cop for f in frames]),
         grf_total=grf_total,
         body_weight=body_weight,
         cost=cost,
         contacts=contacts,
-        metrics=metrics,
-        notes=notes,
+        metrics={},
+        notes=_notes(setup, contact_distance, fps, steps, parallel),
     )
+    return dataclasses.replace(
+        result, metrics=_metrics(result, frames, time.perf_counter() - started)
+    )
+
+
+def _metrics(result: StaticOptResult, frames: list[_Frame], seconds: float) -> dict[str, float]:
+    """The clip's `static_opt.*` metrics: means over its frames."""
+    bw = result.body_weight if result.body_weight > 0 else np.nan
+    return {
+        "static_opt.residual_force_pct_bw": float(
+            np.mean(np.linalg.norm(result.residual_force, axis=1)) / bw * 100
+        ),
+        "static_opt.residual_moment_nm": float(
+            np.mean(np.linalg.norm(result.residual_moment, axis=1))
+        ),
+        "static_opt.fps": result.n_frames / seconds,
+        "static_opt.joint_residual_nm": float(
+            np.mean(np.max(np.abs(result.joint_residual), axis=1))
+        ),
+        "static_opt.infeasible_pct": float(100.0 * np.mean(~result.feasible)),
+        "static_opt.excitation_clip_pct": float(100.0 * np.mean(result.excitation_clipped)),
+        "static_opt.activation_mean": float(np.mean(result.activation)),
+        "static_opt.grf_vertical_pct_bw": float(np.mean(result.grf_total[:, 2]) / bw * 100),
+        "static_opt.qp_iterations": float(np.mean([f.iterations for f in frames])),
+        "static_opt.unconverged_pct": float(100.0 * np.mean([not f.converged for f in frames])),
+    }
+
+
+def _notes(
+    setup: _Setup, contact_distance: float, fps: float, steps: int, parallel: str
+) -> dict[str, str]:
+    """How the floor forces and excitations were found, and how the frames ran."""
+    if setup.floor < 0:
+        floor_note = "the model has no floor"
+    elif setup.contacts == "soft":
+        floor_note = "floor forces from MuJoCo's soft contact model (mj_inverse)"
+    else:
+        floor_note = f"floor forces estimated at contacts within {contact_distance} m"
+    interval = 1.0 / (fps * setup.model.opt.timestep)
+    held = f"held for {steps} physics steps after each frame; last frame: steady state"
+    if abs(interval - steps) > 1e-6:
+        held += f" (a control interval is {interval:.3g} steps)"
+    return {"contacts": floor_note, "excitation": held, "parallel": parallel}

@@ -16,7 +16,7 @@ import mujoco
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from msconvert.emulator.retarget.boxqp import solve_box_qp
+from msconvert.emulator.qp import solve_box_qp_dense
 from msconvert.emulator.retarget.correspondence import Binding
 from msconvert.emulator.retarget.rotations import quat_conj, quat_mul, quat_to_rotvec
 
@@ -161,7 +161,7 @@ def solve_ik(
         qs = q[space.qadr[scalar]]
         lower[scalar] = lo_s - qs
         upper[scalar] = hi_s - qs
-        step = solve_box_qp(h, g, lower, upper)
+        step = solve_box_qp_dense(h, g, lower, upper)
         vfull[space.dofs] = step
         mujoco.mj_integratePos(model, q, vfull, 1.0)
         space.constrain(q)

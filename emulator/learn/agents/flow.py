@@ -1,5 +1,5 @@
-"""Value-guided flow agent (algorithm.md §3): CrossQ critics, a tanh-Gaussian source policy, and a
-velocity field trained by flow matching towards Q-gradient-ascent targets.
+"""Value-guided flow agent (docs/method.md#flow-agent): CrossQ critics, a tanh-Gaussian source
+policy, and a velocity field trained by flow matching towards Q-gradient-ascent targets.
 
 Acting: a₀ ~ source(s); N Euler steps x ← x + v(s, x, k/N)/N; clip to [-1, 1]. Exploration comes
 from the source's σ carried through the flow; acting needs no critic gradients.
@@ -11,13 +11,10 @@ entropy term whose temperature is tuned to a target entropy, SAC-style, so σ ne
 zero early), flow (K steps of gradient ascent on min Q from a₀ give a*, then flow matching of
 x_t = (1 − t)a₀ + t·a* against the velocity a* − a₀).
 
-Critic target: algorithm.md's plain min Q(s′, a′). `soft_target=True` adds −α·log π_source(a₀′|s′),
+Critic target: the plain min Q(s′, a′). `soft_target=True` adds −α·log π_source(a₀′|s′),
 the source's log-density of the sample the flow moved, as the ablation does (the flow's own
-volume change left out: intractable). Off by default, because it is not a consistent gain
-(final emulation error, 8k env steps, seeds 0-2, measured 2026-11-24 with uniform reset frames
-and no policy selection): on the benchmark's 8-muscle arm 2.67, 4.54, 5.62 deg with it against
-3.41, 4.95, 6.46 without; on the tests' 6-muscle arm 17.7, 19.5, 20.0
-deg with it against < 12, 13.6, 7.4 without.
+volume change left out: intractable). Off by default, because it is not a consistent gain on the
+learning benchmark (benchmarks/RESULTS.md).
 
 `flow=False` (see gaussian.py) is the ablation: the same learner acting with the source alone.
 """
@@ -60,9 +57,8 @@ class Config:
     batch_size: int = 256
     replay_size: int = 100_000
     warmup_steps: int = 1_000  # transitions in the replay before updates start
-    # Gradient updates per env step (of all environments). More is not better on the benchmark
-    # arm (8k env steps, 16 envs, seeds 0-4, even-visitation resets, no selection): final
-    # emulation median 4.21 deg with 2 and 4.65 with 4, against 2.57 with 1.
+    # Gradient updates per env step (of all environments). More is not better on the learning
+    # benchmark (benchmarks/RESULTS.md).
     updates_per_step: int = 1
     euler_steps: int = 10  # N: integration steps of the flow when acting
     ascent_steps: int = 10  # K: Q-gradient-ascent steps for the flow targets
@@ -78,7 +74,7 @@ class Config:
 
     @classmethod
     def gpu(cls) -> Config:
-        """Thousands of environments: bigger networks and batches (algorithm.md §3)."""
+        """Thousands of environments: bigger networks and batches (docs/method.md#flow-agent)."""
         return cls(
             critic_hidden=(1024, 1024, 1024),
             policy_hidden=(512, 512, 512),

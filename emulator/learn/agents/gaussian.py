@@ -1,6 +1,6 @@
-"""The off-policy ablation of §3: the flow agent's learner (CrossQ critics, replay, entropy-tuned
+"""The off-policy ablation of the flow agent: its learner (CrossQ critics, replay, entropy-tuned
 tanh-Gaussian policy) acting with the tanh-Gaussian source alone, no velocity field. Comparing it
-with flow.py isolates what the flow adds (algorithm.md §4)."""
+with flow.py isolates what the flow adds (docs/method.md#gaussian-ablation)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""PPO with a Gaussian policy: the standard recipe our method is measured against (§4).
+"""PPO with a Gaussian policy: the standard recipe our method is measured against
+(docs/method.md#ppo-baseline).
 
 The policy is a diagonal Gaussian with a state-independent log-std; the executed action is the
 sample clipped to [-1, 1], and the log-probability is that of the unclipped sample (the usual
