@@ -129,6 +129,7 @@ class PipelineOptions:
     budget_minutes: float | None = None
     n_envs: int | None = None
     backend: str | None = None
+    evaluations: int | None = None  # snapshots emulated to pick the exported one (0: the last)
     stochastic: int = 0  # rollouts with sampled actions, beside the deterministic emulation
     finetune_steps: int = 0  # multi-clip: env steps of per-clip fine-tuning of the shared policy
     checkpoint_every_s: float = 120.0  # training state saved this often (and at the end)
@@ -148,7 +149,7 @@ class PipelineOptions:
             seed=self.seed,
             checkpoint_every_s=self.checkpoint_every_s,
             bc_steps=preset.bc_steps,
-            evaluations=preset.evaluations,
+            evaluations=preset.evaluations if self.evaluations is None else self.evaluations,
             env=EnvConfig(control_hz=self.control_hz),
             agent_config=self._agent_config(module, preset),
         )

@@ -33,6 +33,24 @@ _STORED = (
 )
 
 
+def floor_force_variables(grf: np.ndarray, cop: np.ndarray) -> dict[str, tuple]:
+    """`grf` and `cop` (time, foot, xyz): the floor's force on each foot and its centre of
+    pressure, as every method records them."""
+    dims = (DIM_TIME, "foot", DIM_XYZ)
+    return {
+        "grf": (
+            dims,
+            grf.astype(np.float32),
+            {"units": "N", "description": "floor reaction force on each foot, world frame"},
+        ),
+        "cop": (
+            dims,
+            cop.astype(np.float32),
+            {"units": "m", "description": "centre of pressure per foot; NaN when unloaded"},
+        ),
+    }
+
+
 class EmulationFormatError(ValueError):
     """A dataset that does not hold an emulation; the message is one line."""
 
@@ -113,16 +131,7 @@ class Emulation:
                     "description": "generalized force of all muscles at each joint",
                 },
             ),
-            "grf": (
-                (t, "foot", DIM_XYZ),
-                self.grf.astype(f32),
-                {"units": "N", "description": "floor reaction force on each foot, world frame"},
-            ),
-            "cop": (
-                (t, "foot", DIM_XYZ),
-                self.cop.astype(f32),
-                {"units": "m", "description": "centre of pressure per foot; NaN when unloaded"},
-            ),
+            **floor_force_variables(self.grf, self.cop),
             "com": (
                 (t, DIM_XYZ),
                 self.com.astype(f32),

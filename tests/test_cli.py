@@ -390,3 +390,88 @@ def test_training_eta_is_the_sooner_of_the_step_and_time_budgets():
 
     assert eta(None) == ("-:--:--", "0:03:08")  # 18,800 steps at 100/s
     assert eta(1.5) == ("0:01:00", "0:00:50")  # the 90-s budget ends first
+
+
+def _declared_options() -> list[str]:
+    """Every long option name passed to click.option(...) anywhere in convert/."""
+    import ast
+
+    names = []
+    for path in sorted((REPO / "convert").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if not (node.func.attr == "option" and getattr(node.func.value, "id", "") == "click"):
+                continue
+            for arg in node.args:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    names += [n for n in arg.value.split("/") if n.startswith("--")]
+    return names
+
+
+def test_each_long_option_is_declared_once():
+    names = _declared_options()
+    assert {"--out", "--model", "--preset", "--budget-steps", "--envs", "--evaluations"} <= set(
+        names
+    ), "the scan finds the declarations"
+    twice = sorted({n for n in names if names.count(n) > 1})
+    assert not twice, f"declared more than once in convert/: {twice}"
+
+
+def test_train_takes_the_training_options_of_amass():
+    train_help = run("train", "--help").output
+    for opt in ("--preset", "--evaluations", "--budget-steps", "--backend", "--envs"):
+        assert opt in train_help
+    assert "come from --preset" in " ".join(train_help.split())
+    params = {c: {p.name: p for p in main.commands[c].params} for c in ("amass", "train")}
+    shared = set(params["amass"]) & set(params["train"])
+    assert {"preset", "agent", "reward", "budget_steps", "n_envs", "backend", "evaluations"} <= (
+        shared
+    )
+    for name in shared:  # one declaration: the same default, type and help
+        assert params["amass"][name].to_info_dict() == params["train"][name].to_info_dict(), name
+
+
+def test_train_builds_its_config_from_the_preset(mixed_catalog, monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from msconvert.convert.presets import PRESETS
+    from msconvert.emulator.learn import runs
+
+    out, _, _ = mixed_catalog
+    clip = next(r["clip"] for r in ls_json(out, "--status", "complete"))
+    seen = []
+
+    def fake_train_policy(refs, model, config, out_dir, **kwargs):
+        seen.append(config)
+        return None, SimpleNamespace(curve=[], step=0)
+
+    monkeypatch.setattr(runs, "train_policy", fake_train_policy)
+    result = run("train", out, clip, "--out", tmp_path / "a")
+    assert result.exit_code == 0, result.output
+    demo = PRESETS["demo"]
+    config = seen[-1]
+    assert (config.backend, config.n_envs, config.budget_steps) == (
+        demo.backend,
+        demo.n_envs,
+        demo.budget_steps,
+    )
+    assert (config.budget_minutes, config.evaluations, config.bc_steps) == (
+        demo.budget_minutes,
+        demo.evaluations,
+        demo.bc_steps,
+    )
+    args = ("--preset", "cpu", "--envs", "3", "--evaluations", "0", "--budget-steps", "7")
+    result = run("train", out, clip, "--out", tmp_path / "b", *args)
+    assert result.exit_code == 0, result.output
+    config = seen[-1]
+    assert (config.n_envs, config.evaluations, config.budget_steps) == (3, 0, 7)
+    assert (config.backend, config.budget_minutes) == ("cpu", PRESETS["cpu"].budget_minutes)
+    # --out must be a directory for train, a file for query: a usage error either way.
+    (tmp_path / "file").write_text("")
+    bad = CliRunner().invoke(main, ["train", str(out), clip, "--out", str(tmp_path / "file")])
+    assert bad.exit_code == 2 and "--out" in bad.output
+    bad = CliRunner().invoke(
+        main, ["query", str(out), clip, "--field", "source_joints", "--out", str(tmp_path)]
+    )
+    assert bad.exit_code == 2 and "--out" in bad.output

@@ -41,7 +41,13 @@ from msconvert.emulator.learn.agents.common import (
     norm_init,
     norm_update,
 )
-from msconvert.emulator.learn.env import EnvConfig, make_env, make_reference_set, sample_reset
+from msconvert.emulator.learn.env import (
+    EnvConfig,
+    make_env,
+    make_reference_set,
+    sample_reset,
+    training_env,
+)
 from msconvert.emulator.learn.reward import (
     AdversarialConfig,
     adversarial_init,
@@ -272,7 +278,7 @@ class Trainer:
         cfg = self.config
         key = jax.random.PRNGKey(cfg.seed)
         k_env, k_agent, k_reward, key = jax.random.split(key, 4)
-        env_state = self.env.reset(k_env, cfg.n_envs)
+        env_state = self.env.reset(k_env)
         agent_state = self.agent.init(
             k_agent, self.env.obs_dim, self.env.act_dim, cfg.n_envs, cfg.agent_config
         )
@@ -392,7 +398,7 @@ def make_trainer(
         raise TrainError("no references to train on")
     body_names = references[0].body_names
     refs = make_reference_set(references, model, body_names, activations=activations)
-    env = make_env(model, refs, config.env, backend=config.backend)
+    env = training_env(make_env(model, refs, config.env, backend=config.backend), config.n_envs)
     warm = None
     if config.warm_start:
         if excitations is None:

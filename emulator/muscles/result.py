@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from msconvert.dims import DIM_TIME, DIM_XYZ, XYZ
+from msconvert.emulator.emulation import floor_force_variables
 
 FEASIBILITY_TOL = 1e-3  # N or N·m on a non-root DoF: above it a frame counts as infeasible
 RESIDUAL_COMPONENTS = ("fx", "fy", "fz", "mx", "my", "mz")
@@ -100,16 +101,7 @@ class StaticOptResult:
                     "description": "muscle tension, >= 0 (MuJoCo's actuator_force negated)",
                 },
             ),
-            "grf": (
-                (t, "foot", DIM_XYZ),
-                self.grf.astype(f32),
-                {"units": "N", "description": "floor reaction force on each foot, world frame"},
-            ),
-            "cop": (
-                (t, "foot", DIM_XYZ),
-                self.cop.astype(f32),
-                {"units": "m", "description": "centre of pressure per foot; NaN when unloaded"},
-            ),
+            **floor_force_variables(self.grf, self.cop),
             "grf_total": (
                 (t, DIM_XYZ),
                 self.grf_total.astype(f32),
