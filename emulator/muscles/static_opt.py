@@ -55,13 +55,21 @@ import numpy as np
 
 from msconvert.emulator.model import ModelError, floor_geom, foot_contact_geoms, muscle_actuators
 from msconvert.emulator.muscles.activation import ActivationReach, invert_activation_dynamics
+from msconvert.emulator.muscles.contacts import (
+    ContactError,
+    ContactPoints,
+    StanceRule,
+    contact_points,
+    floor_work_bodies,
+    stance,
+)
 from msconvert.emulator.muscles.result import FEASIBILITY_TOL, StaticOptResult
 from msconvert.emulator.parallel import Workers, balanced_spans, single_threaded_blas
 from msconvert.emulator.qp import solve_box_qp_lowrank
 from msconvert.emulator.retarget.reference import Reference
 
 COSTS = ("act2", "act3")
-CONTACT_MODES = ("soft", "estimate")
+CONTACT_MODES = ("stance", "estimate", "soft")
 _ACT3_FLOOR = 0.01  # keeps Σ act³'s reweighting from making idle muscles free (see _solve_act3)
 _ACT3_ITERATIONS = 8
 _QP_MAX_ITER = 300
@@ -114,7 +122,7 @@ class _Setup:
 
     model: mujoco.MjModel
     muscles: np.ndarray
-    root_dofs: np.ndarray  # the free root joint's six DoFs (empty for a fixed base)
+    root_dofs: np.ndarray  # the root's six DoFs: a free joint or a 3-slide 3-hinge chain
     root_body: int
     winv: np.ndarray  # (nv,) 1 / weight of each DoF's residual
     eq_dependent: np.ndarray  # (neq,) the DoF each joint coupling fixes, -1 for other equalities
@@ -127,6 +135,7 @@ class _Setup:
     cost: str
     dynamic: np.ndarray  # (M,) bool: muscles with MuJoCo's muscle activation dynamics
     reach: ActivationReach | None  # bounds each frame's activations by the previous frame's
+    points: ContactPoints | None  # contacts="stance": the candidate points
 
 
 @dataclass
@@ -137,7 +146,7 @@ class _Frame:
     force: np.ndarray
     muscle_torque: np.ndarray
     residual: np.ndarray  # (nv,) unmet generalized force (root rows: the root residual)
-    root_rotation: np.ndarray  # (3, 3)
+    root_wrench: np.ndarray  # (6,) the root residual as a world force and moment at the root
     grf: np.ndarray  # (F, 3)
     cop: np.ndarray  # (F, 3)
     grf_total: np.ndarray  # (3,)
@@ -156,8 +165,16 @@ class _FrameSolver:
         self.at_bound = np.zeros(0, dtype=int)  # -1/+1: those at their lower/upper bound
         self.edge_force: dict[tuple[int, int], np.ndarray] = {}  # ... and contact forces
 
-    def solve(self, qpos: np.ndarray, qvel: np.ndarray, qacc: np.ndarray) -> _Frame:
-        """The next frame: inverse dynamics, muscle and contact columns, the QP, the outputs."""
+    def solve(
+        self,
+        qpos: np.ndarray,
+        qvel: np.ndarray,
+        qacc: np.ndarray,
+        active: np.ndarray | None = None,
+    ) -> _Frame:
+        """The next frame: inverse dynamics, muscle and contact columns, the QP, the outputs.
+
+        active: contacts="stance": which candidate points may push this frame."""
         s, m, d = self.s, self.s.model, self.data
         d.qpos[:], d.qvel[:], d.qacc[:] = qpos, qvel, qacc
         mujoco.mj_inverse(m, d)
@@ -165,7 +182,9 @@ class _FrameSolver:
         cand, others = self._contacts()
         # Take soft contact forces back out: the floor's when they are unknowns instead, and
         # those between body parts unless asked for (qfrc_inverse = ... − Jᵀ·efc_force).
-        removed = [self._rows(cand)] if s.contacts == "estimate" else []
+        removed = [self._rows(cand)] if s.contacts != "soft" else []
+        if s.contacts == "stance":
+            cand = self._active_points(active)
         if not s.self_contacts:
             removed.append(self._rows(others))
         rows = np.concatenate(removed) if removed else np.zeros(0, dtype=int)
@@ -223,7 +242,7 @@ class _FrameSolver:
             force=muscle_force,
             muscle_torque=moment.T @ muscle_force,
             residual=unmet,
-            root_rotation=d.xmat[s.root_body].reshape(3, 3).copy(),
+            root_wrench=root_wrench(m, d, s.root_body, s.root_dofs, unmet[s.root_dofs]),
             grf=grf,
             cop=cop,
             grf_total=total,
@@ -283,8 +302,19 @@ class _FrameSolver:
             rows.append(np.arange(d.contact.efc_address[c], d.contact.efc_address[c] + n))
         return np.concatenate(rows)
 
+    def _active_points(self, active: np.ndarray | None) -> np.ndarray:
+        """contacts="stance": the candidate points that may push this frame."""
+        points = self.s.points
+        if points is None or points.n == 0:
+            return np.zeros(0, int)
+        if active is None:
+            return np.arange(points.n)
+        return np.flatnonzero(active)
+
     def _contact_keys(self, cand: np.ndarray) -> list[tuple[int, int]]:
         """(geom, n-th contact of that geom) per candidate: a frame-to-frame match."""
+        if self.s.contacts == "stance":
+            return [(-1, int(c)) for c in cand]  # points are fixed: the point itself
         seen: dict[int, int] = {}
         keys = []
         for c in cand:
@@ -296,12 +326,27 @@ class _FrameSolver:
     def _contact_columns(self, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Estimate mode: generalized force per unit edge force of each candidate's pyramid."""
         s, m, d = self.s, self.s.model, self.data
-        if s.contacts != "estimate" or cand.size == 0:
+        if s.contacts == "soft" or cand.size == 0:
             return np.zeros((m.nv, 0)), np.zeros(0), np.zeros((0, 4, 3))
         jacp = np.zeros((3, m.nv))
         cols = np.empty((m.nv, 4 * cand.size))
         edges = np.empty((cand.size, 4, 3))
         h = np.empty(4 * cand.size)
+        if s.contacts == "stance":
+            assert s.points is not None
+            pos, body = s.points.world(m, d)
+            mu = s.points.friction
+            up = np.array([0.0, 0.0, 1.0])
+            pyramid = np.stack(
+                [up + mu * e for e in np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]])]
+            )
+            for k, c in enumerate(cand):
+                edges[k] = pyramid
+                mujoco.mj_jac(m, d, jacp, None, pos[c], int(body[c]))
+                cols[:, 4 * k : 4 * k + 4] = jacp.T @ pyramid.T
+                gap = max(float(pos[c, 2]) - s.points.floor_z, 0.0) / _CONTACT_GAP_SCALE
+                h[4 * k : 4 * k + 4] = 2.0 * s.contact_weight * (1.0 + gap * gap)
+            return cols, h, edges
         for k, c in enumerate(cand):
             con = d.contact[int(c)]
             other = con.geom[1] if con.geom[0] == s.floor else con.geom[0]
@@ -326,6 +371,17 @@ class _FrameSolver:
         moment_z = np.zeros((s.n_feet, 2))  # Σ p_xy·F_z, for the centre of pressure
         total = np.zeros(3)
         f6 = np.zeros(6)
+        if s.contacts == "stance" and s.points is not None:
+            pos = s.points.world(m, d)[0]
+            n_fixed = s.points.body.size
+            for k, c in enumerate(cand):
+                force = edge_force[4 * k : 4 * k + 4] @ edges[k]
+                total += force
+                if c < n_fixed:
+                    foot = s.points.foot[c]
+                    grf[foot] += force
+                    moment_z[foot] += pos[c, :2] * force[2]
+            cand = np.zeros(0, int)  # (the loop below reads MuJoCo's contacts)
         for k, c in enumerate(cand):
             con = d.contact[int(c)]
             floor_first = con.geom[0] == s.floor
@@ -483,6 +539,37 @@ def _feet(
         raise StaticOptError(str(exc)) from exc
 
 
+def root_chain(model: mujoco.MjModel) -> tuple[np.ndarray, int]:
+    """The root's six DoFs and its body: a free joint, or three slides and three hinges on the
+    world's first child (OpenSim-style pelvis); empty for a fixed or partial base."""
+    free = np.flatnonzero(model.jnt_type == _FREE)
+    if free.size:
+        return np.arange(6) + model.jnt_dofadr[free[0]], int(model.jnt_bodyid[free[0]])
+    body = next((b for b in range(1, model.nbody) if model.body_parentid[b] == 0), 0)
+    joints = np.flatnonzero(model.jnt_bodyid == body)
+    kinds = sorted(int(model.jnt_type[j]) for j in joints)
+    slide, hinge = int(mujoco.mjtJoint.mjJNT_SLIDE), int(mujoco.mjtJoint.mjJNT_HINGE)
+    if body and kinds == sorted([slide] * 3 + [hinge] * 3):
+        return np.sort(model.jnt_dofadr[joints]), body
+    return np.zeros(0, int), body
+
+
+def root_wrench(
+    model: mujoco.MjModel, data: mujoco.MjData, body: int, dofs: np.ndarray, force: np.ndarray
+) -> np.ndarray:
+    """(6,) world force and moment at the root body's origin equivalent to generalized force
+    `force` on the root DoFs (τ = Jᵀ·w, solved for w); zeros without a root."""
+    if dofs.size != 6:
+        return np.zeros(6)
+    jacp, jacr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
+    mujoco.mj_jacBody(model, data, jacp, jacr, body)
+    jac = np.concatenate([jacp[:, dofs], jacr[:, dofs]])  # (6, 6)
+    try:
+        return np.linalg.solve(jac.T, force)
+    except np.linalg.LinAlgError:  # a singular chain (gimbal lock): the least-squares wrench
+        return np.linalg.lstsq(jac.T, force, rcond=None)[0]
+
+
 def _setup(
     model: mujoco.MjModel,
     feet: Mapping[str, Sequence[str]] | None,
@@ -495,6 +582,7 @@ def _setup(
     activation_dynamics: bool,
     self_contacts: bool,
     fps: float,
+    floor_work: bool = False,
 ) -> tuple[_Setup, tuple[str, ...]]:
     """Check the settings and prepare what every frame shares; also the foot names."""
     if cost not in COSTS:
@@ -520,6 +608,14 @@ def _setup(
     except ModelError:
         floor = -1
     names, geoms = _feet(model, feet) if floor >= 0 else ((), [])
+    points = None
+    if contacts == "stance" and floor >= 0 and names:
+        try:
+            points = contact_points(
+                model, _feet_bodies(model, feet), _floor_work(model) if floor_work else ()
+            )
+        except ContactError as exc:
+            raise StaticOptError(str(exc)) from exc
     if contacts == "estimate" and floor >= 0:  # (without a floor there is nothing to estimate)
         # A copy whose floor contacts are detected up to contact_distance away: those are the
         # candidates whose forces become unknowns (their soft-model forces are taken back out).
@@ -528,9 +624,7 @@ def _setup(
     geom_foot = np.full(model.ngeom, -1)
     for i, g in enumerate(geoms):
         geom_foot[g] = i
-    free = np.flatnonzero(model.jnt_type == _FREE)
-    root_dofs = np.arange(6) + model.jnt_dofadr[free[0]] if free.size else np.zeros(0, int)
-    root_body = int(model.jnt_bodyid[free[0]]) if free.size else 0
+    root_dofs, root_body = root_chain(model)
     # The solver minimizes ½Σh·x² + ½eᵀWe: h = 2 for Σ act², W = 2·weight for weight·‖e‖².
     winv = np.full(model.nv, 0.5 / strict_weight)
     winv[root_dofs] = 0.5 / residual_weight
@@ -561,8 +655,38 @@ def _setup(
         cost=cost,
         dynamic=dynamic,
         reach=reach,
+        points=points,
     )
     return setup, names
+
+
+def _feet_bodies(
+    model: mujoco.MjModel, feet: Mapping[str, Sequence[str]] | None
+) -> Mapping[str, Sequence[str]]:
+    """Foot name -> bodies: as given, else from the model's packaged correspondence file."""
+    if feet is not None:
+        return feet
+    from msconvert.emulator.retarget.correspondence import (
+        default_correspondence_path,
+        load_correspondence,
+    )
+
+    return load_correspondence(default_correspondence_path(model)).feet
+
+
+def _floor_work(model: mujoco.MjModel) -> tuple[str, ...]:
+    """The hands', knees' and pelvis's bodies, from the model's packaged correspondence file."""
+    from msconvert.emulator.retarget.correspondence import (
+        default_correspondence_path,
+        load_correspondence,
+    )
+    from msconvert.emulator.retarget.exceptions import CorrespondenceError
+
+    try:
+        entries = load_correspondence(default_correspondence_path(model)).entries
+    except CorrespondenceError:
+        return ()
+    return floor_work_bodies([(e.source, e.body) for e in entries])
 
 
 def _substeps(model: mujoco.MjModel, fps: float) -> int:
@@ -574,14 +698,19 @@ _WARMUP_FRAMES = 10  # a chunk after the first starts this early, for its warm s
 
 
 def _solve_range(
-    setup: _Setup, qpos: np.ndarray, qvel: np.ndarray, qacc: np.ndarray, span: tuple[int, int, int]
+    setup: _Setup,
+    qpos: np.ndarray,
+    qvel: np.ndarray,
+    qacc: np.ndarray,
+    active: np.ndarray | None,
+    span: tuple[int, int, int],
 ) -> list[_Frame]:
     """Frames start..stop−1, solved in order after warming up on frames first..start−1."""
     first, start, stop = span
     solver = _FrameSolver(setup)
     out = []
     for k in range(first, stop):
-        frame = solver.solve(qpos[k], qvel[k], qacc[k])
+        frame = solver.solve(qpos[k], qvel[k], qacc[k], None if active is None else active[k])
         if k >= start:
             out.append(frame)
     return out
@@ -600,6 +729,7 @@ def _solve_frames(
     steps: int,
     threads: int,
     processes: int,
+    active: np.ndarray | None = None,
 ) -> tuple[list[_Frame], np.ndarray, np.ndarray, str]:
     """Every frame, then the excitations: (frames, excitation, clipped, how it ran).
 
@@ -611,7 +741,7 @@ def _solve_frames(
     spans = balanced_spans(n, count, _WARMUP_FRAMES)
     prm = setup.model.actuator_dynprm[setup.muscles, :3]
     columns = [c for c in np.array_split(np.flatnonzero(setup.dynamic), count) if c.size]
-    solve = functools.partial(_solve_range, setup, qpos, qvel, qacc)
+    solve = functools.partial(_solve_range, setup, qpos, qvel, qacc, active)
     with (
         single_threaded_blas(),
         Workers(count, processes=processes > 1, inherit=(solve,)) as workers,
@@ -633,9 +763,11 @@ def static_optimization(
     cost: str = "act2",
     residual_weight: float = 100.0,
     strict_weight: float = 1e6,
-    contacts: str = "estimate",
+    contacts: str = "stance",
     contact_weight: float = 1e-3,
     contact_distance: float = 0.02,
+    stance_rule: StanceRule | None = None,
+    floor_work: bool = True,
     activation_dynamics: bool = True,
     self_contacts: bool = False,
     feet: Mapping[str, Sequence[str]] | None = None,
@@ -647,8 +779,11 @@ def static_optimization(
     reference: the clip on this model (`Reference.from_trajectory` makes one of plain arrays).
     The cost is Σ act² ('act2') or Σ act³ ('act3') + residual_weight·‖root residual‖² (N, N·m)
     + strict_weight·‖other DoFs' residual‖² + contact_weight·Σ (estimated edge force, N)².
-    contacts: 'estimate' or 'soft' (module docstring); contact_distance (m): the largest gap at
-    which an estimated contact may push. activation_dynamics: bound each frame's activations by
+    contacts: 'stance' (candidate points where the reference is in stance: `muscles.contacts`),
+    'estimate' (MuJoCo's floor contacts within contact_distance, m) or 'soft' (module
+    docstring). stance_rule: its height and speed thresholds (None: the defaults).
+    floor_work: the hands, knees and pelvis are candidates too (crawling, kneeling, cartwheels).
+    activation_dynamics: bound each frame's activations by
     what the previous frame's can reach. self_contacts: keep the soft forces of contacts between
     body parts (off by default: retargeted poses interpenetrate, and MyoFullBody's own default
     pose has the humeri 2 cm inside the thorax, pushed out with ~500 N·m at the shoulders).
@@ -671,21 +806,24 @@ def static_optimization(
         activation_dynamics,
         self_contacts,
         fps,
+        floor_work,
     )
     m = setup.model
     steps = _substeps(m, fps)
+    active = None
+    if setup.points is not None:
+        try:
+            active = stance(m, setup.points, qpos, fps, stance_rule or StanceRule())
+        except ContactError as exc:
+            raise StaticOptError(str(exc)) from exc
     frames, excitation, clipped, parallel = _solve_frames(
-        setup, qpos, qvel, qacc, steps, int(threads or 1), int(processes or 1)
+        setup, qpos, qvel, qacc, steps, int(threads or 1), int(processes or 1), active
     )
     activation = np.stack([f.activation for f in frames])
     residual = np.stack([f.residual for f in frames])
     root = setup.root_dofs
-    if root.size:
-        rot = np.stack([f.root_rotation for f in frames])
-        residual_force = residual[:, root[:3]]
-        residual_moment = np.einsum("tij,tj->ti", rot, residual[:, root[3:]])  # local -> world
-    else:
-        residual_force = residual_moment = np.zeros((len(frames), 3))
+    wrench = np.stack([f.root_wrench for f in frames])
+    residual_force, residual_moment = wrench[:, :3], wrench[:, 3:]
     joint_residual = residual.copy()
     joint_residual[:, root] = 0.0
     feasible = np.max(np.abs(joint_residual), axis=1) <= FEASIBILITY_TOL
@@ -714,18 +852,43 @@ def static_optimization(
         metrics={},
         notes=_notes(setup, contact_distance, fps, steps, parallel),
     )
-    return dataclasses.replace(
-        result, metrics=_metrics(result, frames, time.perf_counter() - started)
-    )
+    supported = active.any(axis=1) if active is not None else np.ones(len(frames), bool)
+    metrics = _metrics(result, frames, time.perf_counter() - started)
+    metrics.update(ground_metrics(result, supported))
+    return dataclasses.replace(result, metrics=metrics)
+
+
+def ground_metrics(result: StaticOptResult, supported: np.ndarray) -> dict[str, float]:
+    """Residuals in stance and in flight (frames with no candidate contact), and how the floor
+    forces carry the body: `grf.vertical_peak_bw` and `grf.support_pct`, the vertical floor
+    force over stance frames divided by body weight + m·a_z of the centre of mass there (which
+    inverse dynamics splits exactly into floor force + vertical root residual)."""
+    bw = result.body_weight if result.body_weight > 0 else np.nan
+    pct = np.linalg.norm(result.residual_force, axis=1) / bw * 100
+    flight = ~supported
+
+    def mean(x: np.ndarray) -> float:
+        return float(np.mean(x)) if x.size else float("nan")
+
+    floor_z = result.grf_total[supported, 2]
+    needed = np.sum(floor_z + result.residual_force[supported, 2])
+    support = np.sum(floor_z) / needed if needed > 0 else np.nan
+    return {
+        "static_opt.residual_force_pct_bw": mean(pct[supported]),
+        "static_opt.residual_force_pct_bw_max": float(np.max(pct[supported]))
+        if supported.any()
+        else float("nan"),
+        "static_opt.flight_residual_pct_bw": mean(pct[flight]),
+        "static_opt.flight_pct": float(100.0 * np.mean(flight)),
+        "grf.vertical_peak_bw": float(np.max(result.grf_total[:, 2]) / bw),
+        "grf.support_pct": float(100.0 * support),
+    }
 
 
 def _metrics(result: StaticOptResult, frames: list[_Frame], seconds: float) -> dict[str, float]:
     """The clip's `static_opt.*` metrics: means over its frames."""
     bw = result.body_weight if result.body_weight > 0 else np.nan
     return {
-        "static_opt.residual_force_pct_bw": float(
-            np.mean(np.linalg.norm(result.residual_force, axis=1)) / bw * 100
-        ),
         "static_opt.residual_moment_nm": float(
             np.mean(np.linalg.norm(result.residual_moment, axis=1))
         ),
@@ -750,6 +913,17 @@ def _notes(
         floor_note = "the model has no floor"
     elif setup.contacts == "soft":
         floor_note = "floor forces from MuJoCo's soft contact model (mj_inverse)"
+    elif setup.contacts == "stance":
+        points = setup.points
+        floor_note = (
+            f"floor forces estimated at {points.body.size if points else 0} foot points"
+            + (
+                f" and {points.geoms.size} geoms of {', '.join(points.geom_body_names)}"
+                if points is not None and points.geoms.size
+                else ""
+            )
+            + " while the reference holds them in stance"
+        )
     else:
         floor_note = f"floor forces estimated at contacts within {contact_distance} m"
     interval = 1.0 / (fps * setup.model.opt.timestep)
