@@ -77,8 +77,8 @@ def test_demo_stance_on_myofullbody_is_carried_by_the_floor(tmp_path):
     from msconvert.datasets.demo import standing, write_smplh_npz
     from msconvert.emulator.retarget import RetargetConfig, retarget
 
-    poses, trans, fps = standing(duration_s=1.0, fps=60.0)
-    write_smplh_npz(tmp_path / "s_poses.npz", poses, trans, fps)
+    trans, poses, fps = standing(duration_s=1.0, fps=60.0)
+    write_smplh_npz(tmp_path / "s_poses.npz", trans, poses, fps)
     model = load_model()
     ref = retarget(read_amass(tmp_path / "s_poses.npz"), model, RetargetConfig(fps=50.0))
     m = static_optimization(ref, model).metrics

@@ -49,9 +49,9 @@ def _assert_same(a, b, rtol: float = 0.0, atol: float = 0.0) -> None:
 
 @pytest.fixture
 def motion(tmp_path) -> Motion:
-    poses, trans, fps = standing(duration_s=1.0, fps=60.0)
+    trans, poses, fps = standing(duration_s=1.0, fps=60.0)
     path = tmp_path / "stand_poses.npz"
-    write_smplh_npz(path, poses, trans, fps)
+    write_smplh_npz(path, trans, poses, fps)
     return read_amass(path, relpath="stand_poses.npz", clip_id="Lab/stand")
 
 

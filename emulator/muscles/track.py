@@ -1,0 +1,354 @@
+"""The tracking controller (`--method track`): a forward simulation of the muscle model over the
+whole clip, driven at every control step by one muscle problem (computed muscle control, with
+the floor forces predicted from stance). See docs/method.md#tracking-controller.
+
+At each control step, from the simulated state (q, v, a):
+1. desired accelerations: the reference's qacc plus PD feedback on its qpos and qvel;
+2. static optimization's frame problem at that state and acceleration: the activations
+   reachable within the step, the stance points' floor forces, and the root's unmet force: the
+   assist, heavily penalised;
+3. the excitations that reach those activations go to the simulator, the assist is applied on
+   the root DoFs (`qfrc_applied`), and the step is simulated;
+4. what the simulator did is recorded (its own contacts give the floor forces), never the plan.
+The run never resets. With the assist off, a fall is recorded as in `emulate`: NaN after it.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+import xarray as xr
+
+from msconvert.dims import DIM_TIME, DIM_XYZ
+from msconvert.emulator.backends.base import FEET, decode, recording_model
+from msconvert.emulator.emulation import Emulation, EmulationFormatError
+from msconvert.emulator.model import ModelError, control_frame_skip
+from msconvert.emulator.muscles.activation import invert_activation_dynamics
+from msconvert.emulator.muscles.contacts import ContactError, StanceRule, stance
+from msconvert.emulator.muscles.static_opt import (
+    StaticOptError,
+    _arrays,
+    _FrameSolver,
+    _setup,
+)
+from msconvert.emulator.retarget.reference import Reference
+
+ASSIST = ("on", "off")
+METHOD_LABEL = "tracking controller (computed muscle control, forward simulation)"
+
+
+class TrackError(ValueError):
+    """The tracking controller cannot run on this input or with these settings; one line."""
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """The controller's settings; the defaults work on the demo corpus."""
+
+    kp: float = 100.0  # 1/s²: PD stiffness on the reference's joint positions (ωn = 10 rad/s)
+    kd: float = 20.0  # 1/s: PD damping on its velocities (critically damped with kp = 100)
+    assist: str = "on"  # 'off': the same controller with no root assist
+    contacts: str = (
+        "stance"  # floor forces in the problem: 'stance' (predicted) or 'soft' (MuJoCo's)
+    )
+    contact_gap_m: float = 0.01  # a stance point pushes only while the simulated one is this near
+    assist_weight: float = 100.0  # cost per (N or N m)² of root assist (vs Σ act²)
+    contact_weight: float = 1e-3  # cost per N² of predicted floor force
+    termination_body_error_m: float = 0.3  # a fall: key bodies this far off (as in training)
+    termination_root_error_m: float = 0.5
+    initial_activation: float = 0.05  # tone of actuators outside the muscle problem
+    stance: StanceRule = field(default_factory=StanceRule)
+
+    def __post_init__(self) -> None:
+        for name in ("kp", "kd", "assist_weight", "contact_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and np.isfinite(value) and value >= 0):
+                raise TrackError(f"track {name} must be a number >= 0, not {value!r}")
+        if self.assist not in ASSIST:
+            raise TrackError(f"assist must be one of {', '.join(ASSIST)}, not {self.assist!r}")
+        if self.assist_weight <= 0 or self.contact_weight <= 0:
+            raise TrackError("track assist_weight and contact_weight must be positive")
+
+
+@dataclass(frozen=True, eq=False)
+class TrackResult:
+    """The controller's emulation of a clip, and the root assist it applied per frame."""
+
+    emulation: Emulation
+    assist_force: np.ndarray  # (T, 3) world force on the root, N (NaN after a fall)
+    assist_moment: np.ndarray  # (T, 3) world moment about the root origin, N m
+    assist: str  # 'on' or 'off'
+    body_weight: float  # N
+    metrics: dict[str, float]
+
+    def to_dataset(self) -> xr.Dataset:
+        """The emulation's arrays, plus `assist_force` and `assist_moment` on `time`."""
+        ds = self.emulation.to_dataset()
+        f32 = np.float32
+        ds["assist_force"] = (
+            (DIM_TIME, DIM_XYZ),
+            self.assist_force.astype(f32),
+            {"units": "N", "description": "root assist force applied, world frame"},
+        )
+        ds["assist_moment"] = (
+            (DIM_TIME, DIM_XYZ),
+            self.assist_moment.astype(f32),
+            {"units": "N m", "description": "root assist moment applied, world frame"},
+        )
+        ds.attrs.update(
+            method_label=METHOD_LABEL, track_assist=self.assist, body_weight_n=self.body_weight
+        )
+        return ds
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset) -> TrackResult:
+        """The controller's result a clip's dataset holds (as `to_dataset` wrote it)."""
+        clip = str(ds.attrs.get("clip_id", ""))
+        missing = [v for v in ("assist_force", "assist_moment") if v not in ds]
+        if missing or "track_assist" not in ds.attrs:
+            raise EmulationFormatError(
+                f"clip {clip!r} holds no tracking-controller result "
+                f"({', '.join(missing) or 'track_assist'} missing)"
+            )
+        metrics = ds.attrs.get("metrics") or {}
+        return cls(
+            emulation=Emulation.from_dataset(ds),
+            assist_force=np.asarray(ds["assist_force"].values, np.float64),
+            assist_moment=np.asarray(ds["assist_moment"].values, np.float64),
+            assist=str(ds.attrs["track_assist"]),
+            body_weight=float(ds.attrs.get("body_weight_n", np.nan)),
+            metrics={
+                k: float("nan") if v is None else float(v)
+                for k, v in metrics.items()
+                if k.startswith(("track.", "tracking."))
+            },
+        )
+
+
+def track(
+    reference: Reference,
+    model: mujoco.MjModel,
+    config: TrackConfig | None = None,
+    *,
+    feet: dict[str, list[str]] | None = None,
+    floor_work: bool = True,
+) -> TrackResult:
+    """Simulate the muscle model tracking the whole reference from its first frame."""
+    config = config or TrackConfig()
+    started = time.perf_counter()
+    try:
+        qpos_ref, qvel_ref, qacc_ref, fps = _arrays(reference, model)
+        steps = control_frame_skip(model, fps)
+        setup, _ = _setup(
+            model,
+            feet,
+            "act2",
+            config.contacts,
+            config.assist_weight,
+            1e6,
+            config.contact_weight,
+            config.contact_gap_m,
+            True,
+            False,
+            fps,
+            floor_work,
+        )
+        if setup.floor < 0:
+            raise TrackError("the model has no floor: the controller needs one to stand on")
+        if setup.points is None and config.contacts == "stance":
+            raise TrackError("the model has no feet to stand on (no correspondence file's feet)")
+        if setup.root_dofs.size != 6:
+            raise TrackError(
+                "the model's root is not a 6-DoF chain (free joint or 3 slides + 3 hinges)"
+            )
+        active = (
+            stance(model, setup.points, qpos_ref, fps, config.stance)
+            if setup.points is not None
+            else np.zeros((qpos_ref.shape[0], 0), bool)
+        )
+    except (StaticOptError, ContactError, ModelError) as exc:
+        raise TrackError(str(exc)) from exc
+    sim_model, layout = recording_model(model)
+    sim = mujoco.MjData(sim_model)
+    solver = _FrameSolver(setup)
+    muscles = setup.muscles
+    prm = model.actuator_dynprm[muscles, :3]
+    act_adr = model.actuator_actadr[muscles]
+    body_ids = np.array(
+        [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, b) for b in reference.body_names]
+    )
+    joints = _one_dof_joints(model)
+    n = qpos_ref.shape[0]
+    nan = lambda *s: np.full((n, *s), np.nan)  # noqa: E731
+    rec = {
+        "qpos": nan(model.nq),
+        "qvel": nan(model.nv),
+        "excitation": nan(model.nu),
+        "activation": nan(model.na),
+        "force": nan(model.nu),
+        "length": nan(model.nu),
+        "velocity": nan(model.nu),
+        "joint_torque": nan(len(layout.joint_names)),
+        "grf": nan(2, 3),
+        "cop": nan(2, 3),
+        "com": nan(3),
+        "com_vel": nan(3),
+        "joint_error_deg": nan(),
+        "body_error_mm": nan(),
+        "root_error_mm": nan(),
+    }
+    assist = nan(6)
+    sim.qpos[:], sim.qvel[:] = qpos_ref[0], qvel_ref[0]
+    # The first frame's own muscle solution (no reach bounds): the body starts loaded as the
+    # reference's first frame needs, not from a uniform tone that the assist must make up for.
+    first = solver.solve(qpos_ref[0], qvel_ref[0], qacc_ref[0], active[0])
+    sim.act[:] = config.initial_activation
+    sim.act[act_adr[act_adr >= 0]] = first.activation[act_adr >= 0]
+    mujoco.mj_forward(sim_model, sim)
+    physics_s = 0.0
+
+    def record(row: int) -> bool:
+        """Record the simulated state at frame `row`; True when the body fell."""
+        out = decode(layout, sim.qpos, sim.qvel, sim.act, sim.ctrl, sim.sensordata)
+        for key in ("qpos", "qvel", "activation", "force", "length", "velocity"):
+            rec[key][row] = getattr(out, key)
+        if row > 0:
+            for key in ("joint_torque", "grf", "cop", "com", "com_vel"):
+                rec[key][row] = getattr(out, key)
+        joint, body, root = _errors(
+            model, sim, qpos_ref[row], reference.body_pos[row], body_ids, joints
+        )
+        rec["joint_error_deg"][row] = np.rad2deg(joint)
+        rec["body_error_mm"][row], rec["root_error_mm"][row] = 1000.0 * body, 1000.0 * root
+        return bool(
+            not np.isfinite(sim.qpos).all()
+            or body > config.termination_body_error_m
+            or root > config.termination_root_error_m
+        )
+
+    fell = record(0)
+    tracked = 1
+    dq = np.zeros(model.nv)
+    for k in range(n - 1):
+        if fell:
+            break
+        # 1. desired accelerations: feedforward + PD towards the reference at this frame
+        mujoco.mj_differentiatePos(model, dq, 1.0, sim.qpos, qpos_ref[k])
+        qacc = qacc_ref[k] + config.kp * dq + config.kd * (qvel_ref[k] - sim.qvel)
+        # 2. the muscle problem at the simulated state, from its activations
+        act_now = sim.act[act_adr].copy()
+        if solver.at_bound.size == 0:  # the first solve: no bounds known yet
+            solver.at_bound = np.zeros(muscles.size, dtype=int)
+        solver.act = act_now
+        pushing = active[k]
+        if setup.points is not None:  # only points the simulated body has on the floor
+            height = setup.points.world(sim_model, sim)[0][:, 2] - setup.points.floor_z
+            pushing = pushing & (height < config.contact_gap_m)
+        frame = solver.solve(sim.qpos.copy(), sim.qvel.copy(), qacc, pushing)
+        # 3. excitations that take the activations there within the step, and the assist
+        u, _ = invert_activation_dynamics(
+            np.stack([act_now, frame.activation]), prm, model.opt.timestep, steps
+        )
+        sim.ctrl[muscles] = u[0]
+        rec["excitation"][k] = sim.ctrl.copy()
+        sim.qfrc_applied[:] = 0.0
+        if config.assist == "on":
+            sim.qfrc_applied[setup.root_dofs] = frame.residual[setup.root_dofs]
+            assist[k] = frame.root_wrench
+        else:
+            assist[k] = 0.0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            mujoco.mj_step(sim_model, sim)
+        physics_s += time.perf_counter() - t0
+        mujoco.mj_forward(sim_model, sim)  # sensors at the new state, control held
+        fell = record(k + 1)
+        tracked = k + 2
+    if not fell:  # the last command is held over the last interval
+        rec["excitation"][n - 1] = rec["excitation"][n - 2]
+        assist[n - 1] = assist[n - 2]
+    elapsed = time.perf_counter() - started
+    body_weight = float(model.body_subtreemass[setup.root_body]) * float(
+        np.linalg.norm(model.opt.gravity)
+    )
+    ok = slice(0, tracked)
+    metrics = {
+        "tracking.joint_error_deg_mean": float(np.nanmean(rec["joint_error_deg"][ok])),
+        "tracking.joint_error_deg_max": float(np.nanmax(rec["joint_error_deg"][ok])),
+        "tracking.body_error_mm_mean": float(np.nanmean(rec["body_error_mm"][ok])),
+        "tracking.root_error_mm_mean": float(np.nanmean(rec["root_error_mm"][ok])),
+        "tracking.fraction_tracked": tracked / n,
+        "tracking.effort": float(np.nanmean(rec["activation"][ok] ** 2)),
+    }
+    force_pct = np.linalg.norm(assist[ok, :3], axis=1) / body_weight * 100
+    metrics.update(
+        {
+            "track.assist_force_pct_bw": float(np.nanmean(force_pct)),
+            "track.assist_force_pct_bw_max": float(np.nanmax(force_pct)),
+            "track.assist_moment_nm": float(np.nanmean(np.linalg.norm(assist[ok, 3:], axis=1))),
+            "track.realtime_factor": (n - 1) / fps / elapsed,
+            "track.physics_fraction": physics_s / elapsed,
+            "track.kp": float(config.kp),
+            "track.kd": float(config.kd),
+        }
+    )
+    emulation = Emulation(
+        clip_id=reference.clip_id,
+        fps=fps,
+        times=reference.times,
+        qpos_names=reference.qpos_names,
+        qvel_names=reference.qvel_names,
+        muscle_names=tuple(layout.muscle_names),
+        joint_names=tuple(layout.joint_names),
+        foot_names=FEET,
+        tracked_frames=tracked,
+        fell=fell,
+        metrics={k: v for k, v in metrics.items() if k.startswith("tracking.")},
+        **rec,
+    )
+    return TrackResult(
+        emulation=emulation,
+        assist_force=assist[:, :3],
+        assist_moment=assist[:, 3:],
+        assist=config.assist,
+        body_weight=body_weight,
+        metrics=metrics,
+    )
+
+
+def _one_dof_joints(model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:
+    """qpos columns of the hinge and slide joints, and which are hinges (angles wrap)."""
+    hinge, slide = int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)
+    one = [j for j in range(model.njnt) if int(model.jnt_type[j]) in (hinge, slide)]
+    return (
+        np.array([model.jnt_qposadr[j] for j in one], int),
+        np.array([int(model.jnt_type[j]) == hinge for j in one]),
+    )
+
+
+def _errors(
+    model: mujoco.MjModel,
+    data: mujoco.MjData,
+    qpos_ref: np.ndarray,
+    body_ref: np.ndarray,
+    body_ids: np.ndarray,
+    joints: tuple[np.ndarray, np.ndarray],
+) -> tuple[float, float, float]:
+    """Mean |joint error| (rad) over hinge and slide joints, mean key-body distance (m) and the
+    free root's distance (m): the definitions the training environment uses."""
+    cols, is_hinge = joints
+    d = qpos_ref[cols] - data.qpos[cols]
+    d = np.where(is_hinge, (d + np.pi) % (2 * np.pi) - np.pi, d)
+    joint = float(np.abs(d).mean()) if d.size else 0.0
+    body = (
+        float(np.linalg.norm(body_ref - data.xpos[body_ids], axis=-1).mean())
+        if body_ids.size
+        else 0.0
+    )
+    free = model.njnt > 0 and int(model.jnt_type[0]) == int(mujoco.mjtJoint.mjJNT_FREE)
+    root = float(np.linalg.norm(qpos_ref[:3] - data.qpos[:3])) if free else 0.0
+    return joint, body, root

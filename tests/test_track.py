@@ -1,0 +1,132 @@
+"""The tracking controller (`--method track`): a forward simulation over the whole clip."""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+import pytest
+from toy_models import planar_arm, standing_block
+
+from msconvert.emulator.model import load_model
+from msconvert.emulator.muscles.track import TrackConfig, TrackError, TrackResult, track
+from msconvert.emulator.retarget.reference import Reference
+
+FEET = {"left": ["foot_l"], "right": ["foot_r"]}
+
+
+def _block_reference(model, seconds: float = 2.0, sway: float = 0.0) -> Reference:
+    """The block standing, its hips and ankles swaying in opposition by `sway` rad (the torso
+    stays over the feet), at 50 Hz."""
+    n = int(seconds * 50)
+    t = np.arange(n) / 50.0
+    qpos = np.tile(model.qpos0, (n, 1))
+    angle = sway * np.sin(2 * np.pi * 0.5 * t)
+    for side in ("l", "r"):
+        qpos[:, model.joint(f"hip_{side}").qposadr[0]] = angle
+        qpos[:, model.joint(f"ankle_{side}").qposadr[0]] = -angle
+    qvel = np.zeros((n, model.nv))
+    for side in ("l", "r"):
+        w = 2 * np.pi * 0.5 * sway * np.cos(2 * np.pi * 0.5 * t)
+        qvel[:, model.joint(f"hip_{side}").dofadr[0]] = w
+        qvel[:, model.joint(f"ankle_{side}").dofadr[0]] = -w
+    bodies = ("torso", "foot_l", "foot_r")
+    body_pos = np.zeros((n, 3, 3))
+    data = mujoco.MjData(model)
+    for k in range(n):
+        data.qpos[:] = qpos[k]
+        mujoco.mj_kinematics(model, data)
+        body_pos[k] = [data.xpos[model.body(b).id] for b in bodies]
+    return Reference.from_trajectory(
+        "block", 50.0, qpos, qvel, body_names=bodies, body_pos=body_pos
+    )
+
+
+def test_the_controller_holds_a_standing_block_to_the_end_with_little_assist():
+    model = standing_block(timestep=0.002)
+    result = track(_block_reference(model), model, feet=FEET)
+    m = result.metrics
+    assert m["tracking.fraction_tracked"] == 1.0 and not result.emulation.fell
+    assert m["tracking.joint_error_deg_mean"] < 2.0
+    assert m["track.assist_force_pct_bw"] < 2.0  # the muscles and the floor carry the body
+    # what the simulator did: its floor force carries the body weight
+    vertical = np.nansum(result.emulation.grf[1:, :, 2], axis=1)
+    assert np.mean(vertical) == pytest.approx(result.body_weight, rel=0.05)
+
+
+def test_with_the_assist_off_a_feasible_reference_is_still_tracked():
+    model = standing_block(timestep=0.002)
+    result = track(_block_reference(model), model, TrackConfig(assist="off"), feet=FEET)
+    assert result.metrics["tracking.fraction_tracked"] == 1.0
+    assert np.all(result.assist_force[:-1] == 0.0)
+    assert result.metrics["tracking.joint_error_deg_mean"] < 1.0
+
+
+def test_a_fall_is_recorded_and_nothing_is_invented_after_it():
+    model = standing_block(timestep=0.002)
+    ref = _block_reference(model, seconds=2.0)
+    qpos = ref.qpos.copy()
+    qpos[:, 2] += np.linspace(0.0, 1.5, qpos.shape[0])  # rises 1.5 m: beyond any muscle
+    rising = Reference.from_trajectory(
+        "rise",
+        50.0,
+        qpos,
+        np.zeros((qpos.shape[0], model.nv)),
+        body_names=ref.body_names,
+        body_pos=ref.body_pos + np.linspace(0.0, 1.5, qpos.shape[0])[:, None, None] * [0, 0, 1],
+    )
+    result = track(rising, model, TrackConfig(assist="off"), feet=FEET)
+    emu = result.emulation
+    assert emu.fell and emu.tracked_frames < rising.n_frames
+    assert np.isnan(emu.qpos[emu.tracked_frames :]).all()
+
+
+def test_the_result_round_trips_with_its_assist(tmp_path):
+    from msconvert.catalog import Catalog
+
+    model = standing_block(timestep=0.002)
+    result = track(_block_reference(model, seconds=0.5), model, feet=FEET)
+    with Catalog.create(tmp_path / "c.zarr") as cat:
+        cat.write_clip("block", result.to_dataset(), attrs={}, metrics=result.metrics)
+    back = TrackResult.from_dataset(Catalog.open(tmp_path / "c.zarr")["block"])
+    np.testing.assert_allclose(back.assist_force, result.assist_force.astype(np.float32))
+    assert back.assist == "on" and back.metrics == pytest.approx(
+        {k: v for k, v in result.metrics.items()}, nan_ok=True
+    )
+
+
+@pytest.mark.parametrize(
+    "settings,match",
+    [
+        (dict(kp=-1.0), "kp must be a number >= 0"),
+        (dict(assist="maybe"), "assist must be one of"),
+        (dict(kd=float("nan")), "kd must be a number >= 0"),
+    ],
+)
+def test_bad_settings_fail_in_one_line(settings, match):
+    with pytest.raises(TrackError, match=match) as info:
+        TrackConfig(**settings)
+    assert "\n" not in str(info.value)
+
+
+def test_a_model_without_a_floor_or_muscles_is_refused():
+    arm = planar_arm(4)
+    ref = Reference.from_trajectory("arm", 50.0, np.zeros((5, arm.nq)), np.zeros((5, arm.nv)))
+    with pytest.raises(TrackError, match="floor"):
+        track(ref, arm)
+
+
+def test_myofullbody_quiet_stance_is_carried_by_muscles_and_floor(tmp_path):
+    from msconvert.datasets.amass import read_amass
+    from msconvert.datasets.demo import standing, write_smplh_npz
+    from msconvert.emulator.retarget import RetargetConfig, retarget
+
+    trans, poses, fps = standing(duration_s=1.0, fps=60.0)
+    write_smplh_npz(tmp_path / "s_poses.npz", trans, poses, fps)
+    model = load_model()
+    ref = retarget(read_amass(tmp_path / "s_poses.npz"), model, RetargetConfig(fps=50.0))
+    result = track(ref, model)
+    m = result.metrics
+    assert m["tracking.fraction_tracked"] == 1.0
+    assert m["track.assist_force_pct_bw"] <= 2.0
+    vertical = np.nansum(result.emulation.grf[1:, :, 2], axis=1)
+    assert abs(np.mean(vertical) / result.body_weight - 1.0) <= 0.03
