@@ -92,7 +92,8 @@ def main() -> None:
                 print(
                     f"{name:13s} assist on: tracked {on['fraction_tracked']:.2f}, "
                     f"{on['joint_error_deg']:.2f} deg, {on['body_error_mm']:.1f} mm, assist "
-                    f"{on['assist_force_pct_bw']:.2f} % BW (max {on['assist_force_pct_bw_max']:.1f})"
+                    f"{on['assist_force_pct_bw']:.2f} % BW "
+                    f"(max {on['assist_force_pct_bw_max']:.1f})"
                     f" | off: tracked {off['fraction_tracked']:.2f} | overhead vs physics "
                     f"{row['track_overhead_vs_physics']:.2f}"
                 )
