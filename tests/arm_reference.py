@@ -5,15 +5,18 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from msconvert.emulator.retarget.reference import Reference
 
-def arm_reference(
+
+def arm_reference_with_excitation(
     model: mujoco.MjModel,
     seconds: float = 3.0,
     hz: float = 50.0,
     seed: int = 0,
     clip_id: str = "arm",
-) -> dict:
-    """qpos, qvel, key-body positions and the excitations that made them, at `hz`."""
+) -> tuple[Reference, np.ndarray]:
+    """The reference (qpos, qvel, key-body positions at `hz`) and the excitations (T, nu) that
+    made it."""
     rng = np.random.default_rng(seed)
     data = mujoco.MjData(model)
     skip = int(round(1.0 / (hz * model.opt.timestep)))
@@ -32,14 +35,24 @@ def arm_reference(
             excitation.append(data.ctrl.copy())
         mujoco.mj_step(model, data)
     qvel_arr = np.array(qvel)
-    return {
-        "clip_id": clip_id,
-        "fps": hz,
-        "qpos": np.array(qpos),
-        "qvel": qvel_arr,
-        "qacc": np.gradient(qvel_arr, 1.0 / hz, axis=0),  # for static optimization
-        "body_pos": np.array(body_pos),
-        "body_names": bodies,
-        "excitation": np.array(excitation),
-        "model_sha256": "",
-    }
+    reference = Reference.from_trajectory(
+        clip_id,
+        hz,
+        np.array(qpos),
+        qvel_arr,
+        np.gradient(qvel_arr, 1.0 / hz, axis=0),  # for static optimization
+        body_names=bodies,
+        body_pos=np.array(body_pos),
+    )
+    return reference, np.array(excitation)
+
+
+def arm_reference(
+    model: mujoco.MjModel,
+    seconds: float = 3.0,
+    hz: float = 50.0,
+    seed: int = 0,
+    clip_id: str = "arm",
+) -> Reference:
+    """The reference of `arm_reference_with_excitation`, without the excitations."""
+    return arm_reference_with_excitation(model, seconds, hz, seed, clip_id)[0]

@@ -116,6 +116,46 @@ def test_the_last_recorded_physics_step_is_the_control_step(arm):
         np.testing.assert_array_equal(x[:, -1], y[:, -1])
 
 
+def test_without_recording_the_physics_is_the_same(arm):
+    """record=False steps the sensor-free model: bit-identical states, no recording."""
+    ctrl = smooth_excitations(np.random.default_rng(6), 10, arm.nu)
+    states = []
+    for record in (True, False):
+        backend = make_backend("cpu", arm, N_ENVS, FRAME_SKIP, record=record)
+        state = backend.init(*start_state(arm))
+        for k in range(10):
+            step = backend.step(state, ctrl[:, k])
+            state = step.state
+            assert (step.recording is None) == (not record)
+        states.append(backend.arrays(state))
+        backend.close()
+    for x, y in zip(*states, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_views_agree_and_one_env_calls_match_the_batch(arm, backends):
+    cpu, mjx = backends
+    ctrl = np.random.default_rng(7).uniform(0, 1, (N_ENVS, arm.nu))
+    bodies = np.arange(1, arm.nbody)
+    a, b = cpu.step(cpu.init(*start_state(arm)), ctrl), mjx.step(mjx.init(*start_state(arm)), ctrl)
+    va, vb = cpu.view(a.state, ctrl, bodies), mjx.view(b.state, ctrl, bodies)
+    for name, x, y in zip(va._fields, va, vb, strict=True):
+        np.testing.assert_allclose(x, np.asarray(y), atol=0.1 if name == "force" else 2e-4)
+    # The view is the state after the step: MuJoCo's recording holds the state before it.
+    assert np.abs(va.force - a.recording.force[:, -1]).max() > 1e-6
+    # One env, without the env axis: the C engine as a batch of one.
+    one = make_backend("cpu", arm, 1, FRAME_SKIP)
+    q, v, act = (x[2] for x in start_state(arm))
+    step = one.step_one(one.init_one(q, v, act), ctrl[2])
+    for x, y in zip(step.recording, a.recording, strict=True):
+        np.testing.assert_array_equal(x, y[2])
+    view = one.view_one(step.state, ctrl[2], bodies)
+    np.testing.assert_array_equal(view.body_pos, va.body_pos[2])
+    one.close()
+    with pytest.raises(ValueError, match="1 env"):
+        cpu.step_one(a.state, ctrl[0])
+
+
 @pytest.mark.parametrize("kind", ["cpu", "mjx"])
 def test_divergence_is_flagged_not_raised(arm, backends, kind):
     backend = backends[0] if kind == "cpu" else backends[1]

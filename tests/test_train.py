@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
 import pytest
-from arm_reference import arm_reference
+from arm_reference import arm_reference, arm_reference_with_excitation
 from toy_models import planar_arm
 
 from msconvert.emulator.emulate import emulate
@@ -142,11 +143,10 @@ def test_without_evaluations_the_last_snapshot_is_exported(arm, tmp_path):
 
 def test_warm_start_clones_the_known_excitations(arm, tmp_path):
     model, ref = arm
-    activations = [np.clip(ref["excitation"], 0, 1)]
+    excitation = arm_reference_with_excitation(model)[1]
+    activations = [np.clip(excitation, 0, 1)]
     cfg = config(warm_start=True, bc_steps=400, budget_steps=16 * 25)
-    trainer = make_trainer(
-        model, [ref], cfg, activations=activations, excitations=[ref["excitation"]]
-    )
+    trainer = make_trainer(model, [ref], cfg, activations=activations, excitations=[excitation])
     cold = trainer.init()
     warm, bc = trainer.warm_start(cold)
     assert bc["bc_mse_after"] < 0.25 * bc["bc_mse_before"]
@@ -167,7 +167,7 @@ def test_bad_settings_are_clear_errors(arm, tmp_path):
         make_trainer(model, [], config())
     with pytest.raises(TrainError, match="evaluations"):
         make_trainer(model, [ref], config(evaluations=-1))
-    bad = dict(ref, qpos=ref["qpos"][:, :1])
+    bad = dataclasses.replace(ref, qpos=ref.qpos[:, :1])
     with pytest.raises(ValueError, match="qpos"):
         make_trainer(model, [bad], config())
     (tmp_path / "empty").mkdir()

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import mujoco
 
-from msconvert.emulator.backends.base import DIMS, FEET, Backend, Layout, Recording, Step
+from msconvert.emulator.backends.base import (
+    DIMS,
+    FEET,
+    Backend,
+    Layout,
+    Recording,
+    Step,
+    View,
+)
 
-__all__ = ["DIMS", "FEET", "Backend", "Layout", "Recording", "Step", "make_backend"]
+__all__ = ["DIMS", "FEET", "Backend", "Layout", "Recording", "Step", "View", "make_backend"]
 
 
 def make_backend(
@@ -15,8 +23,15 @@ def make_backend(
     n_envs: int,
     frame_skip: int,
     record_physics_steps: bool = False,
+    *,
+    record: bool = True,
+    nthread: int | None = None,
 ) -> Backend:
-    """A backend of `kind` 'cpu', 'mjx' or 'auto' (MJX when JAX sees an accelerator, else CPU)."""
+    """A backend of `kind` 'cpu', 'mjx' or 'auto' (MJX when JAX sees an accelerator, else CPU).
+
+    record: simulate the recording sensors and return recordings (False: physics only).
+    nthread: the C engine's threads (default: every available core, at most one per env).
+    """
     if kind == "auto":
         import jax
 
@@ -24,9 +39,11 @@ def make_backend(
     if kind == "cpu":
         from msconvert.emulator.backends.cpu import CpuBackend
 
-        return CpuBackend(model, n_envs, frame_skip, record_physics_steps)
+        return CpuBackend(
+            model, n_envs, frame_skip, record_physics_steps, nthread=nthread, record=record
+        )
     if kind == "mjx":
         from msconvert.emulator.backends.mjx import MjxBackend
 
-        return MjxBackend(model, n_envs, frame_skip, record_physics_steps)
+        return MjxBackend(model, n_envs, frame_skip, record_physics_steps, record=record)
     raise ValueError(f"unknown backend '{kind}' (use 'cpu', 'mjx' or 'auto')")

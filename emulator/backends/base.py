@@ -5,7 +5,8 @@ with sensors added (muscle force, length and velocity; joint torques from actuat
 centre of mass and its velocity; foot-floor contacts) and MuJoCo's automatic reset disabled, so a
 diverging environment shows up as non-finite values instead of silently restarting. Sensors do not
 change the physics. Both backends decode the sensor data with the same function (`decode`), so the
-recorded set is identical.
+recorded set is identical. A backend made with `record=False` (training) simulates the model
+without sensors and records nothing; `view` gives what a task reads of a state either way.
 
 Timing convention (MuJoCo's): a recorded row holds the state after a physics step, and the forces,
 lengths, torques and contacts computed during that step, i.e. at the state before it.
@@ -79,9 +80,22 @@ DIMS: dict[str, tuple[str, ...]] = {
 class Step(NamedTuple):
     """What one control step returns: the new state, its recording and the diverged envs."""
 
-    state: Any  # backend-specific batched state
-    recording: Recording
+    state: Any  # backend-specific state (batched, or one env's from `step_one`)
+    recording: Recording | None  # None when the backend does not record
     diverged: Any  # (n_envs,) bool: non-finite or runaway state, or non-finite control
+
+
+class View(NamedTuple):
+    """What a task reads of each env's state, all at that state with the control held (forward
+    kinematics and dynamics, no step): (n_envs, ...) from `view`, one env's from `view_one`."""
+
+    qpos: Any
+    qvel: Any
+    act: Any
+    length: Any  # actuator lengths
+    velocity: Any  # actuator velocities
+    force: Any  # actuator forces (MuJoCo's sign)
+    body_pos: Any  # (.., B, 3) world positions of the requested bodies
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,6 +116,15 @@ class Layout:
     com_vel: np.ndarray  # (3,)
     contacts: np.ndarray  # (2, S, 12) addresses of each foot's contact slots; -1 = padding
     nsensordata: int
+
+
+def plain_model(model: mujoco.MjModel) -> mujoco.MjModel:
+    """The model recompiled without sensors and without automatic reset: the same physics."""
+    spec = model_spec(model)
+    for s in list(spec.sensors):
+        spec.delete(s)
+    spec.option.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_AUTORESET)
+    return spec.compile()
 
 
 def recording_model(model: mujoco.MjModel) -> tuple[mujoco.MjModel, Layout]:
@@ -221,13 +244,22 @@ def decode(layout: Layout, qpos, qvel, act, ctrl, sensordata, xp=np) -> Recordin
 
 class Backend(abc.ABC):
     """A batch of environments of one model, advanced one control step (frame_skip physics
-    steps at constant control) at a time; a diverged environment is flagged, never raised."""
+    steps at constant control) at a time; a diverged environment is flagged, never raised.
+
+    `init`, `reset`, `step` and `view` work on all n_envs at once. `init_one`, `step_one` and
+    `view_one` work on one environment, without the env axis: pure JAX functions where `pure`
+    (MJX: jit, vmap and scan them), else the batched methods on a batch of one (n_envs must be
+    1; host arrays, not traceable). With `record` False the backend simulates the sensor-free
+    model (the same physics) and its steps return no recording.
+    """
 
     kind: str
+    pure: bool = False
     model: mujoco.MjModel  # the user's model
     layout: Layout
     n_envs: int
     frame_skip: int
+    record: bool
     record_physics_steps: bool
     n_diverged: int  # environments flagged diverged so far
 
@@ -248,13 +280,51 @@ class Backend(abc.ABC):
     def step(self, state: Any, ctrl) -> Step:
         """Advance every env by one control step with ctrl (n_envs, nu) held constant."""
 
-    def close(self) -> None:
-        """Release what the backend holds (threads); a no-op where nothing needs it."""
-        return None
+    @abc.abstractmethod
+    def view(self, state: Any, ctrl, bodies) -> View:
+        """What each env's state looks like with ctrl (n_envs, nu): positions of the bodies with
+        ids `bodies`, actuator lengths, velocities and forces."""
 
     @abc.abstractmethod
     def arrays(self, state: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """qpos, qvel and act of a state as NumPy arrays."""
+
+    def control(self, ctrl) -> Any:
+        """Controls (or actions) as this backend takes them: float64 NumPy here."""
+        return np.asarray(ctrl, np.float64)
+
+    def init_one(self, qpos, qvel, act=None) -> Any:
+        """One env's state from (nq,), (nv,), (na,) rows."""
+        self._check_one()
+        act = np.zeros(self.model.na) if act is None else act
+        return _first(self.init(*(np.asarray(x)[None] for x in (qpos, qvel, act))))
+
+    def step_one(self, state: Any, ctrl) -> Step:
+        """One env advanced by one control step; its recording rows are (n_rows, ...)."""
+        self._check_one()
+        out = self.step(_batch(state), np.asarray(ctrl)[None])
+        return Step(_first(out.state), _first(out.recording), out.diverged[0])
+
+    def view_one(self, state: Any, ctrl, bodies) -> View:
+        """`view` of one env's state."""
+        self._check_one()
+        return _first(self.view(_batch(state), np.asarray(ctrl)[None], bodies))
+
+    def _check_one(self) -> None:
+        if self.n_envs != 1:
+            raise ValueError(f"one-env calls need a backend of 1 env, this one has {self.n_envs}")
+
+    def close(self) -> None:
+        """Release what the backend holds (threads); a no-op where nothing needs it."""
+        return None
+
+
+def _first(tree: Any) -> Any:
+    return None if tree is None else type(tree)(*(None if x is None else x[0] for x in tree))
+
+
+def _batch(tree: Any) -> Any:
+    return type(tree)(*(np.asarray(x)[None] for x in tree))
 
 
 def broadcast_state(model: mujoco.MjModel, n_envs: int, qpos, qvel, act) -> tuple[np.ndarray, ...]:

@@ -13,11 +13,12 @@ from msconvert.emulator.backends.base import (
     MAX_ABS_STATE,
     Backend,
     Step,
+    View,
     broadcast_state,
     decode,
+    plain_model,
     recording_model,
 )
-from msconvert.emulator.model import model_spec
 
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
@@ -49,7 +50,8 @@ def available_cores() -> int:
 
 class CpuBackend(Backend):
     """Batched environments on MuJoCo's C engine; one `rollout` call per control step (two when
-    only the last physics step is recorded: sensors run on that step alone)."""
+    only the last physics step is recorded: sensors run on that step alone). Its states are host
+    arrays (float64), stepped outside JAX: nothing here is jittable."""
 
     kind = "cpu"
 
@@ -60,18 +62,15 @@ class CpuBackend(Backend):
         frame_skip: int,
         record_physics_steps: bool = False,
         nthread: int | None = None,
+        record: bool = True,
     ):
         if n_envs < 1 or frame_skip < 1:
             raise ValueError("n_envs and frame_skip must be at least 1")
         self.model, self.n_envs, self.frame_skip = model, n_envs, frame_skip
-        self.record_physics_steps = record_physics_steps
+        self.record, self.record_physics_steps = record, record and record_physics_steps
         self.recording, self.layout = recording_model(model)
         # The intermediate steps run a sensor-free copy: same physics, no sensor cost.
-        spec = model_spec(model)
-        for s in list(spec.sensors):
-            spec.delete(s)
-        spec.option.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_AUTORESET)
-        self.plain = spec.compile()
+        self.plain = plain_model(model)
         self.nthread = min(nthread or available_cores(), n_envs)
         self._pool = rollout.Rollout(nthread=self.nthread)
         self._data_rec = [mujoco.MjData(self.recording) for _ in range(max(1, self.nthread))]
@@ -82,7 +81,7 @@ class CpuBackend(Backend):
         self._qvel = off[int(mujoco.mjtState.mjSTATE_QVEL)]
         self._act = off[int(mujoco.mjtState.mjSTATE_ACT)]
         self.nstate = mujoco.mj_stateSize(self.recording, _FULL)
-        rec_rows = frame_skip if record_physics_steps else 1
+        rec_rows = (frame_skip if record_physics_steps else 1) if record else 0
         plain_rows = frame_skip - rec_rows
         # Output buffers reused across calls (rollout writes into them in place).
         self._ctrl_rec = np.zeros((n_envs, rec_rows, model.nu))
@@ -92,6 +91,7 @@ class CpuBackend(Backend):
         self._state_plain = np.zeros((n_envs, plain_rows, self.nstate))
         self._sens_plain = np.zeros((n_envs, plain_rows, 0))
         self.n_diverged = 0
+        self._data_view: list[mujoco.MjData] = []  # for `view`, one per env
 
     def close(self) -> None:
         """Stop the thread pool."""
@@ -146,6 +146,18 @@ class CpuBackend(Backend):
                 self._sens_plain,
             )
             start = np.ascontiguousarray(self._state_plain[:, -1])
+        if not self.record:
+            final = start
+            diverged = (
+                bad_ctrl
+                | ~np.isfinite(final).all(axis=1)
+                | (np.abs(final) > MAX_ABS_STATE).any(axis=1)
+            )
+            new = final.copy()
+            if diverged.any():
+                new[diverged] = state.physics[diverged]
+                self.n_diverged += int(diverged.sum())
+            return Step(CpuState(new), None, diverged)
         self._ctrl_rec[:] = ctrl[:, None, :]
         self._rollout(
             [self.recording] * self.n_envs,
@@ -174,6 +186,30 @@ class CpuBackend(Backend):
             rec = type(rec)(*(np.where(_rows(diverged, x), np.nan, x) for x in rec))
             self.n_diverged += int(diverged.sum())
         return Step(CpuState(new), rec, diverged)
+
+    def view(self, state: CpuState, ctrl, bodies) -> View:
+        """`mj_forward` of each env's state on the user's model, one env after the other."""
+        m, p = self.model, np.asarray(state.physics)
+        n, nu = p.shape[0], m.nu
+        ctrl = np.asarray(ctrl, np.float64).reshape(n, nu)
+        bodies = np.asarray(bodies, np.int64)
+        while len(self._data_view) < n:
+            self._data_view.append(mujoco.MjData(m))
+        length, velocity, force = np.zeros((n, nu)), np.zeros((n, nu)), np.zeros((n, nu))
+        body_pos = np.zeros((n, bodies.size, 3))
+        for i in range(n):
+            d = self._data_view[i]
+            d.qpos[:], d.qvel[:], d.act[:] = p[i, self._qpos], p[i, self._qvel], p[i, self._act]
+            d.ctrl[:] = ctrl[i]
+            mujoco.mj_forward(m, d)
+            length[i], velocity[i], force[i] = (
+                d.actuator_length,
+                d.actuator_velocity,
+                d.actuator_force,
+            )
+            body_pos[i] = d.xpos[bodies]
+        q, v, a = self.arrays(state)
+        return View(q, v, a, length, velocity, force, body_pos)
 
 
 def _rows(mask: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -17,8 +17,10 @@ from msconvert.emulator.backends.base import (
     Layout,
     Recording,
     Step,
+    View,
     broadcast_state,
     decode,
+    plain_model,
     recording_model,
 )
 
@@ -35,9 +37,10 @@ def default_impl() -> str:
 
 
 def make_step(
-    mx: mjx.Model, layout: Layout, frame_skip: int, record_physics_steps: bool = False
-) -> Callable[[mjx.Data, jax.Array], tuple[mjx.Data, Recording, jax.Array]]:
-    """A pure batched control step `(data, ctrl) -> (data, recording, diverged)` to jit or nest."""
+    mx: mjx.Model, layout: Layout | None, frame_skip: int, record_physics_steps: bool = False
+) -> Callable[[mjx.Data, jax.Array], tuple[mjx.Data, Recording | None, jax.Array]]:
+    """A pure control step of one env `(data, ctrl) -> (data, recording, diverged)`: vmap it for
+    a batch. layout None: a model without the recording sensors, and no recording (None)."""
 
     def rows(d: mjx.Data):
         return d.qpos, d.qvel, d.act, d.sensordata
@@ -45,8 +48,8 @@ def make_step(
     def one(d: mjx.Data, ctrl: jax.Array):
         finite_ctrl = jnp.isfinite(ctrl)
         start = d
-        d = d.replace(ctrl=jnp.where(finite_ctrl, ctrl, 0.0))
-        if record_physics_steps:
+        d = d.replace(ctrl=jnp.where(finite_ctrl, ctrl, 0.0).astype(d.ctrl.dtype))
+        if layout is not None and record_physics_steps:
 
             def body(d, _):
                 d = mjx.step(mx, d)
@@ -56,28 +59,50 @@ def make_step(
         else:
             d = lax.fori_loop(0, frame_skip, lambda _, d: mjx.step(mx, d), d)
             qpos, qvel, act, sens = (x[None] for x in rows(d))
-        rec = decode(
-            layout, qpos, qvel, act, jnp.broadcast_to(d.ctrl, (qpos.shape[0], ctrl.size)), sens, jnp
-        )
         state = jnp.concatenate([d.qpos, d.qvel, d.act])
         diverged = (
-            ~finite_ctrl.all()
-            | ~jnp.isfinite(state).all()
-            | (jnp.abs(state) > MAX_ABS_STATE).any()
-            | ~jnp.isfinite(sens).all()
+            ~finite_ctrl.all() | ~jnp.isfinite(state).all() | (jnp.abs(state) > MAX_ABS_STATE).any()
         )
+        rec = None
+        if layout is not None:
+            diverged = diverged | ~jnp.isfinite(sens).all()
+            ctrl_rows = jnp.broadcast_to(d.ctrl, (qpos.shape[0], ctrl.size))
+            rec = decode(layout, qpos, qvel, act, ctrl_rows, sens, jnp)
+            rec = jax.tree.map(lambda x: jnp.where(diverged, jnp.nan, x), rec)
         # Keep the batch finite: a diverged env keeps its pre-step state, its rows are NaN.
         d = jax.tree.map(lambda new, old: jnp.where(diverged, old, new), d, start)
-        rec = jax.tree.map(lambda x: jnp.where(diverged, jnp.nan, x), rec)
         return d, rec, diverged
 
-    return jax.vmap(one)
+    return one
+
+
+def make_view(mx: mjx.Model) -> Callable[[mjx.Data, jax.Array, jax.Array], View]:
+    """A pure `(data, ctrl, bodies) -> View` of one env (an `mjx.forward`, no step)."""
+
+    def view(d: mjx.Data, ctrl: jax.Array, bodies: jax.Array) -> View:
+        d = mjx.forward(mx, d.replace(ctrl=jnp.asarray(ctrl).astype(d.ctrl.dtype)))
+        # Some derived fields live under `_impl` in recent MJX (direct access is deprecated).
+        impl = getattr(d, "_impl", None)
+        get = lambda name: getattr(impl, name) if hasattr(impl, name) else getattr(d, name)  # noqa: E731
+        return View(
+            d.qpos,
+            d.qvel,
+            d.act,
+            get("actuator_length"),
+            get("actuator_velocity"),
+            d.actuator_force,
+            d.xpos[bodies],
+        )
+
+    return view
 
 
 class MjxBackend(Backend):
-    """Batched environments as one vmapped `mjx.Data`; `step_fn` is the pure jitted step."""
+    """Batched environments as one vmapped `mjx.Data`; `step_fn` is the pure jitted batched
+    step, and the `*_one` methods are pure functions of one env (vmap, jit and scan them)."""
 
     kind = "mjx"
+    pure = True
 
     def __init__(
         self,
@@ -86,30 +111,33 @@ class MjxBackend(Backend):
         frame_skip: int,
         record_physics_steps: bool = False,
         impl: str | None = None,
+        record: bool = True,
     ):
         if n_envs < 1 or frame_skip < 1:
             raise ValueError("n_envs and frame_skip must be at least 1")
         self.model, self.n_envs, self.frame_skip = model, n_envs, frame_skip
-        self.record_physics_steps = record_physics_steps
+        self.record, self.record_physics_steps = record, record and record_physics_steps
         self.recording, self.layout = recording_model(model)
         self.impl = impl or default_impl()
-        self.mx = mjx.put_model(self.recording, impl=self.impl)
+        # Without recording, the sensor-free model: the same physics, no sensor cost.
+        self.mx = mjx.put_model(self.recording if record else plain_model(model), impl=self.impl)
         self._data0 = mjx.make_data(self.mx, impl=self.impl)
-        self.step_fn = jax.jit(make_step(self.mx, self.layout, frame_skip, record_physics_steps))
+        self._step_one = make_step(
+            self.mx, self.layout if record else None, frame_skip, self.record_physics_steps
+        )
+        self._view_one = make_view(self.mx)
+        self.step_fn = jax.jit(jax.vmap(self._step_one))
+        self._view = jax.jit(jax.vmap(self._view_one, in_axes=(0, 0, None)))
         self._diverged = jnp.zeros((), jnp.int32)  # summed on device: no sync per step
 
-        def init(qpos, qvel, act):
-            one = lambda q, v, a: self._data0.replace(qpos=q, qvel=v, act=a)  # noqa: E731
-            return jax.vmap(one)(qpos, qvel, act)
-
         def reset(state, mask, qpos, qvel, act):
-            fresh = init(qpos, qvel, act)
+            fresh = jax.vmap(self.init_one)(qpos, qvel, act)
             pick = lambda new, old: jnp.where(  # noqa: E731
                 mask.reshape(mask.shape + (1,) * (old.ndim - 1)), new, old
             )
             return jax.tree.map(pick, fresh, state)
 
-        self._init, self._reset = jax.jit(init), jax.jit(reset)
+        self._init, self._reset = jax.jit(jax.vmap(self.init_one)), jax.jit(reset)
 
     @property
     def n_diverged(self) -> int:  # type: ignore[override]
@@ -119,6 +147,10 @@ class MjxBackend(Backend):
         dtype = self._data0.qpos.dtype
         q, v, a = broadcast_state(self.model, self.n_envs, qpos, qvel, act)
         return jnp.asarray(q, dtype), jnp.asarray(v, dtype), jnp.asarray(a, dtype)
+
+    def control(self, ctrl) -> jax.Array:
+        """Controls (or actions) as JAX arrays of the model's float type (traceable)."""
+        return jnp.asarray(ctrl, self._data0.ctrl.dtype)
 
     def init(self, qpos, qvel, act=None) -> mjx.Data:
         return self._init(*self._rows(qpos, qvel, act))
@@ -131,6 +163,25 @@ class MjxBackend(Backend):
         data, rec, diverged = self.step_fn(state, ctrl)
         self._diverged = self._diverged + diverged.sum()
         return Step(data, rec, diverged)
+
+    def view(self, state: mjx.Data, ctrl, bodies) -> View:
+        ctrl = jnp.asarray(ctrl, self._data0.ctrl.dtype).reshape(-1, self.model.nu)
+        return self._view(state, ctrl, jnp.asarray(bodies, jnp.int32))
+
+    def init_one(self, qpos, qvel, act=None) -> mjx.Data:
+        d0 = self._data0
+        act = jnp.zeros(self.model.na) if act is None else act
+        return d0.replace(
+            qpos=jnp.asarray(qpos).astype(d0.qpos.dtype),
+            qvel=jnp.asarray(qvel).astype(d0.qvel.dtype),
+            act=jnp.asarray(act).astype(d0.act.dtype),
+        )
+
+    def step_one(self, state: mjx.Data, ctrl) -> Step:
+        return Step(*self._step_one(state, ctrl))
+
+    def view_one(self, state: mjx.Data, ctrl, bodies) -> View:
+        return self._view_one(state, ctrl, bodies)
 
     def arrays(self, state: mjx.Data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return np.asarray(state.qpos), np.asarray(state.qvel), np.asarray(state.act)

@@ -1,25 +1,33 @@
-"""The imitation task of algorithm.md §1 as pure functions over a batch of environments.
+"""The imitation task (docs/method.md#environment): one environment over a simulation backend.
 
     env = make_env(model, make_reference_set(references, model, body_names), EnvConfig())
-    state = env.reset(key, n_envs)              # reference state initialization
+    state = env.reset(key)                      # reference state initialization
     state, info = env.step(state, action)       # a ∈ [-1, 1]^M → excitation 0.5 + 0.5·a
 
-Each environment carries its clip index and frame; clips of different lengths are padded to the
-longest and masked by their length. A step runs `frame_skip` physics steps (the control rate),
-then computes the observation of the new state, the tracking-error vector Δ against the next
-reference frame (what the rewards use), termination (key bodies or root too far off, or a
-diverged simulation: terminal, never an exception) and truncation (clip end or episode limit).
-Finished environments are reset inside `step` to a new random clip and frame; `info.next_obs`
-is the observation before that reset, for bootstrapping.
+    envs = training_env(env, n_envs)            # AutoReset(VecEnv(env, n_envs))
+    state = envs.reset(key)
+    state, info = envs.step(state, actions)     # finished environments start again
 
-Backends: 'mjx' makes reset/step pure jittable functions (scan over them); 'cpu' runs MuJoCo's C
-engine (threaded `rollout`) for the physics and the same jitted functions for everything else.
+An environment carries its clip index and frame; clips of different lengths are padded to the
+longest and masked by their length. A step runs `frame_skip` physics steps (the control rate) on
+the backend, then computes the observation of the new state, the tracking-error vector Δ against
+the next reference frame (what the rewards use), termination (`terminated`: key bodies or root
+too far off, or a diverged simulation: terminal, never an exception) and truncation (clip end or
+episode limit). `Env.step` never resets; `AutoReset` restarts finished environments at a new
+random clip and frame, and `info.next_obs` is the observation before that reset.
+
+The physics comes only from the backend (`emulator/backends`). On MJX `Env.reset_at` and
+`Env.step` are pure JAX functions of one environment and `VecEnv` vmaps them: a training step
+jits and scans whole. MuJoCo's C engine is not JAX: its state is float64 host arrays, `Env.step`
+runs it as a batch of one, and `VecEnv` steps all environments in one threaded `rollout` call;
+what follows the physics (`Env.advance`) is the same jitted function, vmapped.
 Observations are raw here: the trainer normalizes them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -28,17 +36,18 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from msconvert.emulator.backends import Backend, View, make_backend
 from msconvert.emulator.model import control_frame_skip
+from msconvert.emulator.retarget.reference import Reference
 
 _FREE = int(mujoco.mjtJoint.mjJNT_FREE)
 _ONE_DOF = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
 _HINGE = int(mujoco.mjtJoint.mjJNT_HINGE)
-MAX_ABS_STATE = 1e8
 
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """The task's settings (bracketed starting points of algorithm.md §1)."""
+    """The task's settings (docs/method.md#environment)."""
 
     control_hz: float = 50.0
     future_steps: tuple[int, ...] = (1, 2, 4, 8)
@@ -67,19 +76,15 @@ class ReferenceSet(NamedTuple):
     body_names: tuple[str, ...]
 
 
-def _get(ref: Any, name: str) -> Any:
-    return ref[name] if isinstance(ref, Mapping) else getattr(ref, name)
-
-
 def make_reference_set(
-    references: Sequence[Any],
+    references: Sequence[Reference],
     model: mujoco.MjModel,
     body_names: Sequence[str],
     activations: Sequence[np.ndarray] | None = None,
     initial_activation: float = 0.05,
 ) -> ReferenceSet:
-    """Stack references (Reference objects or mappings with clip_id, qpos, qvel, body_pos and
-    body_names) into a padded set; `activations` (T_c, na) per clip seed the activation at reset."""
+    """Stack references into a padded set; `activations` (T_c, na) per clip seed the activation
+    at reset."""
     if not references:
         raise ValueError("no references")
     body_names = tuple(body_names)
@@ -88,11 +93,11 @@ def make_reference_set(
             raise ValueError(f"key body {b!r} is not in the model")
     qs, vs, bs, acts, ids = [], [], [], [], []
     for c, ref in enumerate(references):
-        clip = str(_get(ref, "clip_id"))
-        q = np.asarray(_get(ref, "qpos"), np.float64)
-        v = np.asarray(_get(ref, "qvel"), np.float64)
-        b = np.asarray(_get(ref, "body_pos"), np.float64)
-        names = tuple(_get(ref, "body_names"))
+        clip = str(ref.clip_id)
+        q = np.asarray(ref.qpos, np.float64)
+        v = np.asarray(ref.qvel, np.float64)
+        b = np.asarray(ref.body_pos, np.float64)
+        names = tuple(ref.body_names)
         if q.ndim != 2 or q.shape[1] != model.nq:
             raise ValueError(f"{clip}: qpos has shape {q.shape}, the model needs (T, {model.nq})")
         if v.shape != (q.shape[0], model.nv):
@@ -131,45 +136,54 @@ def make_reference_set(
     return ReferenceSet(pad(qs), pad(vs), pad(bs), pad(acts), length, tuple(ids), body_names)
 
 
-class View(NamedTuple):
-    """What the task reads from a simulated state (batched)."""
-
-    qpos: jax.Array
-    qvel: jax.Array
-    act: jax.Array
-    length: jax.Array  # actuator lengths
-    velocity: jax.Array
-    force: jax.Array
-    body_pos: jax.Array  # (n, B, 3)
-
-
 class EnvState(NamedTuple):
-    sim: Any  # batched mjx.Data, or the CPU backend's state
+    """One environment's state; a batch (VecEnv) has a leading env axis on every field."""
+
+    sim: Any  # the backend's state: mjx.Data on MJX, float64 host arrays on the C engine
+    view: View  # what the task reads of it (float32)
+    clip: jax.Array  # int
+    frame: jax.Array  # int: the reference frame the state corresponds to
+    steps: jax.Array  # control steps since reset
+    obs: jax.Array  # (obs_dim,) raw observation
+
+
+class AutoResetState(NamedTuple):
+    """A batch of environments (EnvState's fields, each with a leading env axis) and what
+    AutoReset draws their new starts with."""
+
+    sim: Any
     view: View
-    clip: jax.Array  # (n,) int
-    frame: jax.Array  # (n,) int: the reference frame the state corresponds to
-    steps: jax.Array  # (n,) control steps since reset
-    obs: jax.Array  # (n, obs_dim) raw observation
+    clip: jax.Array  # (n,)
+    frame: jax.Array
+    steps: jax.Array
+    obs: jax.Array  # (n, obs_dim)
     key: jax.Array
     failure: jax.Array  # (C,) recent termination rate per clip
 
+    @property
+    def envs(self) -> EnvState:
+        return EnvState(*self[: len(EnvState._fields)])
+
 
 class StepInfo(NamedTuple):
-    next_obs: jax.Array  # (n, obs_dim) raw observation of s' before any reset
+    """What one step reports (per environment; with a leading env axis from VecEnv)."""
+
+    next_obs: jax.Array  # (obs_dim,) raw observation of s' before any reset
     terminated: jax.Array
     truncated: jax.Array
-    error: jax.Array  # (n, E) tracking-error vector Δ (raw)
-    joint_error_rad: jax.Array  # (n,) mean |joint-angle error| over non-root DoFs
-    body_error_m: jax.Array  # (n,) mean key-body position error
-    root_error_m: jax.Array  # (n,)
-    effort: jax.Array  # (n,) mean u²
-    pose_sq: jax.Array  # (n,) DeepMimic's Σ joint error² (+ root orientation)
+    error: jax.Array  # (E,) tracking-error vector Δ (raw)
+    joint_error_rad: jax.Array  # mean |joint-angle error| over non-root DoFs
+    body_error_m: jax.Array  # mean key-body position error
+    root_error_m: jax.Array
+    effort: jax.Array  # mean u²
+    pose_sq: jax.Array  # DeepMimic's Σ joint error² (+ root orientation)
     velocity_sq: jax.Array
     body_sq: jax.Array
     com_sq: jax.Array  # root position error² (the centre-of-mass term's stand-in)
     diverged: jax.Array
     clip: jax.Array
     frame: jax.Array
+    recording: Any = None  # the backend's Recording of the step where it records, else None
 
 
 @dataclass(frozen=True)
@@ -260,78 +274,102 @@ class Task(NamedTuple):
     force_max: jax.Array
 
 
-def _root(task: Task, layout: Layout, view: View) -> tuple[jax.Array, jax.Array]:
-    """Root position (n, 3) and rotation matrix (n, 3, 3); world origin for a fixed base."""
+def _root(layout: Layout, view: View) -> tuple[jax.Array, jax.Array]:
+    """Root position (3,) and rotation matrix (3, 3); world origin for a fixed base."""
     if layout.free_root:
-        return view.qpos[:, :3], quat_to_mat(view.qpos[:, 3:7])
-    n = view.qpos.shape[0]
-    return jnp.zeros((n, 3)), jnp.broadcast_to(jnp.eye(3), (n, 3, 3))
+        return view.qpos[:3], quat_to_mat(view.qpos[3:7])
+    return jnp.zeros(3), jnp.eye(3)
 
 
 def _joint_diff(task: Task, q_ref: jax.Array, q: jax.Array) -> jax.Array:
-    d = q_ref[:, task.joint_qpos] - q[:, task.joint_qpos]
+    d = q_ref[task.joint_qpos] - q[task.joint_qpos]
     return jnp.where(task.joint_is_hinge, _wrap(d), d)
 
 
 def observe(task: Task, layout: Layout, config: EnvConfig, view: View, clip, frame) -> jax.Array:
-    """The raw observation (algorithm.md §1) of a batch of states at their clip frames."""
-    pos, rot = _root(task, layout, view)
+    """Raw observation (docs/method.md#observation) of one state at frame `frame` of its clip."""
+    pos, rot = _root(layout, view)
     rot_t = jnp.swapaxes(rot, -1, -2)
-    local = lambda p: jnp.einsum("nij,nbj->nbi", rot_t, p - pos[:, None, :])  # noqa: E731
+    local = lambda p: jnp.einsum("ij,bj->bi", rot_t, p - pos[None, :])  # noqa: E731
     parts = [
-        view.qpos[:, 2:] if layout.free_root else view.qpos,
+        view.qpos[2:] if layout.free_root else view.qpos,
         view.qvel,
-        local(view.body_pos).reshape(view.qpos.shape[0], -1),
+        local(view.body_pos).reshape(-1),
         view.act,
         (view.length - task.length_lo) / task.length_span,
         view.velocity / task.length_span,
         view.force / task.force_max,
     ]
     if layout.free_root:
-        parts.append(jnp.einsum("nij,j->ni", rot_t, jnp.array([0.0, 0.0, -1.0])))
+        parts.append(jnp.einsum("ij,j->i", rot_t, jnp.array([0.0, 0.0, -1.0])))
     last = task.length[clip] - 1
     for k in config.future_steps:
         f = jnp.minimum(frame + k, last)
         q_ref = task.qpos[clip, f]
         parts.append(_joint_diff(task, q_ref, view.qpos))
-        parts.append(local(task.body_pos[clip, f]).reshape(view.qpos.shape[0], -1))
+        parts.append(local(task.body_pos[clip, f]).reshape(-1))
         if layout.free_root:
-            parts.append(jnp.einsum("nij,nj->ni", rot_t, q_ref[:, :3] - pos))
-            parts.append(quat_error(view.qpos[:, 3:7], q_ref[:, 3:7]))
-    parts.append((frame / jnp.maximum(last, 1))[:, None].astype(view.qpos.dtype))
-    return jnp.concatenate([jnp.asarray(p, jnp.float32) for p in parts], axis=1)
+            parts.append(jnp.einsum("ij,j->i", rot_t, q_ref[:3] - pos))
+            parts.append(quat_error(view.qpos[3:7], q_ref[3:7]))
+    parts.append(jnp.reshape(frame / jnp.maximum(last, 1), (1,)).astype(view.qpos.dtype))
+    return jnp.concatenate([jnp.asarray(p, jnp.float32) for p in parts])
 
 
 def tracking(task: Task, layout: Layout, view: View, clip, frame) -> dict[str, jax.Array]:
-    """Δ and the scalar errors of states against reference frame `frame` of their clips."""
+    """Δ and the scalar errors of one state against reference frame `frame` of its clip."""
     q_ref, v_ref = task.qpos[clip, frame], task.qvel[clip, frame]
     b_ref = task.body_pos[clip, frame]
-    pos, rot = _root(task, layout, view)
+    pos, rot = _root(layout, view)
     rot_t = jnp.swapaxes(rot, -1, -2)
     joint = _joint_diff(task, q_ref, view.qpos)
-    vel = v_ref[:, task.joint_qvel] - view.qvel[:, task.joint_qvel]
+    vel = v_ref[task.joint_qvel] - view.qvel[task.joint_qvel]
     body_world = b_ref - view.body_pos
-    body_local = jnp.einsum("nij,nbj->nbi", rot_t, body_world)
-    parts = [joint, vel, body_local.reshape(joint.shape[0], -1)]
-    root_err = jnp.zeros(joint.shape[0])
-    rot_sq = jnp.zeros(joint.shape[0])
+    body_local = jnp.einsum("ij,bj->bi", rot_t, body_world)
+    parts = [joint, vel, body_local.reshape(-1)]
+    root_err = jnp.zeros(())
+    rot_sq = jnp.zeros(())
     if layout.free_root:
-        root_vec = q_ref[:, :3] - pos
-        rot_err = quat_error(view.qpos[:, 3:7], q_ref[:, 3:7])
-        parts += [root_vec, rot_err, v_ref[:, :6] - view.qvel[:, :6]]
-        root_err = jnp.linalg.norm(root_vec, axis=1)
-        rot_sq = (rot_err**2).sum(1)
+        root_vec = q_ref[:3] - pos
+        rot_err = quat_error(view.qpos[3:7], q_ref[3:7])
+        parts += [root_vec, rot_err, v_ref[:6] - view.qvel[:6]]
+        root_err = jnp.linalg.norm(root_vec)
+        rot_sq = (rot_err**2).sum()
     body_dist = jnp.linalg.norm(body_world, axis=-1)
     return {
-        "error": jnp.concatenate(parts, axis=1),
-        "joint_error_rad": jnp.abs(joint).mean(1) if joint.shape[1] else jnp.zeros(joint.shape[0]),
-        "body_error_m": body_dist.mean(1),
+        "error": jnp.concatenate(parts),
+        "joint_error_rad": jnp.abs(joint).mean() if joint.shape[0] else jnp.zeros(()),
+        "body_error_m": body_dist.mean(),
         "root_error_m": root_err,
-        "pose_sq": (joint**2).sum(1) + rot_sq,
-        "velocity_sq": (vel**2).sum(1),
-        "body_sq": (body_dist**2).sum(1),
+        "pose_sq": (joint**2).sum() + rot_sq,
+        "velocity_sq": (vel**2).sum(),
+        "body_sq": (body_dist**2).sum(),
         "com_sq": root_err**2,
     }
+
+
+def terminated(config: EnvConfig, track: dict[str, jax.Array], diverged) -> jax.Array:
+    """The termination test (docs/method.md#termination-and-truncation): a diverged simulation,
+    a non-finite Δ, or the key bodies or the root too far off the reference."""
+    return (
+        diverged
+        | ~jnp.isfinite(track["error"]).all(axis=-1)
+        | (track["body_error_m"] > config.termination_body_error_m)
+        | (track["root_error_m"] > config.termination_root_error_m)
+    )
+
+
+def excitation(action):
+    """Muscle excitations u = 0.5 + 0.5·clip(a, -1, 1) of actions (NumPy or JAX, as given)."""
+    xp = np if isinstance(action, np.ndarray) else jnp
+    return 0.5 + 0.5 * xp.clip(action, -1.0, 1.0)
+
+
+def _controls(action) -> tuple[Any, Any, Any]:
+    """Excitations, the action with non-finite entries zeroed, and the rows that had any."""
+    xp = np if isinstance(action, np.ndarray) else jnp
+    finite = xp.isfinite(action)
+    action = xp.where(finite, action, 0.0)
+    return excitation(action), action, ~finite.all(axis=-1)
 
 
 def sample_reset(
@@ -366,31 +404,26 @@ def _update_failure(config: EnvConfig, failure, clip, terminated, done):
     return jnp.where(ends > 0, m * failure + (1 - m) * rate, failure)
 
 
-# --- physics ------------------------------------------------------------
+# --- the environment and its wrappers ---------------------------------------------------
 
 
 class Env:
-    """The task on one backend; `reset` and `step` are pure functions of their arguments."""
+    """The imitation task for one environment, its physics from a backend: Brax's `reset(key)`
+    and `step(state, action)`, pure JAX functions on a pure backend (MJX)."""
 
     def __init__(
-        self,
-        model: mujoco.MjModel,
-        refs: ReferenceSet,
-        config: EnvConfig,
-        backend: str = "mjx",
-        nthread: int | None = None,
+        self, model: mujoco.MjModel, refs: ReferenceSet, config: EnvConfig, physics: Backend
     ):
-        if backend not in ("mjx", "cpu"):
-            raise ValueError(f"backend must be 'mjx' or 'cpu', got {backend!r}")
         if refs.qpos.shape[-1] != model.nq or refs.activation.shape[-1] != model.na:
             raise ValueError("the reference set was made for another model")
-        self.model, self.refs, self.config, self.backend = model, refs, config, backend
+        if physics.frame_skip != control_frame_skip(model, config.control_hz):
+            raise ValueError("the backend's frame_skip does not give the control rate")
+        self.model, self.refs, self.config = model, refs, config
         self.layout = model_layout(model, refs.body_names)
-        self.frame_skip = control_frame_skip(model, config.control_hz)
+        self.frame_skip = physics.frame_skip
         self.act_dim = model.nu
         self.muscle_names = self.layout.muscle_names
         self.clip_ids = refs.clip_ids
-        self.nthread = nthread
         lay = self.layout
         self.task = Task(
             qpos=jnp.asarray(refs.qpos, jnp.float32),
@@ -405,270 +438,315 @@ class Env:
             length_span=jnp.asarray(lay.length_span, jnp.float32),
             force_max=jnp.asarray(lay.force_max, jnp.float32),
         )
-        self._observe = jax.jit(
-            lambda view, clip, frame: observe(self.task, lay, config, view, clip, frame)
+        self._set_physics(physics)
+        # Compiled once per task; `with_physics` copies share them.
+        self._start = jax.jit(self.start)
+        self._advance = jax.jit(self.advance)
+        self.track = jax.jit(lambda view, clip, frame: tracking(self.task, lay, view, clip, frame))
+        m, f32 = model, jnp.float32
+        probe = View(
+            *(jax.ShapeDtypeStruct((k,), f32) for k in (m.nq, m.nv, m.na, m.nu, m.nu, m.nu)),
+            jax.ShapeDtypeStruct((len(refs.body_names), 3), f32),
         )
-        self._tracking = jax.jit(
-            lambda view, clip, frame: tracking(self.task, lay, view, clip, frame)
-        )
-        if backend == "mjx":
-            self._init_mjx()
-        else:
-            self._init_cpu()
-        probe = self._probe_view()
         self.obs_dim = int(
-            self._observe(probe, jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32)).shape[1]
+            jax.eval_shape(lambda v: observe(self.task, lay, config, v, 0, 0), probe).shape[0]
         )
         self.error_dim = int(
-            self._tracking(probe, jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))["error"].shape[
-                1
-            ]
+            jax.eval_shape(lambda v: tracking(self.task, lay, v, 0, 0)["error"], probe).shape[0]
         )
 
-    # -- shared ---------------------------------------------------------------------------------
+    def _set_physics(self, physics: Backend) -> None:
+        if not physics.pure and physics.n_envs != 1:
+            raise ValueError(f"one environment needs a backend of 1 env, got {physics.n_envs}")
+        self.physics, self.backend = physics, physics.kind
 
-    def _probe_view(self) -> View:
-        m = self.model
-        z = lambda *s: jnp.zeros((1, *s), jnp.float32)  # noqa: E731
-        q = jnp.asarray(self.refs.qpos[:1, 0], jnp.float32)
-        return View(q, z(m.nv), z(m.na), z(m.nu), z(m.nu), z(m.nu), z(len(self.refs.body_names), 3))
+    def with_physics(self, physics: Backend) -> Env:
+        """This task on another backend (of the same model and frame_skip); the compiled task
+        functions are shared."""
+        if physics.frame_skip != self.frame_skip:
+            raise ValueError("the backend's frame_skip does not give the control rate")
+        env = copy.copy(self)
+        env._set_physics(physics)
+        return env
 
-    def _reference_state(self, clip, frame):
+    @property
+    def unwrapped(self) -> Env:
+        return self
+
+    def reference_state(self, clip, frame) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """qpos, qvel and activation at reference frames (any shape of clip and frame)."""
         t = self.task
         return t.qpos[clip, frame], t.qvel[clip, frame], t.activation[clip, frame]
 
-    def _post(self, state: EnvState, view: View, diverged: jax.Array, action: jax.Array):
-        """Everything after the physics: Δ, termination, truncation, failure rates, resets to do."""
+    # -- the task: pure, no physics ---------------------------------------------------------
+
+    def start(self, view: View, clip, frame) -> EnvState:
+        """The task part of a reset: the state at (clip, frame) that looks like `view`; its
+        `sim` is None (the caller's)."""
+        clip, frame = jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32)
+        obs = observe(self.task, self.layout, self.config, view, clip, frame)
+        return EnvState(None, view, clip, frame, jnp.zeros((), jnp.int32), obs)
+
+    def advance(self, state: EnvState, view: View, diverged, action) -> tuple[EnvState, StepInfo]:
+        """The task part of a step from `state`, whose physics now looks like `view`: Δ,
+        termination, truncation and the observation; `sim` is passed through unchanged.
+        action: the action applied, non-finite entries zeroed (for the effort)."""
         cfg = self.config
         frame = state.frame + 1
         track = tracking(self.task, self.layout, view, state.clip, frame)
-        finite = jnp.isfinite(track["error"]).all(axis=1)
-        terminated = (
-            diverged
-            | ~finite
-            | (track["body_error_m"] > cfg.termination_body_error_m)
-            | (track["root_error_m"] > cfg.termination_root_error_m)
-        )
+        finite = jnp.isfinite(track["error"]).all()
+        term = terminated(cfg, track, diverged)
         steps = state.steps + 1
-        truncated = ~terminated & (
+        truncated = ~term & (
             (frame >= self.task.length[state.clip] - 1) | (steps >= cfg.episode_steps)
         )
-        done = terminated | truncated
-        next_obs = observe(self.task, self.layout, cfg, view, state.clip, frame)
-        u = 0.5 + 0.5 * jnp.clip(action, -1.0, 1.0)
+        obs = observe(self.task, self.layout, cfg, view, state.clip, frame)
+        u = excitation(jnp.asarray(action, jnp.float32))
         info = StepInfo(
-            next_obs=next_obs,
-            terminated=terminated,
+            next_obs=obs,
+            terminated=term,
             truncated=truncated,
-            error=jnp.where(finite[:, None], track["error"], 0.0),
+            error=jnp.where(finite, track["error"], 0.0),
             joint_error_rad=jnp.nan_to_num(track["joint_error_rad"], nan=jnp.pi),
             body_error_m=jnp.nan_to_num(track["body_error_m"], nan=10.0),
             root_error_m=jnp.nan_to_num(track["root_error_m"], nan=10.0),
-            effort=(u**2).mean(1),
+            effort=(u**2).mean(),
             pose_sq=jnp.nan_to_num(track["pose_sq"], nan=1e6),
             velocity_sq=jnp.nan_to_num(track["velocity_sq"], nan=1e6),
             body_sq=jnp.nan_to_num(track["body_sq"], nan=1e6),
             com_sq=jnp.nan_to_num(track["com_sq"], nan=1e6),
-            diverged=diverged,
+            diverged=jnp.asarray(diverged),
             clip=state.clip,
             frame=frame,
         )
-        failure = _update_failure(cfg, state.failure, state.clip, terminated, done)
-        key, k = jax.random.split(state.key)
-        new_clip, new_frame = sample_reset(self.task, cfg, k, failure, state.clip.shape[0])
-        clip = jnp.where(done, new_clip, state.clip)
-        frame = jnp.where(done, new_frame, frame)
-        steps = jnp.where(done, 0, steps)
-        return info, done, clip, frame, steps, key, failure
+        return EnvState(state.sim, view, state.clip, frame, steps, obs), info
 
-    # -- MJX ------------------------------------------------------------------------------------
+    # -- one environment ----------------------------------------------------------------------
 
-    def _init_mjx(self) -> None:
-        from mujoco import mjx
-
-        from msconvert.emulator.backends.mjx import default_impl
-
-        self.mx = mjx.put_model(self.model, impl=default_impl())
-        data0 = mjx.make_data(self.mx, impl=default_impl())
-        mx, skip, bodies = self.mx, self.frame_skip, jnp.asarray(self.layout.body_ids)
-
-        def set_state(q, v, a):
-            d = data0.replace(qpos=q.astype(data0.qpos.dtype), qvel=v.astype(data0.qvel.dtype))
-            d = d.replace(act=a.astype(data0.act.dtype))
-            return mjx.forward(mx, d)
-
-        def view_of(d) -> View:
-            # Some derived fields live under `_impl` in recent MJX (direct access is deprecated).
-            impl = getattr(d, "_impl", None)
-            get = lambda name: getattr(impl, name) if hasattr(impl, name) else getattr(d, name)  # noqa: E731
-            return View(
-                d.qpos,
-                d.qvel,
-                d.act,
-                get("actuator_length"),
-                get("actuator_velocity"),
-                d.actuator_force,
-                d.xpos[:, bodies],
-            )
-
-        def physics(d, ctrl):
-            start = d
-            d = d.replace(ctrl=ctrl.astype(d.ctrl.dtype))
-            d = jax.lax.fori_loop(0, skip, lambda _, d: mjx.step(mx, d), d)
-            d = mjx.forward(mx, d)
-            state = jnp.concatenate([d.qpos, d.qvel, d.act])
-            diverged = ~jnp.isfinite(state).all() | (jnp.abs(state) > MAX_ABS_STATE).any()
-            d = jax.tree.map(lambda new, old: jnp.where(diverged, old, new), d, start)
-            return d, diverged
-
-        self._set_state = jax.vmap(set_state)
-        self._physics = jax.vmap(physics)
-        self._view_of = view_of
-
-        def reset_at(clip, frame, key) -> EnvState:
-            failure = jnp.zeros(len(self.refs.clip_ids))
-            d = self._set_state(*self._reference_state(clip, frame))
-            view = view_of(d)
-            obs = observe(self.task, self.layout, self.config, view, clip, frame)
-            steps = jnp.zeros(clip.shape[0], jnp.int32)
-            return EnvState(d, view, clip, frame, steps, obs, key, failure)
-
-        def reset(key, n_envs: int) -> EnvState:
-            key, k = jax.random.split(key)
-            clip, frame = sample_reset(
-                self.task, self.config, k, jnp.zeros(len(self.refs.clip_ids)), n_envs
-            )
-            return reset_at(clip, frame, key)
-
-        def step(state: EnvState, action):
-            action = jnp.nan_to_num(jnp.asarray(action, jnp.float32), nan=jnp.inf)
-            bad = ~jnp.isfinite(action).all(axis=1)
-            ctrl = 0.5 + 0.5 * jnp.clip(jnp.where(jnp.isfinite(action), action, 0.0), -1.0, 1.0)
-            d, diverged = self._physics(state.sim, ctrl)
-            diverged = diverged | bad
-            view = view_of(d)
-            info, done, clip, frame, steps, key, failure = self._post(state, view, diverged, action)
-            fresh = self._set_state(*self._reference_state(clip, frame))
-            pick = lambda new, old: jnp.where(  # noqa: E731
-                done.reshape(done.shape + (1,) * (old.ndim - 1)), new, old
-            )
-            d = jax.tree.map(pick, fresh, d)
-            view = view_of(d)
-            obs = observe(self.task, self.layout, self.config, view, clip, frame)
-            return EnvState(d, view, clip, frame, steps, obs, key, failure), info
-
-        self.reset = jax.jit(reset, static_argnums=1)
-        self.reset_at = jax.jit(reset_at)
-        self.step = jax.jit(step)
-
-    # -- C engine -------------------------------------------------------------------------------
-
-    def _init_cpu(self) -> None:
-        self._backends: dict[int, Any] = {}
-        self._datas: list[mujoco.MjData] = []
-
-        def post(state: EnvState, view: View, diverged, action):
-            return self._post(state, view, diverged, action)
-
-        self._post_jit = jax.jit(post)
-        self.reset = self._cpu_reset
-        self.reset_at = self._cpu_reset_at
-        self.step = self._cpu_step
-
-    def _cpu_backend(self, n: int):
-        from msconvert.emulator.backends.cpu import CpuBackend
-
-        if n not in self._backends:
-            self._backends[n] = CpuBackend(self.model, n, self.frame_skip, nthread=self.nthread)
-        while len(self._datas) < n:
-            self._datas.append(mujoco.MjData(self.model))
-        return self._backends[n]
-
-    def _cpu_views(
-        self, qpos: np.ndarray, qvel: np.ndarray, act: np.ndarray, ctrl: np.ndarray
-    ) -> View:
-        m, n = self.model, qpos.shape[0]
-        out = {k: np.zeros((n, s)) for k, s in (("l", m.nu), ("v", m.nu), ("f", m.nu))}
-        body = np.zeros((n, len(self.layout.body_ids), 3))
-        for i in range(n):
-            d = self._datas[i]
-            d.qpos[:], d.qvel[:], d.act[:], d.ctrl[:] = qpos[i], qvel[i], act[i], ctrl[i]
-            mujoco.mj_forward(m, d)
-            out["l"][i], out["v"][i], out["f"][i] = (
-                d.actuator_length,
-                d.actuator_velocity,
-                d.actuator_force,
-            )
-            body[i] = d.xpos[self.layout.body_ids]
-        f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-        return View(
-            f32(qpos), f32(qvel), f32(act), f32(out["l"]), f32(out["v"]), f32(out["f"]), f32(body)
-        )
-
-    def _cpu_reset(self, key, n_envs: int) -> EnvState:
-        failure = jnp.zeros(len(self.refs.clip_ids))
-        key, k = jax.random.split(key)
-        clip, frame = sample_reset(self.task, self.config, k, failure, n_envs)
-        return self._cpu_reset_at(clip, frame, key)
-
-    def _cpu_reset_at(self, clip, frame, key) -> EnvState:
+    def reset_at(self, clip, frame) -> EnvState:
+        """The environment in the reference state of frame `frame` of clip `clip`."""
         clip, frame = jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32)
-        n_envs = int(clip.shape[0])
-        backend = self._cpu_backend(n_envs)
-        failure = jnp.zeros(len(self.refs.clip_ids))
-        q, v, a = (np.asarray(x, np.float64) for x in self._reference_state(clip, frame))
-        sim = backend.init(q, v, a)
-        view = self._cpu_views(q, v, a, np.zeros((n_envs, self.model.nu)))
-        obs = self._observe(view, clip, frame)
-        return EnvState(sim, view, clip, frame, jnp.zeros(n_envs, jnp.int32), obs, key, failure)
+        sim = self.physics.init_one(*self.reference_state(clip, frame))
+        zero = self.physics.control(np.zeros(self.model.nu))
+        view = self.physics.view_one(sim, zero, self.layout.body_ids)
+        return self._start(view, clip, frame)._replace(sim=sim)
 
-    def _cpu_step(self, state: EnvState, action) -> tuple[EnvState, StepInfo]:
-        n = state.clip.shape[0]
-        backend = self._cpu_backend(n)
-        action = np.asarray(action, np.float64)
-        bad = ~np.isfinite(action).all(axis=1)
-        ctrl = 0.5 + 0.5 * np.clip(np.where(np.isfinite(action), action, 0.0), -1.0, 1.0)
-        result = backend.step(state.sim, ctrl)
-        q, v, a = backend.arrays(result.state)
-        view = self._cpu_views(q, v, a, ctrl)
-        diverged = jnp.asarray(result.diverged | bad)
-        info, done, clip, frame, steps, key, failure = self._post_jit(
-            state._replace(sim=None),
-            view,
-            diverged,
-            jnp.asarray(np.where(np.isfinite(action), action, 0.0), jnp.float32),
-        )
-        done_np = np.asarray(done)
-        sim = result.state
-        if done_np.any():
-            rq, rv, ra = (np.asarray(x, np.float64) for x in self._reference_state(clip, frame))
-            sim = backend.reset(sim, done_np, rq, rv, ra)
-            q2, v2, a2 = backend.arrays(sim)
-            ctrl2 = np.where(done_np[:, None], 0.0, ctrl)
-            view = self._cpu_views(q2, v2, a2, ctrl2)
-        obs = self._observe(view, clip, frame)
-        return EnvState(sim, view, clip, frame, steps, obs, key, failure), info
+    def reset(self, key: jax.Array) -> EnvState:
+        """Reference state initialization at a random clip and frame (`sample_reset`)."""
+        no_failures = jnp.zeros(len(self.clip_ids))
+        clip, frame = sample_reset(self.task, self.config, key, no_failures, 1)
+        return self.reset_at(clip[0], frame[0])
+
+    def step(self, state: EnvState, action) -> tuple[EnvState, StepInfo]:
+        """One control step with action (M,) in [-1, 1]; never resets (see AutoReset)."""
+        ctrl, action, bad = _controls(self.physics.control(action))
+        out = self.physics.step_one(state.sim, ctrl)
+        view = self.physics.view_one(out.state, ctrl, self.layout.body_ids)
+        new, info = self._advance(state._replace(sim=None), view, out.diverged | bad, action)
+        return new._replace(sim=out.state), info._replace(recording=out.recording)
 
     def close(self) -> None:
-        for b in getattr(self, "_backends", {}).values():
-            b.close()
+        self.physics.close()
+
+
+def _where(mask: jax.Array, new: Any, old: Any) -> Any:
+    """new where mask (n,) is set, else old, leaf by leaf."""
+    pick = lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (b.ndim - 1)), a, b)  # noqa: E731
+    return jax.tree.map(pick, new, old)
+
+
+class _Wrapper:
+    """Forwards what it does not define to the environment it wraps (as Brax's wrappers do)."""
+
+    def __init__(self, env: Any):
+        self.env = env
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "env":
+            raise AttributeError(name)
+        return getattr(self.env, name)
+
+    @property
+    def unwrapped(self) -> Env:
+        return self.env.unwrapped
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _vmapped(env: Env) -> tuple[Callable, Callable, Callable]:
+    """reset_at, step and reset_where of a batch: the one-env functions vmapped (pure)."""
+
+    def reset_where(state, mask, clip, frame):
+        return _where(mask, jax.vmap(env.reset_at)(clip, frame), state)
+
+    return jax.jit(jax.vmap(env.reset_at)), jax.jit(jax.vmap(env.step)), jax.jit(reset_where)
+
+
+def _host_batch(env: Env, physics: Backend) -> tuple[Callable, Callable, Callable]:
+    """reset_at, step and reset_where of a batch on a host backend: its batched physics (one
+    call for all environments), then the task functions vmapped and jitted."""
+    start = jax.vmap(env.start)
+    start_jit, advance = jax.jit(start), jax.jit(jax.vmap(env.advance))
+    restart = jax.jit(
+        lambda state, view, mask, clip, frame: _where(mask, start(view, clip, frame), state)
+    )
+    zero, bodies = np.zeros((physics.n_envs, env.model.nu)), env.layout.body_ids
+
+    def reset_at(clip, frame):
+        sim = physics.init(*env.reference_state(clip, frame))
+        view = physics.view(sim, zero, bodies)
+        return start_jit(view, clip, frame)._replace(sim=sim)
+
+    def step(state, action):
+        ctrl, action, bad = _controls(physics.control(action))
+        out = physics.step(state.sim, ctrl)
+        view = physics.view(out.state, ctrl, bodies)
+        new, info = advance(state._replace(sim=None), view, out.diverged | bad, action)
+        return new._replace(sim=out.state), info._replace(recording=out.recording)
+
+    def reset_where(state, mask, clip, frame):
+        mask_np = np.asarray(mask)
+        if not mask_np.any():
+            return state
+        sim = physics.reset(state.sim, mask_np, *env.reference_state(clip, frame))
+        view = physics.view(sim, zero, bodies)  # only the rows in mask are used
+        return restart(state._replace(sim=None), view, mask, clip, frame)._replace(sim=sim)
+
+    return reset_at, step, reset_where
+
+
+class VecEnv(_Wrapper):
+    """n_envs environments stepped together: on a pure backend (MJX) `Env.reset_at` and
+    `Env.step` vmapped; on the C engine its own batch (one threaded `rollout` call for all) with
+    the task functions vmapped. Functions of EnvStates and StepInfos with a leading env axis."""
+
+    def __init__(self, env: Env, n_envs: int, nthread: int | None = None):
+        super().__init__(env)
+        self.n_envs = n_envs
+        one = env.physics
+        if one.pure:
+            self.physics = one
+            self._reset_at, self._step, self._reset_where = _vmapped(env)
+        else:
+            self.physics = make_backend(
+                one.kind,
+                env.model,
+                n_envs,
+                env.frame_skip,
+                one.record_physics_steps,
+                record=one.record,
+                nthread=nthread,
+            )
+            self._reset_at, self._step, self._reset_where = _host_batch(env, self.physics)
+
+    def reset_at(self, clip, frame) -> EnvState:
+        """Every environment at its reference frame: clip and frame (n_envs,)."""
+        return self._reset_at(jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32))
+
+    def reset(self, key: jax.Array) -> EnvState:
+        """Every environment at a random clip and frame (`sample_reset`)."""
+        env = self.unwrapped
+        no_failures = jnp.zeros(len(env.clip_ids))
+        return self.reset_at(*sample_reset(env.task, env.config, key, no_failures, self.n_envs))
+
+    def step(self, state: EnvState, action) -> tuple[EnvState, StepInfo]:
+        """One control step of every environment with actions (n_envs, M); never resets."""
+        return self._step(state, action)
+
+    def reset_where(self, state: EnvState, mask, clip, frame) -> EnvState:
+        """The environments in mask (n_envs,) restarted at (clip, frame); the others unchanged."""
+        return self._reset_where(state, mask, clip, frame)
+
+    def close(self) -> None:
+        if self.physics is not self.env.physics:
+            self.physics.close()
+        self.env.close()
+
+
+class AutoReset(_Wrapper):
+    """A VecEnv whose finished environments (terminated or truncated) start again at a new
+    clip and frame (`sample_reset`: clips weighted by their recent termination rate when
+    configured); `info.next_obs` is the observation before the reset."""
+
+    def __init__(self, env: VecEnv):
+        super().__init__(env)
+        base, n = env.unwrapped, env.n_envs
+        task, config = base.task, base.config
+
+        def draw(failure, key, clip, terminated, done):
+            failure = _update_failure(config, failure, clip, terminated, done)
+            key, k = jax.random.split(key)
+            new_clip, new_frame = sample_reset(task, config, k, failure, n)
+            return failure, key, new_clip, new_frame
+
+        self._draw = jax.jit(draw)
+
+    def reset(self, key: jax.Array) -> AutoResetState:
+        """Every environment at a random clip and frame; no termination seen yet."""
+        base = self.unwrapped
+        key, k = jax.random.split(key)
+        no_failures = jnp.zeros(len(base.clip_ids))
+        clip, frame = sample_reset(base.task, base.config, k, no_failures, self.env.n_envs)
+        return self.reset_at(clip, frame, key)
+
+    def reset_at(self, clip, frame, key: jax.Array) -> AutoResetState:
+        """Every environment at its reference frame; later resets are drawn with `key`."""
+        envs = self.env.reset_at(clip, frame)
+        return AutoResetState(*envs, key, jnp.zeros(len(self.unwrapped.clip_ids)))
+
+    def step(self, state: AutoResetState, action) -> tuple[AutoResetState, StepInfo]:
+        """One control step of every environment, then the finished ones restarted."""
+        envs, info = self.env.step(state.envs, action)
+        done = info.terminated | info.truncated
+        failure, key, clip, frame = self._draw(
+            state.failure, state.key, info.clip, info.terminated, done
+        )
+        envs = self.env.reset_where(envs, done, clip, frame)
+        return AutoResetState(*envs, key, failure), info
 
 
 def make_env(
-    model: mujoco.MjModel, refs: ReferenceSet, config: EnvConfig, backend: str = "mjx"
+    model: mujoco.MjModel,
+    refs: ReferenceSet,
+    config: EnvConfig,
+    backend: str = "mjx",
+    *,
+    record: bool = False,
 ) -> Env:
-    """The imitation environment on 'mjx' (pure, jittable) or 'cpu' (C engine)."""
-    return Env(model, refs, config, backend)
+    """One imitation environment on 'mjx' (pure, jittable) or 'cpu' (the C engine).
+
+    record: the backend simulates its recording sensors and `info.recording` holds them.
+    """
+    frame_skip = control_frame_skip(model, config.control_hz)
+    physics = make_backend(backend, model, 1, frame_skip, record=record, nthread=1)
+    return Env(model, refs, config, physics)
+
+
+def training_env(env: Env, n_envs: int, nthread: int | None = None) -> AutoReset:
+    """n_envs copies of env, batched and auto-reset, as training steps them.
+
+    nthread: the C engine's threads (default: every available core, at most one per env).
+    """
+    return AutoReset(VecEnv(env, n_envs, nthread))
 
 
 __all__ = [
+    "AutoReset",
+    "AutoResetState",
     "Env",
     "EnvConfig",
     "EnvState",
     "ReferenceSet",
     "StepInfo",
+    "VecEnv",
     "View",
+    "excitation",
     "make_env",
     "make_reference_set",
+    "observe",
     "sample_reset",
+    "terminated",
+    "tracking",
+    "training_env",
 ]
