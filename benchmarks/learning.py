@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from msconvert.emulator.emulate import emulate  # noqa: E402
 from msconvert.emulator.learn.agents import flow, gaussian, ppo  # noqa: E402
+from msconvert.emulator.learn.emulate import emulate  # noqa: E402
 from msconvert.emulator.learn.env import EnvConfig  # noqa: E402
 from msconvert.emulator.learn.runs import warm_start_solutions  # noqa: E402
 from msconvert.emulator.learn.train import TrainConfig, make_trainer, train  # noqa: E402

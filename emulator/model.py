@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 import mujoco
@@ -38,12 +37,13 @@ def load_model(
     """Compile an MJCF (None: MyoFullBody), adding a floor plane when the model has none.
 
     `timestep` overrides the physics step (s); `lock_fingers` removes the finger joints (fingers
-    stay rigid at their reference pose) and the muscles crossing them (see `describe_model`).
+    stay rigid at their reference pose) and the muscles crossing them
+    (see `model_info.describe_model`).
     Bodies whose inertia no body of their mass can have (radius of gyration above
     `PHANTOM_GYRATION_M`) get a negligible one unless `keep_phantom_inertia`: MyoFullBody's eight
     massless shoulder "phantom" bodies (1 g) carry 1 kg·m² each, which puts 2 kg·m² of inertia
     that no arm has on each shoulder's plane-of-elevation DoF (a walk's arm swing then asks
-    ~60 N·m there, beyond its muscles). The bodies are listed by `describe_model`.
+    ~60 N·m there, beyond its muscles). The bodies are listed by `model_info.describe_model`.
     """
     file = default_model_path() if path is None else Path(path)
     # MuJoCo resolves mesh and include paths against the model file only when that path is absolute.
@@ -109,13 +109,53 @@ def model_name(model: mujoco.MjModel) -> str:
     return model.names[: model.names.index(b"\0")].decode() or "model"  # the MJCF's model name
 
 
+# Model identity (`model_sha256`): what the compiled model computes with, never where its files
+# were. Left out: the asset file paths (`paths`, `*_pathadr`, and `nbuffer`/`npaths`, which grow
+# with them), and what only renders (textures, materials, lights, cameras, skins, colours, texture
+# coordinates, the `vis` settings), and the bounding-volume hierarchies (`bvh_*`, derived from the
+# geometry, which is in; 30 of MyoFullBody's 60 MB). In: every other numeric array of the compiled
+# model, its names, its sizes (as the arrays' shapes) and the `opt` and `stat` structs (the solver
+# reads stat.meaninertia). MyoFullBody: ~14 MB hashed, ~15 ms.
+_IDENTITY_SCHEME = b"msconvert-model-identity-v1"
+_IDENTITY_SKIP_PREFIXES = ("tex_", "mat_", "light_", "cam_", "skin_", "bvh_")
+_IDENTITY_SKIP = frozenset(
+    {"paths", "mesh_texcoord", "mesh_facetexcoord", "mesh_texcoordadr", "mesh_texcoordnum"}
+)
+
+
+def _identity_field(name: str) -> bool:
+    return not (
+        name in _IDENTITY_SKIP
+        or name.endswith(("_pathadr", "_rgba"))
+        or name.startswith(_IDENTITY_SKIP_PREFIXES)
+    )
+
+
 def model_sha256(model: mujoco.MjModel) -> str:
-    """SHA-256 of the compiled model's XML; models not made by `load_model` hash their MJB bytes."""
-    if model in _LOADED:
-        return _LOADED[model][1]
-    buf = np.zeros(mujoco.mj_sizeModel(model), dtype=np.uint8)
-    mujoco.mj_saveModel(model, None, buf)
-    return hashlib.sha256(buf.tobytes()).hexdigest()
+    """The model's identity: SHA-256 of what defines its physics (the compiled model's numeric
+    arrays, names, `opt` and `stat`), never of file paths, so the same model installed in two
+    folders, or on two machines, hashes the same. Any change to the physics changes it."""
+    digest = hashlib.sha256(_IDENTITY_SCHEME)
+
+    def add(key: str, value: object) -> None:
+        array = np.ascontiguousarray(value)
+        digest.update(f"\0{key}:{array.dtype.str}:{array.shape}\0".encode())
+        digest.update(array.tobytes())
+
+    for name in sorted(dir(model)):
+        if name.startswith("_") or not _identity_field(name):
+            continue
+        value = getattr(model, name)
+        if isinstance(value, np.ndarray):
+            add(name, value)
+    add("names", np.frombuffer(model.names, dtype=np.uint8))
+    for struct in ("opt", "stat"):
+        fields = getattr(model, struct)
+        for name in sorted(dir(fields)):
+            value = getattr(fields, name)
+            if not name.startswith("_") and isinstance(value, int | float | np.ndarray):
+                add(f"{struct}.{name}", value)
+    return digest.hexdigest()
 
 
 def muscle_actuators(model: mujoco.MjModel) -> np.ndarray:
@@ -349,140 +389,16 @@ def _lock_fingers(spec: mujoco.MjSpec) -> tuple[tuple[str, ...], tuple[str, ...]
     return names, muscles
 
 
-@dataclass(frozen=True, eq=False)
-class ModelInfo:
-    """What the stages need to know about a model: muscles, joints, key bodies, feet, mass."""
-
-    name: str
-    sha256: str
-    timestep: float
-    muscle_names: tuple[str, ...]
-    muscle_actuators: np.ndarray  # (M,) actuator index of each muscle
-    fmax: np.ndarray  # (M,) peak isometric force, N
-    muscle_side: tuple[str, ...]  # 'r', 'l' or 'center' per muscle
-    muscle_region: tuple[str, ...]  # 'hand', 'arm', 'leg', 'trunk' or 'other' per muscle
-    joint_names: tuple[str, ...]
-    qpos_names: tuple[str, ...]
-    qvel_names: tuple[str, ...]
-    key_bodies: tuple[str, ...]
-    foot_bodies: dict[str, tuple[str, ...]]  # 'left'/'right' -> bodies
-    foot_geoms: dict[str, np.ndarray]  # 'left'/'right' -> geoms that can touch the floor
-    total_mass: float  # kg
-    locked_joints: tuple[str, ...] = ()  # removed by load_model(lock_fingers=True)
-    removed_muscles: tuple[str, ...] = ()
-    phantom_bodies: tuple[str, ...] = ()  # inertia shrunk by load_model (see PHANTOM_GYRATION_M)
-
-    @property
-    def n_muscles(self) -> int:
-        return len(self.muscle_names)
-
-    def group(self, side: str | None = None, region: str | None = None) -> tuple[str, ...]:
-        """Muscle names on a side ('r', 'l', 'center') and/or in a region ('leg', 'arm', ...)."""
-        return tuple(
-            n
-            for n, s, r in zip(self.muscle_names, self.muscle_side, self.muscle_region, strict=True)
-            if (side is None or s == side) and (region is None or r == region)
-        )
+def locked_parts(model: mujoco.MjModel) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The finger joints and muscles `load_model(lock_fingers=True)` removed (else empty)."""
+    return _LOCKED.get(model, ((), ()))
 
 
-_REGION_ORDER = ("hand", "arm", "leg", "trunk", "other")  # most distal first
+def phantom_bodies(model: mujoco.MjModel) -> tuple[str, ...]:
+    """Bodies whose implausible inertia `load_model` shrank (else empty)."""
+    return _PHANTOMS.get(model, ())
 
 
-def _muscle_groups(model: mujoco.MjModel) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Side and region per muscle: the side in its name, else that of the bodies it crosses;
-    the most distal region among the joints it crosses (at the reference pose)."""
-    data = mujoco.MjData(model)
-    mujoco.mj_forward(model, data)
-    crosses = np.abs(muscle_moment_arms(model, data)) > 1e-9
-    dof_region = np.array(body_regions(model))[model.dof_bodyid]
-    dof_side = np.array([_side(model.body(int(b)).name) for b in model.dof_bodyid])
-    sides, regions = [], []
-    for name, row in zip(muscle_names(model), crosses, strict=True):
-        body_sides = set(dof_side[row]) - {"center"}
-        side = _side(name)
-        sides.append(str(body_sides.pop()) if side == "center" and len(body_sides) == 1 else side)
-        found = set(dof_region[row])
-        regions.append(next((r for r in _REGION_ORDER if r in found), "other"))
-    return tuple(sides), tuple(regions)
-
-
-def _has_floor(model: mujoco.MjModel) -> bool:
-    planes = (model.geom_type == int(mujoco.mjtGeom.mjGEOM_PLANE)) & (model.geom_bodyid == 0)
-    return bool(planes.any())
-
-
-def _feet(model: mujoco.MjModel) -> dict[str, tuple[str, ...]]:
-    """Foot bodies: from the packaged correspondence file, else the lowest colliding bodies."""
-    from msconvert.emulator.retarget.correspondence import (  # retarget imports this module
-        CorrespondenceError,
-        default_correspondence_path,
-        load_correspondence,
-    )
-
-    try:
-        feet = load_correspondence(default_correspondence_path(model)).feet
-        return {side: tuple(feet[side]) for side in ("left", "right")}
-    except CorrespondenceError:
-        pass
-    # No file: bodies whose floor-colliding geoms reach within 5 cm of the lowest one at qpos0.
-    if not _has_floor(model):
-        return {"left": (), "right": ()}
-    data = mujoco.MjData(model)
-    mujoco.mj_kinematics(model, data)
-    floor = floor_geom(model)
-    collides = (model.geom_contype & model.geom_conaffinity[floor]) | (
-        model.geom_conaffinity & model.geom_contype[floor]
-    )
-    geoms = np.flatnonzero((collides != 0) & (model.geom_bodyid > 0))
-    bottom = data.geom_xpos[geoms, 2] - model.geom_rbound[geoms]
-    low = geoms[bottom < bottom.min() + 0.05] if geoms.size else geoms
-    feet: dict[str, list[str]] = {"left": [], "right": []}
-    for g in low:
-        body = model.body(int(model.geom_bodyid[g])).name
-        side = {"l": "left", "r": "right"}.get(_side(body))
-        if side and body not in feet[side]:
-            feet[side].append(body)
-    return {side: tuple(bodies) for side, bodies in feet.items()}
-
-
-def describe_model(model: mujoco.MjModel) -> ModelInfo:
-    """Muscles (F_max, side, region), joints, key bodies, feet and mass of a model."""
-    from msconvert.emulator.retarget.correspondence import (
-        CorrespondenceError,
-        default_correspondence_path,
-        load_correspondence,
-    )
-
-    names = muscle_names(model)
-    sides, regions = _muscle_groups(model)
-    feet = _feet(model)
-    try:
-        cset = load_correspondence(default_correspondence_path(model))
-        key = tuple(dict.fromkeys(e.body for e in cset.entries))
-    except CorrespondenceError:  # no file: the root body and the feet
-        key = (model.body(1).name, *feet["left"], *feet["right"]) if model.nbody > 1 else ()
-    has_floor = _has_floor(model)
-    locked = _LOCKED.get(model, ((), ()))
-    return ModelInfo(
-        name=model_name(model),
-        sha256=model_sha256(model),
-        timestep=float(model.opt.timestep),
-        muscle_names=tuple(names),
-        muscle_actuators=muscle_actuators(model),
-        fmax=muscle_fmax(model),
-        muscle_side=sides,
-        muscle_region=regions,
-        joint_names=tuple(model.joint(j).name for j in range(model.njnt)),
-        qpos_names=qpos_names(model),
-        qvel_names=qvel_names(model),
-        key_bodies=key,
-        foot_bodies=feet,
-        foot_geoms={
-            side: foot_contact_geoms(model, bodies) if has_floor and bodies else np.zeros(0, int)
-            for side, bodies in feet.items()
-        },
-        total_mass=float(mujoco.mj_getTotalmass(model)),
-        locked_joints=locked[0],
-        removed_muscles=locked[1],
-        phantom_bodies=_PHANTOMS.get(model, ()),
-    )
+def body_side(name: str) -> str:
+    """'l', 'r' or 'center' from a body or muscle name's side suffix or prefix."""
+    return _side(name)

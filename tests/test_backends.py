@@ -11,12 +11,12 @@ from msconvert.emulator.backends import DIMS, FEET, Recording, make_backend
 from msconvert.emulator.model import (
     ModelError,
     control_frame_skip,
-    describe_model,
     load_model,
     muscle_fmax,
     muscle_moment_arms,
     muscle_names,
 )
+from msconvert.emulator.model_info import describe_model
 
 N_ENVS, FRAME_SKIP, CONTROL_STEPS = 4, 5, 200
 

@@ -49,8 +49,10 @@ def _layer(module: str) -> str:
 
 
 def _emulator_rank(module: str) -> int:
-    part = module.split(".")[2] if module.count(".") >= 2 else ""
-    return EMULATOR_RANKS[part]
+    """A module's rank; the package's own __init__ sits on top (it may name anything)."""
+    if module.count(".") < 2:
+        return max(EMULATOR_RANKS.values())
+    return EMULATOR_RANKS[module.split(".")[2]]
 
 
 def _sources() -> list[tuple[str, Path]]:

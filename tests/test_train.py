@@ -10,9 +10,9 @@ import pytest
 from arm_reference import arm_reference, arm_reference_with_excitation
 from toy_models import planar_arm
 
-from msconvert.emulator.emulate import emulate
 from msconvert.emulator.learn.agents import flow
 from msconvert.emulator.learn.checkpoint import CheckpointError, latest_step, read_meta
+from msconvert.emulator.learn.emulate import emulate
 from msconvert.emulator.learn.env import EnvConfig
 from msconvert.emulator.learn.train import TrainConfig, TrainError, make_trainer, train
 

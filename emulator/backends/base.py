@@ -22,11 +22,11 @@ import mujoco
 import numpy as np
 
 from msconvert.emulator.model import (
-    describe_model,
     floor_geom,
     model_spec,
     muscle_actuators,
 )
+from msconvert.emulator.model_info import describe_model
 
 FEET = ("left", "right")
 # Largest number of contacts MuJoCo makes between a plane and a geom of each type.

@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from msconvert.emulator.emulate import emulate
 from msconvert.emulator.emulation import Emulation
 from msconvert.emulator.learn import checkpoint
 from msconvert.emulator.learn.checkpoint import CheckpointError, Policy
+from msconvert.emulator.learn.emulate import emulate
 from msconvert.emulator.learn.env import EnvConfig
 from msconvert.emulator.learn.reward import AdversarialConfig
 from msconvert.emulator.learn.train import (

@@ -296,7 +296,7 @@ class Trainer:
     def evaluate(self, ts: TrainState) -> dict[str, float]:
         """Deterministic emulations of (up to eval_clips of) the clips by the current policy:
         their mean joint error, fraction tracked and selection score. Reads ts, changes nothing."""
-        from msconvert.emulator.emulate import emulate
+        from msconvert.emulator.learn.emulate import emulate
 
         if self._eval_env is None:
             env = self.env
