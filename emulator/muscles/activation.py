@@ -40,6 +40,28 @@ def advance_activation(
     return a
 
 
+def held_excitation(
+    start: np.ndarray, target: np.ndarray, dynprm: np.ndarray, timestep: float, steps: int
+) -> np.ndarray:
+    """The excitation held over `steps` that takes `start` to about `target`, in closed form:
+    exact for a constant time constant, within a few per cent of the change otherwise (what a
+    feedback controller needs; `invert_activation_dynamics` refines it)."""
+    return _constant_tau(start, target, np.asarray(dynprm, np.float64), timestep, steps)[0]
+
+
+def _constant_tau(
+    start: np.ndarray, target: np.ndarray, prm: np.ndarray, timestep: float, steps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(u, d a_end / d u): with a constant time constant the end activation is u + (a0 − u)·r,
+    r = (1 − h/τ)^steps, solved for u with τ at the mean activation."""
+    mean = np.clip(0.5 * (start + target), 0.0, 1.0)
+    tau = np.where(
+        target > start, prm[..., 0] * (0.5 + 1.5 * mean), prm[..., 1] / (0.5 + 1.5 * mean)
+    )
+    slope = 1.0 - (1.0 - timestep / np.maximum(tau, timestep)) ** steps
+    return np.clip(start + (target - start) / slope, 0.0, 1.0), slope
+
+
 def invert_activation_dynamics(
     activation: np.ndarray, dynprm: np.ndarray, timestep: float, steps: int, tol: float = 1e-10
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -55,14 +77,10 @@ def invert_activation_dynamics(
     rows, cols = np.nonzero(np.isnan(u))
     start, target = a0[rows, cols], a1[rows, cols]
     prm = np.asarray(dynprm, dtype=np.float64)[cols]
-    # With a constant time constant the end activation is u + (a0 − u)·r, r = (1 − h/τ)^steps:
-    # solved for u with τ at the mean activation, that is the first guess. Then secant steps
+    # The first guess is `held_excitation`; then secant steps
     # (inside a bisection bracket) on the frames not yet done, the first one through the end of
     # the bracket on the other side (u = 0 or 1, whose end activation is known).
-    mean = np.clip(0.5 * (start + target), 0.0, 1.0)
-    tau = np.where(target > start, prm[:, 0] * (0.5 + 1.5 * mean), prm[:, 1] / (0.5 + 1.5 * mean))
-    slope = 1.0 - (1.0 - timestep / np.maximum(tau, timestep)) ** steps
-    x = np.clip(start + (target - start) / slope, 0.0, 1.0)
+    x, slope = _constant_tau(start, target, prm, timestep, steps)
     lo, hi = np.zeros_like(x), np.ones_like(x)
     f_lo, f_hi = reach_lo[rows, cols] - target, reach_hi[rows, cols] - target
     x_old = f_old = None

@@ -27,7 +27,7 @@ from msconvert.dims import DIM_TIME, DIM_XYZ
 from msconvert.emulator.backends.base import FEET, decode, recording_model
 from msconvert.emulator.emulation import Emulation, EmulationFormatError
 from msconvert.emulator.model import ModelError, control_frame_skip
-from msconvert.emulator.muscles.activation import invert_activation_dynamics
+from msconvert.emulator.muscles.activation import held_excitation
 from msconvert.emulator.muscles.contacts import ContactError, StanceRule, stance
 from msconvert.emulator.muscles.static_opt import (
     StaticOptError,
@@ -250,10 +250,9 @@ def track(
             pushing = pushing & (height < config.contact_gap_m)
         frame = solver.solve(sim.qpos.copy(), sim.qvel.copy(), qacc, pushing)
         # 3. excitations that take the activations there within the step, and the assist
-        u, _ = invert_activation_dynamics(
-            np.stack([act_now, frame.activation]), prm, model.opt.timestep, steps
+        sim.ctrl[muscles] = held_excitation(
+            act_now, frame.activation, prm, model.opt.timestep, steps
         )
-        sim.ctrl[muscles] = u[0]
         rec["excitation"][k] = sim.ctrl.copy()
         sim.qfrc_applied[:] = 0.0
         if config.assist == "on":
