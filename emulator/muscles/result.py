@@ -189,7 +189,7 @@ class StaticOptResult:
             metrics={
                 k: float("nan") if v is None else float(v)
                 for k, v in metrics.items()
-                if k.startswith("static_opt.")
+                if k.startswith(("static_opt.", "grf."))
             },
             notes={str(k): str(v) for k, v in (ds.attrs.get("static_opt_notes") or {}).items()},
         )
