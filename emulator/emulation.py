@@ -51,6 +51,48 @@ def floor_force_variables(grf: np.ndarray, cop: np.ndarray) -> dict[str, tuple]:
     }
 
 
+def empty_recording(
+    n: int, nq: int, nv: int, nu: int, na: int, n_joints: int
+) -> dict[str, np.ndarray]:
+    """NaN arrays for every recorded quantity of an `Emulation` of n frames: what a rollout
+    fills frame by frame; what it never reaches (after a fall) stays NaN."""
+
+    def nan(*shape: int) -> np.ndarray:
+        return np.full((n, *shape), np.nan)
+
+    return {
+        "qpos": nan(nq),
+        "qvel": nan(nv),
+        "excitation": nan(nu),
+        "activation": nan(na),
+        "force": nan(nu),
+        "length": nan(nu),
+        "velocity": nan(nu),
+        "joint_torque": nan(n_joints),
+        "grf": nan(2, 3),
+        "cop": nan(2, 3),
+        "com": nan(3),
+        "com_vel": nan(3),
+        "joint_error_deg": nan(),
+        "body_error_mm": nan(),
+        "root_error_mm": nan(),
+    }
+
+
+def tracking_metrics(recording: dict[str, np.ndarray], tracked: int) -> dict[str, float]:
+    """`tracking.*` of a rollout: errors over its tracked frames, the fraction tracked, effort."""
+    ok = slice(0, tracked)
+    n = recording["qpos"].shape[0]
+    return {
+        "tracking.joint_error_deg_mean": float(np.nanmean(recording["joint_error_deg"][ok])),
+        "tracking.joint_error_deg_max": float(np.nanmax(recording["joint_error_deg"][ok])),
+        "tracking.body_error_mm_mean": float(np.nanmean(recording["body_error_mm"][ok])),
+        "tracking.root_error_mm_mean": float(np.nanmean(recording["root_error_mm"][ok])),
+        "tracking.fraction_tracked": tracked / n,
+        "tracking.effort": float(np.nanmean(recording["activation"][ok] ** 2)),
+    }
+
+
 class EmulationFormatError(ValueError):
     """A dataset that does not hold an emulation; the message is one line."""
 

@@ -263,6 +263,21 @@ class Backend(abc.ABC):
     record_physics_steps: bool
     n_diverged: int  # environments flagged diverged so far
 
+    def _configure(
+        self,
+        model: mujoco.MjModel,
+        n_envs: int,
+        frame_skip: int,
+        record_physics_steps: bool,
+        record: bool,
+    ) -> None:
+        """What every backend's constructor sets: sizes, recording, and the recording model."""
+        if n_envs < 1 or frame_skip < 1:
+            raise ValueError("n_envs and frame_skip must be at least 1")
+        self.model, self.n_envs, self.frame_skip = model, n_envs, frame_skip
+        self.record, self.record_physics_steps = record, record and record_physics_steps
+        self.recording, self.layout = recording_model(model)
+
     @property
     def control_dt(self) -> float:
         return float(self.model.opt.timestep) * self.frame_skip

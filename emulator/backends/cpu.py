@@ -17,7 +17,6 @@ from msconvert.emulator.backends.base import (
     broadcast_state,
     decode,
     plain_model,
-    recording_model,
 )
 
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -64,11 +63,7 @@ class CpuBackend(Backend):
         nthread: int | None = None,
         record: bool = True,
     ):
-        if n_envs < 1 or frame_skip < 1:
-            raise ValueError("n_envs and frame_skip must be at least 1")
-        self.model, self.n_envs, self.frame_skip = model, n_envs, frame_skip
-        self.record, self.record_physics_steps = record, record and record_physics_steps
-        self.recording, self.layout = recording_model(model)
+        self._configure(model, n_envs, frame_skip, record_physics_steps, record)
         # The intermediate steps run a sensor-free copy: same physics, no sensor cost.
         self.plain = plain_model(model)
         self.nthread = min(nthread or available_cores(), n_envs)

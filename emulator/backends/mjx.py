@@ -21,7 +21,6 @@ from msconvert.emulator.backends.base import (
     broadcast_state,
     decode,
     plain_model,
-    recording_model,
 )
 
 
@@ -113,11 +112,7 @@ class MjxBackend(Backend):
         impl: str | None = None,
         record: bool = True,
     ):
-        if n_envs < 1 or frame_skip < 1:
-            raise ValueError("n_envs and frame_skip must be at least 1")
-        self.model, self.n_envs, self.frame_skip = model, n_envs, frame_skip
-        self.record, self.record_physics_steps = record, record and record_physics_steps
-        self.recording, self.layout = recording_model(model)
+        self._configure(model, n_envs, frame_skip, record_physics_steps, record)
         self.impl = impl or default_impl()
         # Without recording, the sensor-free model: the same physics, no sensor cost.
         self.mx = mjx.put_model(self.recording if record else plain_model(model), impl=self.impl)

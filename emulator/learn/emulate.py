@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from msconvert.emulator.backends import FEET, make_backend
-from msconvert.emulator.emulation import Emulation
+from msconvert.emulator.emulation import Emulation, empty_recording, tracking_metrics
 from msconvert.emulator.learn.agents.common import norm_apply
 from msconvert.emulator.learn.env import Env, excitation
 
@@ -48,24 +48,7 @@ def emulate(
     length = int(refs.length[clip])
     layout = physics.layout
     m = model
-    nan = lambda *s: np.full((length, *s), np.nan)  # noqa: E731
-    rec = {
-        "qpos": nan(m.nq),
-        "qvel": nan(m.nv),
-        "excitation": nan(m.nu),
-        "activation": nan(m.na),
-        "force": nan(m.nu),
-        "length": nan(m.nu),
-        "velocity": nan(m.nu),
-        "joint_torque": nan(len(layout.joint_names)),
-        "grf": nan(2, 3),
-        "cop": nan(2, 3),
-        "com": nan(3),
-        "com_vel": nan(3),
-        "joint_error_deg": nan(),
-        "body_error_mm": nan(),
-        "root_error_mm": nan(),
-    }
+    rec = empty_recording(length, m.nq, m.nv, m.nu, m.na, len(layout.joint_names))
 
     def put_view(row: int, view: Any) -> None:
         rec["qpos"][row], rec["qvel"][row] = np.asarray(view.qpos), np.asarray(view.qvel)
@@ -108,15 +91,7 @@ def emulate(
         physics.close()
     if not fell:  # the last command is held over the last interval: repeat it for the last row
         rec["excitation"][length - 1] = rec["excitation"][length - 2]
-    ok = slice(0, tracked)
-    metrics = {
-        "tracking.joint_error_deg_mean": float(np.nanmean(rec["joint_error_deg"][ok])),
-        "tracking.joint_error_deg_max": float(np.nanmax(rec["joint_error_deg"][ok])),
-        "tracking.body_error_mm_mean": float(np.nanmean(rec["body_error_mm"][ok])),
-        "tracking.root_error_mm_mean": float(np.nanmean(rec["root_error_mm"][ok])),
-        "tracking.fraction_tracked": tracked / length,
-        "tracking.effort": float(np.nanmean(rec["activation"][ok] ** 2)),
-    }
+    metrics = tracking_metrics(rec, tracked)
     return Emulation(
         clip_id=refs.clip_ids[clip],
         fps=float(cfg.control_hz),

@@ -25,7 +25,12 @@ import xarray as xr
 
 from msconvert.dims import DIM_TIME, DIM_XYZ
 from msconvert.emulator.backends.base import FEET, decode, recording_model
-from msconvert.emulator.emulation import Emulation, EmulationFormatError
+from msconvert.emulator.emulation import (
+    Emulation,
+    EmulationFormatError,
+    empty_recording,
+    tracking_metrics,
+)
 from msconvert.emulator.model import ModelError, control_frame_skip
 from msconvert.emulator.muscles.activation import held_excitation
 from msconvert.emulator.muscles.contacts import ContactError, StanceRule, stance
@@ -183,25 +188,8 @@ def track(
     )
     joints = _one_dof_joints(model)
     n = qpos_ref.shape[0]
-    nan = lambda *s: np.full((n, *s), np.nan)  # noqa: E731
-    rec = {
-        "qpos": nan(model.nq),
-        "qvel": nan(model.nv),
-        "excitation": nan(model.nu),
-        "activation": nan(model.na),
-        "force": nan(model.nu),
-        "length": nan(model.nu),
-        "velocity": nan(model.nu),
-        "joint_torque": nan(len(layout.joint_names)),
-        "grf": nan(2, 3),
-        "cop": nan(2, 3),
-        "com": nan(3),
-        "com_vel": nan(3),
-        "joint_error_deg": nan(),
-        "body_error_mm": nan(),
-        "root_error_mm": nan(),
-    }
-    assist = nan(6)
+    rec = empty_recording(n, model.nq, model.nv, model.nu, model.na, len(layout.joint_names))
+    assist = np.full((n, 6), np.nan)
     sim.qpos[:], sim.qvel[:] = qpos_ref[0], qvel_ref[0]
     # The first frame's own muscle solution (no reach bounds): the body starts loaded as the
     # reference's first frame needs, not from a uniform tone that the assist must make up for.
@@ -275,14 +263,7 @@ def track(
         np.linalg.norm(model.opt.gravity)
     )
     ok = slice(0, tracked)
-    metrics = {
-        "tracking.joint_error_deg_mean": float(np.nanmean(rec["joint_error_deg"][ok])),
-        "tracking.joint_error_deg_max": float(np.nanmax(rec["joint_error_deg"][ok])),
-        "tracking.body_error_mm_mean": float(np.nanmean(rec["body_error_mm"][ok])),
-        "tracking.root_error_mm_mean": float(np.nanmean(rec["root_error_mm"][ok])),
-        "tracking.fraction_tracked": tracked / n,
-        "tracking.effort": float(np.nanmean(rec["activation"][ok] ** 2)),
-    }
+    metrics = tracking_metrics(rec, tracked)
     force_pct = np.linalg.norm(assist[ok, :3], axis=1) / body_weight * 100
     metrics.update(
         {
