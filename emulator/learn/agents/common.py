@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -186,7 +186,3 @@ def finite_rows(batch: Transition) -> jax.Array:
     """(n,) True where a transition is entirely finite (a NaN must never reach the networks)."""
     parts = [batch.obs, batch.action, batch.next_obs, batch.reward[:, None]]
     return jnp.stack([jnp.isfinite(p).all(axis=1) for p in parts]).all(axis=0)
-
-
-def tree_where(cond: jax.Array, a: Any, b: Any) -> Any:
-    return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)

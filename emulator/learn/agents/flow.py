@@ -21,7 +21,6 @@ learning benchmark (benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -423,8 +422,3 @@ def policy_params(state: AgentState) -> dict:
 def with_policy_params(state: AgentState, params: dict) -> AgentState:
     """state acting with `params` (from policy_params) instead of its own."""
     return state._replace(**params)
-
-
-def with_config(**changes: Any) -> Config:
-    """The default Config with some fields changed."""
-    return dataclasses.replace(Config(), **changes)
