@@ -1,12 +1,20 @@
-"""Retargeting: ours against a mink differential-IK baseline, same clips, targets and weights.
+"""Retargeting: ours against a mink differential-IK baseline, and ours on the stress clips.
 
 Both solvers get the same model-proportioned targets (`prepare_targets`) and their solutions go
 through the same grounding, derivatives and metrics (`build_reference`). The baseline is mink's
 recipe: a FrameTask per correspondence, a PostureTask, a DampingTask, the joint couplings as an
-EqualityConstraintTask, a ConfigurationLimit, the daqp QP solver, the same iterations per frame.
-Runs pinned to one core; prints a line per clip and solver, and a JSON summary as the last line.
+EqualityConstraintTask, a ConfigurationLimit, the daqp QP solver, the same base iterations per
+frame (ours adds a few where a frame has not settled);
+it has no floor task (ours keeps stance feet on the floor inside the IK).
+
+Then ours on every stress clip of the demo generator (`demo.STRESS_CLIPS`: run with flight,
+jump, 450° turn, cartwheel, 150 s walk, 30 and 250 fps), each checked against STRESS_TARGETS; a
+missed target is printed as MISSED. Runs pinned to one core; frames/s are per CPU second of the
+solve (on a shared VM wall time also counts other tenants). Prints a line per clip and solver,
+and a JSON summary as the last line.
 
     .venv/bin/python benchmarks/retarget.py [--json] [--seconds S] [--fps F] [--model PATH]
+        [--no-stress] [--mink-stress]
 """
 
 from __future__ import annotations
@@ -24,7 +32,13 @@ import mujoco
 import numpy as np
 
 from msconvert.datasets.amass import read_amass
-from msconvert.datasets.demo import slow_walking, standing, walking, write_smplh_npz
+from msconvert.datasets.demo import (
+    STRESS_CLIPS,
+    slow_walking,
+    standing,
+    walking,
+    write_smplh_npz,
+)
 from msconvert.datasets.kinematics import mean_skeleton
 from msconvert.emulator.model import load_model
 from msconvert.emulator.retarget import RetargetConfig, solve_ik
@@ -36,10 +50,25 @@ from msconvert.emulator.retarget.rotations import quat_to_matrix
 KEYS = (
     "fps",
     "position_error_mm",
+    "position_error_mm_max",
+    "orientation_error_deg",
     "joint_limit_violation_pct",
     "penetration_pct",
+    "float_mm",
     "tendon_jump_pct",
+    "tendon_unexplained_mm_max",
 )
+# Every stress clip, ours: (metric, bound, "max" or "min").
+STRESS_TARGETS = (
+    ("position_error_mm", 15.0, "max"),
+    ("position_error_mm_max", 60.0, "max"),
+    ("orientation_error_deg", 8.0, "max"),
+    ("joint_limit_violation_pct", 0.0, "max"),
+    ("penetration_pct", 0.2, "max"),
+    ("tendon_jump_pct", 0.5, "max"),
+    ("fps", 250.0, "min"),
+)
+LONG_CLIP = "Stress/long/long_walk_poses.npz"  # mink at ~20 frames/s would take minutes on it
 
 
 def mink_ik(
@@ -95,18 +124,68 @@ def mink_ik(
     return IKResult(qpos=out, iterations=used, seconds=time.perf_counter() - start)
 
 
+def _read(tmp: str, rel: str, arrays: tuple) -> object:
+    """A generated clip written as AMASS SMPL-H and read back through the AMASS reader."""
+    path = write_smplh_npz(Path(tmp, rel), *arrays)
+    return read_amass(path, relpath=rel, clip_id=rel.removesuffix("_poses.npz"))
+
+
 def _clips(seconds: float) -> list:
-    """The demo corpus's walk, slow walk and stance, read back through the AMASS reader."""
+    """The demo corpus's walk, slow walk and stance."""
     with tempfile.TemporaryDirectory() as tmp:
-        motions = []
-        for name, make in (
-            ("walking", walking),
-            ("slow_walking", slow_walking),
-            ("standing", standing),
-        ):
-            path = write_smplh_npz(Path(tmp, f"{name}_poses.npz"), *make(duration_s=seconds))
-            motions.append(read_amass(path, relpath=path.name, clip_id=name))
-        return motions
+        return [
+            _read(tmp, f"{name}_poses.npz", make(duration_s=seconds))
+            for name, make in (
+                ("walking", walking),
+                ("slow_walking", slow_walking),
+                ("standing", standing),
+            )
+        ]
+
+
+def _stress_clips() -> list:
+    with tempfile.TemporaryDirectory() as tmp:
+        return [_read(tmp, rel, make()) for rel, (make, _) in STRESS_CLIPS.items()]
+
+
+def _missed(row: dict[str, float]) -> list[str]:
+    """The stress targets this clip's metrics miss, as 'metric value (target)'."""
+    out = []
+    for key, bound, kind in STRESS_TARGETS:
+        ok = row[key] <= bound if kind == "max" else row[key] >= bound
+        if not ok:
+            sign = "<=" if kind == "max" else ">="
+            out.append(f"{key} {row[key]:.3g} (target {sign} {bound:g})")
+    return out
+
+
+def _run(model, config, motion, solvers, say) -> dict[str, tuple]:  # noqa: ANN001
+    """Each solver on one clip: (frames, seconds, metrics row)."""
+    targets = prepare_targets(motion, model, config, mean_skeleton())
+    b, p, q = targets.binding, targets.positions, targets.quats
+    out = {}
+    for name, solver in solvers:
+        cpu = time.process_time()
+        if name == "ours":
+            ik = solve_ik(model, b, p, q, config.ik, floor=targets.floor_contact(config))
+        else:
+            ik = solver(model, b, p, q, config.ik)
+        # CPU seconds of this (single-threaded, pinned) process: the VM's other tenants take
+        # wall time from it, not CPU time.
+        seconds = time.process_time() - cpu
+        ref = build_reference(model, targets, ik.qpos, ik.qpos.shape[0] / seconds, config)
+        row = {k: ref.metrics[f"retarget.{k}"] for k in KEYS}
+        out[name] = (ref.n_frames, seconds, row)
+        say(motion.clip_id, name, json.dumps({k: round(v, 3) for k, v in row.items()}))
+    return out
+
+
+def _summary(prefix: str, rows: list[tuple]) -> dict[str, float]:
+    frames = sum(r[0] for r in rows)
+    out = {f"{prefix}_fps": round(frames / sum(r[1] for r in rows), 1)}
+    for k in KEYS[1:]:
+        out[f"{prefix}_{k}"] = round(float(np.mean([r[2][k] for r in rows])), 3)
+    return out
 
 
 def main() -> None:
@@ -115,6 +194,10 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=50.0, help="control rate")
     parser.add_argument("--model", default=None, help="MJCF path (default MyoFullBody)")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary")
+    parser.add_argument("--no-stress", action="store_true", help="skip the stress clips")
+    parser.add_argument(
+        "--mink-stress", action="store_true", help="mink on the stress clips too (not the long one)"
+    )
     args = parser.parse_args()
     say = (lambda *a: None) if args.json else print
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, for both solvers
@@ -122,23 +205,28 @@ def main() -> None:
 
     model = load_model(args.model)
     config = RetargetConfig(fps=args.fps)
-    skeleton = mean_skeleton()
-    totals = {"ours": [], "mink": []}
+    both = (("ours", solve_ik), ("mink", mink_ik))
+    totals: dict[str, list] = {"ours": [], "mink": []}
     for motion in _clips(args.seconds):
-        targets = prepare_targets(motion, model, config, skeleton)
-        b, p, q = targets.binding, targets.positions, targets.quats
-        for name, solver in (("ours", solve_ik), ("mink", mink_ik)):
-            ik = solver(model, b, p, q, config.ik)
-            ref = build_reference(model, targets, ik.qpos, ik.fps, config)
-            row = {k: ref.metrics[f"retarget.{k}"] for k in KEYS}
-            totals[name].append((ref.n_frames, ik.seconds, row))
-            say(motion.clip_id, name, json.dumps({k: round(v, 3) for k, v in row.items()}))
-    summary = {}
-    for name, rows in totals.items():
-        frames = sum(r[0] for r in rows)
-        summary[f"{name}_fps"] = round(frames / sum(r[1] for r in rows), 1)
-        for k in KEYS[1:]:
-            summary[f"{name}_{k}"] = round(float(np.mean([r[2][k] for r in rows])), 3)
+        for name, result in _run(model, config, motion, both, say).items():
+            totals[name].append(result)
+    summary = {**_summary("ours", totals["ours"]), **_summary("mink", totals["mink"])}
+    if not args.no_stress:
+        stress: dict[str, list] = {"ours": [], "mink": []}
+        missed = {}
+        for motion in _stress_clips():
+            mink_too = args.mink_stress and motion.clip_id != LONG_CLIP.removesuffix("_poses.npz")
+            results = _run(model, config, motion, both if mink_too else both[:1], say)
+            for name, result in results.items():
+                stress[name].append(result)
+            misses = _missed(results["ours"][2])
+            if misses:
+                missed[motion.clip_id] = misses
+                say(motion.clip_id, "ours MISSED:", "; ".join(misses))
+        summary.update(_summary("stress_ours", stress["ours"]))
+        if stress["mink"]:
+            summary.update(_summary("stress_mink", stress["mink"]))
+        summary["stress_targets_missed"] = missed
     print(json.dumps(summary))
 
 

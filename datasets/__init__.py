@@ -1,10 +1,11 @@
-"""msconvert.datasets: corpus readers producing `Motion` (AMASS SMPL-H/SMPL-X) and SMPL kinematics.
+"""msconvert.datasets: corpus readers giving `Motion` (AMASS SMPL-H/SMPL-X, BVH), SMPL kinematics.
 
 NumPy, SciPy and xarray only; of msconvert's own code it imports just the clip-id rules and
 dimension names of the root package.
 """
 
 from msconvert.datasets.amass import ClipSource, clip_id_for, discover, read_amass
+from msconvert.datasets.bvh import JointMapError, load_joint_map, read_bvh, scan_bvh_corpus
 from msconvert.datasets.kinematics import (
     BodyModel,
     BodyModelError,
@@ -14,6 +15,7 @@ from msconvert.datasets.kinematics import (
     forward_kinematics,
     load_body_model,
     mean_skeleton,
+    source_skeleton,
 )
 from msconvert.datasets.motion import (
     BODY_JOINT_NAMES,
@@ -25,6 +27,7 @@ from msconvert.datasets.motion import (
     MotionError,
     Provenance,
 )
+from msconvert.datasets.readers import read_clip
 from msconvert.datasets.resample import resample
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "BodyModel",
     "BodyModelError",
     "ClipSource",
+    "JointMapError",
     "JointTrajectory",
     "Motion",
     "MotionError",
@@ -46,7 +50,12 @@ __all__ = [
     "find_body_model_file",
     "forward_kinematics",
     "load_body_model",
+    "load_joint_map",
     "mean_skeleton",
     "read_amass",
+    "read_bvh",
+    "read_clip",
     "resample",
+    "scan_bvh_corpus",
+    "source_skeleton",
 ]

@@ -15,7 +15,7 @@ import os
 import stat
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,21 +48,21 @@ class ClipSource:
     path: Path
     relpath: str  # '/'-separated, relative to the corpus root
     clip_id: str
-    body_model: str  # 'smplh' | 'smplx'
+    body_model: str  # the source's format: 'smplh' | 'smplx' | 'bvh:<joint map>'
 
 
 # --- discovery ----------------------------------------------------------------------------------
 
 
-def _suffix_of(name: str) -> str | None:
-    """The AMASS clip suffix a file name ends with, or None."""
-    return next((s for s in SUFFIXES if name.endswith(s)), None)
+def _suffix_of(name: str, suffixes: Mapping[str, str] = SUFFIXES) -> str | None:
+    """The clip suffix (AMASS's, or those given) a file name ends with, or None."""
+    return next((s for s in suffixes if name.endswith(s)), None)
 
 
 def _raw_clip_id(relpath: str) -> str:
     """The corpus-relative path without its clip suffix (or '.npz'), before sanitizing."""
     head, _, name = relpath.rpartition("/")
-    suffix = _suffix_of(name) or (".npz" if name.endswith(".npz") else "")
+    suffix = _suffix_of(name) or next((s for s in (".npz", ".bvh") if name.endswith(s)), "")
     stem = name[: len(name) - len(suffix)] if suffix else name
     if not stem:  # a file named exactly '_poses.npz': keep a non-empty last part
         stem = name.removesuffix(".npz") or name
@@ -169,8 +169,10 @@ def _is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _scan_tree(base: Path) -> tuple[list[tuple[str, Path, str]], list[SkippedEntry]]:
-    """(relpath, path, body model) of every clip file under base, and the entries skipped.
+def _scan_tree(
+    base: Path, suffixes: Mapping[str, str] = SUFFIXES
+) -> tuple[list[tuple[str, Path, str]], list[SkippedEntry]]:
+    """(relpath, path, format) of every clip file under base (by suffix), and what was skipped.
 
     Symlinked files and folders are followed wherever they point; relpaths (and so clip ids)
     are always the links' own paths under base. Real folders are scanned first, then folder
@@ -243,11 +245,11 @@ def _scan_tree(base: Path) -> tuple[list[tuple[str, Path, str]], list[SkippedEnt
                     visited.add(real)
                     folders.append((erel, epath, (*chain, real)))
                 continue
-            suffix = _suffix_of(name)
+            suffix = _suffix_of(name, suffixes)
             if suffix is None:
                 continue
             if is_file:
-                found.append((erel, epath, SUFFIXES[suffix]))
+                found.append((erel, epath, suffixes[suffix]))
             else:
                 skipped.append(SkippedEntry(erel, "not a regular file"))
     return found, skipped
@@ -258,9 +260,11 @@ def scan_corpus(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     limit: int | None = None,
+    suffixes: Mapping[str, str] = SUFFIXES,
 ) -> CorpusScan:
     """All AMASS clip files under root (recursive), filtered and sorted by clip id, and what was
-    skipped on the way.
+    skipped on the way. `suffixes` maps file-name endings to the source's format (AMASS's by
+    default; `datasets.bvh` passes '.bvh').
 
     `*_poses.npz` files are SMPL-H clips and `*_stageii.npz` SMPL-X clips; anything else, and
     hidden files and folders (names starting with '.', e.g. macOS '._*' resource forks), is
@@ -289,7 +293,7 @@ def scan_corpus(
     if not base.is_dir():
         raise MotionError(f"{_display(str(base))}: corpus root is not a directory")
 
-    found, skipped = _scan_tree(base)
+    found, skipped = _scan_tree(base, suffixes)
     found.sort(key=lambda item: item[0])
 
     # File names are never empty, so sanitizing always leaves an id (no ClipIdError here).
@@ -322,7 +326,7 @@ def scan_corpus(
     reported = [
         entry
         for entry in sorted(skipped, key=lambda e: e.relpath)
-        if _suffix_of(entry.relpath.rpartition("/")[2]) is None
+        if _suffix_of(entry.relpath.rpartition("/")[2], suffixes) is None
         or wanted(clip_id_for(entry.relpath), entry.relpath)
     ]
     return CorpusScan(

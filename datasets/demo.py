@@ -1,13 +1,15 @@
-"""The demo corpus: synthetic AMASS-layout clips made by msconvert's own code, and broken files.
+"""The demo corpus: synthetic AMASS-layout clips made by msconvert's own code, stress clips for
+the retargeting (run, jump, turn, cartwheel, minutes, 30 and 250 fps; not in the default corpus),
+and broken files.
 
 Every clip is generated here from joint-angle curves on the packaged mean SMPL skeleton; no SMPL
 model file and no AMASS data are used. Clips are returned as AMASS SMPL-H arrays: `trans` (T, 3)
 in the z-up world, metres, and `poses` (T, 156) axis-angle (joint 0 the root orientation, 1..21
 the body joints in `BODY_JOINT_NAMES` order, 22..51 the fingers, left as zeros).
 
-Facing: every clip faces world +x. The root orientation is `SMPL_TO_WORLD` (SMPL's native frame,
-x = left, y = up, z = forward, stood in the z-up world facing +x, so native x -> world +y, native
-y -> world +z, native z -> world +x) composed with the clip's own pelvis motion.
+Facing: every clip starts facing world +x. The root orientation is `SMPL_TO_WORLD` (SMPL's
+native frame, x = left, y = up, z = forward, stood in the z-up world facing +x, so native x ->
+world +y, native y -> world +z, native z -> world +x) composed with the clip's own pelvis motion.
 
 Sign conventions, checked numerically with `forward_kinematics_arrays` (and in tests): about the
 native x axis (the subject's left), hip flexion is negative, knee flexion positive, ankle
@@ -500,6 +502,405 @@ def arm_raise(duration_s: float = 3.0, fps: float = 60.0) -> tuple[np.ndarray, n
     return trans, poses, float(fps)
 
 
+# --- Stress clips: flight, inversion, yaw wrap, length and frame rate ----------------------------
+#
+# Not in the default corpus (`make demo` converts that, with training): `write_stress_corpus`, or
+# `msconvert demo-corpus DIR --stress`, writes them under Stress/. The run's and the jump's legs
+# are placed by planar two-link IK on the mean skeleton, so a foot on the floor stays put.
+
+_GRAVITY = 9.81
+
+
+def _leg_angles(
+    root: Rotation, pelvis: np.ndarray, side: int, ankle: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hip and knee angles about native x (T,) putting a leg's ankle at world points (T, 3).
+
+    The leg flexes in the pelvis's sagittal plane (native y-z); the target's sideways position is
+    the rest leg's. A target out of reach is pulled in along the hip-ankle line."""
+    off = mean_skeleton().offsets
+    hip_j, knee_j, ankle_j = ((_L_HIP, _L_KNEE, _L_ANKLE), (_R_HIP, _R_KNEE, _R_ANKLE))[side]
+    d = root.inv().apply(ankle - pelvis)[:, 1:] - off[hip_j, 1:]
+    v1, v2 = off[knee_j, 1:], off[ankle_j, 1:]
+    l1, l2 = np.linalg.norm(v1), np.linalg.norm(v2)
+    reach = np.clip(np.linalg.norm(d, axis=1), 1.05 * abs(l1 - l2), 0.995 * (l1 + l2))
+    # A rotation by +θ about x turns (y, z) by +θ; the knee's +θ bends the shank back.
+    bend = np.arccos(np.clip((reach**2 - l1**2 - l2**2) / (2 * l1 * l2), -1.0, 1.0))
+    knee = bend - (np.arctan2(v2[1], v2[0]) - np.arctan2(v1[1], v1[0]))
+    c, s = np.cos(knee), np.sin(knee)
+    leg = np.stack((v1[0] + c * v2[0] - s * v2[1], v1[1] + s * v2[0] + c * v2[1]), axis=1)
+    hip = np.arctan2(d[:, 1], d[:, 0]) - np.arctan2(leg[:, 1], leg[:, 0])
+    return np.angle(np.exp(1j * hip)), knee
+
+
+def _legs(
+    root: Rotation,
+    pelvis: np.ndarray,
+    tilt: np.ndarray,
+    ankles: tuple[np.ndarray, np.ndarray],
+    pitches: tuple[np.ndarray, np.ndarray],
+) -> dict[int, Rotation]:
+    """Hip, knee and ankle rotations putting each ankle on its world track (T, 3) with its foot
+    pitched toes-down by its angle (rad) from the rest pose; `tilt`: the pelvis's own pitch."""
+    out: dict[int, Rotation] = {}
+    for side, (hip_j, knee_j, ankle_j) in enumerate(
+        ((_L_HIP, _L_KNEE, _L_ANKLE), (_R_HIP, _R_KNEE, _R_ANKLE))
+    ):
+        hip, knee = _leg_angles(root, pelvis, side, ankles[side])
+        out[hip_j], out[knee_j] = _rx(hip), _rx(knee)
+        out[ankle_j] = _rx(pitches[side] - tilt - hip - knee)
+    return out
+
+
+def _foot(side: int) -> np.ndarray:
+    """Ankle -> ball of one foot (0 left, 1 right), world frame, standing facing +x."""
+    return SMPL_TO_WORLD.apply(mean_skeleton().offsets[(_L_FOOT, _R_FOOT)[side]])
+
+
+def _ankle_over_ball(
+    ball_x: np.ndarray, pitch: np.ndarray, side: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, z) of the ankle of a foot facing +x whose ball is on the floor at ball_x, pitched
+    toes-down by `pitch` (rad): the heel rises as the foot turns about its ball."""
+    f = _foot(side)
+    c, s = np.cos(pitch), np.sin(pitch)
+    fx, fz = c * f[0] + s * f[2], -s * f[0] + c * f[2]  # turned about world +y (the left)
+    return ball_x - fx, FOOT_JOINT_CLEARANCE_M - fz
+
+
+def _ball_ahead(side: int) -> float:
+    """How far the ball of a level foot lies ahead of its ankle."""
+    return float(_foot(side)[0])
+
+
+def _ankle_rest_height(side: int) -> float:
+    """Height of the ankle joint with the foot flat and its ball at the clearance."""
+    return FOOT_JOINT_CLEARANCE_M - float(_foot(side)[2])
+
+
+def _leg_length() -> float:
+    off = mean_skeleton().offsets
+    return float(np.linalg.norm(off[_L_KNEE, 1:]) + np.linalg.norm(off[_L_ANKLE, 1:]))
+
+
+def _hip_drop() -> float:
+    """How far the hips sit below the pelvis joint (world z, standing)."""
+    return float(-SMPL_TO_WORLD.apply(mean_skeleton().offsets[_L_HIP])[2])
+
+
+def _assemble(
+    times: np.ndarray,
+    pelvis: np.ndarray,
+    pelvis_rot: Rotation,
+    joints: dict[int, Rotation],
+) -> tuple[np.ndarray, np.ndarray]:
+    """AMASS arrays from a world pelvis track (T, 3), the pelvis's own rotation (native frame)
+    and the other joints' rotations."""
+    joints = {**joints, _PELVIS: _root(pelvis_rot)}
+    body_pose = _body_pose(times.size, joints)
+    return _to_amass(pelvis - mean_skeleton().rest_joints[0], body_pose)
+
+
+def running(
+    duration_s: float = 4.0,
+    fps: float = 120.0,
+    speed_m_s: float = 3.0,
+    cadence_steps_min: float = 170.0,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A run along +x with flight phases (each foot on the floor 35 % of its cycle, both feet
+    off it 30 % of the time), landing on the midfoot and pushing off from the ball."""
+    times = _frames(duration_s, fps)
+    cycle = 120.0 / cadence_steps_min
+    duty = 0.35
+    tilt = np.radians(10.0)
+    root = _root(Rotation.from_rotvec([tilt, 0.0, 0.0]))
+    base = _ankle_rest_height(0) + _hip_drop() + 0.9 * _leg_length()
+
+    def layout(t: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Pelvis (T, 3), one ankle's track (T, 3) and its world pitch (T,) at times t; and the
+        leg's swing fraction (T,), -1 in stance."""
+        u = t / cycle
+        # The pelvis travels at constant speed and bobs 3 cm either way, lowest in mid-stance.
+        pelvis = np.zeros((t.size, 3))
+        pelvis[:, 0] = speed_m_s * t
+        pelvis[:, 2] = base - 0.03 * np.cos(2 * np.pi * 2 * (u - duty / 2))
+        k = np.floor(u - 0.5 * side)
+        s = u - 0.5 * side - k  # 0..1 within this leg's cycle; stance first
+        # The foot lands flat with the ankle a little ahead of the pelvis (the ball under it
+        # at mid-stance), then turns about its ball as the heel rises.
+        ahead, flat = _ball_ahead(side), _ankle_rest_height(side)
+        land = speed_m_s * (k + 0.5 * side + 0.5 * duty) * cycle - 0.5 * ahead
+        ball = land + ahead
+        pitch = np.where(s < duty, np.radians(30.0) * _smoothstep(2 * s / duty - 1), 0.0)
+        ax, az = _ankle_over_ball(ball, pitch, side)
+        # Swing: from push-off to the next landing, the heel swept up behind the body.
+        w = np.clip((s - duty) / (1.0 - duty), 0.0, 1.0)
+        x_off, z_off = _ankle_over_ball(ball, np.full_like(s, np.radians(30.0)), side)
+        swing_x = x_off + (land + speed_m_s * cycle - x_off) * _smoothstep(w)
+        swing_z = z_off + (flat - z_off) * _smoothstep(w)
+        swing_z += 0.28 * np.sin(np.pi * w) ** 2 * (1.0 - 0.6 * w)
+        in_swing = s >= duty
+        x = np.where(in_swing, swing_x, ax)
+        z = np.where(in_swing, swing_z, az)
+        ankle = np.stack((x, np.zeros_like(x), z), axis=1)
+        return pelvis, ankle, pitch, np.where(in_swing, w, -1.0)
+
+    def ankle_angle(t: np.ndarray, side: int) -> np.ndarray:
+        pelvis, ankle, pitch, _ = layout(t, side)
+        hip, knee = _leg_angles(root, pelvis, side, ankle)
+        return pitch - tilt - hip - knee
+
+    joints: dict[int, Rotation] = {}
+    for side, (hip_j, knee_j, ankle_j) in enumerate(
+        ((_L_HIP, _L_KNEE, _L_ANKLE), (_R_HIP, _R_KNEE, _R_ANKLE))
+    ):
+        pelvis, ankle, _, w = layout(times, side)
+        hip, knee = _leg_angles(root, pelvis, side, ankle)
+        joints[hip_j], joints[knee_j] = _rx(hip), _rx(knee)
+        # In swing the ankle turns from its push-off angle to its landing angle (relative to
+        # the shank, as a real ankle does), not held level in the world.
+        k = np.floor(times / cycle - 0.5 * side)
+        t_off = (k + 0.5 * side + duty) * cycle
+        t_land = (k + 0.5 * side + 1.0) * cycle
+        blend = _smoothstep(w / 0.7)
+        swing = (1 - blend) * ankle_angle(t_off, side) + blend * ankle_angle(t_land, side)
+        joints[ankle_j] = _rx(np.where(w >= 0, swing, ankle_angle(times, side)))
+    hip_l, hip_r = (joints[j].as_rotvec()[:, 0] for j in (_L_HIP, _R_HIP))
+    elbow = np.full(times.size, np.radians(85.0))
+    joints.update(_arms(-0.8 * (hip_r + tilt), -0.8 * (hip_l + tilt), elbow, elbow))
+    tilts = np.full(times.size, tilt)
+    joints.update(_spine(_rx(-0.5 * tilts)))  # the trunk leans a little less than the pelvis
+    joints[_NECK] = _rx(-0.3 * tilts)
+    trans, poses = _assemble(times, pelvis, _rx(tilts), joints)
+    return trans, poses, float(fps)
+
+
+def _hermite(knots: tuple[tuple[float, float, float], ...], times: np.ndarray) -> np.ndarray:
+    """A C1 curve through (time, value, slope) knots, held flat outside them."""
+    from scipy.interpolate import CubicHermiteSpline
+
+    t, y, dy = (np.array(k, dtype=float) for k in zip(*knots, strict=True))
+    return CubicHermiteSpline(t, y, dy)(np.clip(times, t[0], t[-1]))
+
+
+def jump(
+    duration_s: float = 3.0, fps: float = 120.0, distance_m: float = 0.8, flight_s: float = 0.45
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A standing broad jump along +x: crouch, push off from the balls of the feet, a ballistic
+    flight of `flight_s`, land on the balls, absorb, stand up. Both feet move together."""
+    times = _frames(duration_s, fps)
+    k = duration_s / 3.0  # the phases stretch with the clip
+    t_down, t_off, t_land, t_low, t_up = 1.0 * k, 1.25 * k, 1.25 * k + flight_s, 2.0 * k, 2.6 * k
+    t_land = min(t_land, t_low - 0.1)
+    flight = t_land - t_off
+    leg, hip_drop, ankle0 = _leg_length(), _hip_drop(), _ankle_rest_height(0)
+    stand = ankle0 + hip_drop + 0.985 * leg
+    # Vertical: crouch 25 cm, push off with the heels up, fly, land 3 cm higher (on the balls).
+    z_off, z_land = stand + 0.04, stand + 0.02
+    vz0 = (z_land - z_off + 0.5 * _GRAVITY * flight**2) / flight
+    vz1 = vz0 - _GRAVITY * flight
+    vx = distance_m / flight
+    x_land = 0.12 + distance_m  # the pelvis at touch-down; the feet land 12 cm ahead of it
+    x_feet = x_land + 0.12
+    z = _hermite(
+        (
+            (0.0, stand, 0.0),
+            (0.5 * k, stand, 0.0),
+            (t_down, stand - 0.25, 0.0),
+            (t_off, z_off, vz0),
+        ),
+        times,
+    )
+    z_after = _hermite(
+        (
+            (t_land, z_land, vz1),
+            (t_low, stand - 0.2, 0.0),
+            (t_up, stand, 0.0),
+            (duration_s, stand, 0.0),
+        ),
+        times,
+    )
+    x = _hermite(
+        ((0.0, 0.0, 0.0), (0.5 * k, 0.0, 0.0), (t_down, 0.02, 0.1), (t_off, 0.12, vx)), times
+    )
+    x_after = _hermite(
+        ((t_land, x_land, vx), (t_low, x_land + 0.12, 0.0), (duration_s, x_land + 0.12, 0.0)), times
+    )
+    tf = np.clip(times - t_off, 0.0, flight)
+    z_fly = z_off + vz0 * tf - 0.5 * _GRAVITY * tf**2
+    x_fly = 0.12 + vx * tf
+    before, after = times <= t_off, times >= t_land
+    pelvis = np.zeros((times.size, 3))
+    pelvis[:, 0] = np.where(before, x, np.where(after, x_after, x_fly))
+    pelvis[:, 2] = np.where(before, z, np.where(after, z_after, z_fly))
+    # Trunk lean with the crouch (up to 35°), arms swinging back in the crouch and up in flight.
+    depth = np.clip((stand - pelvis[:, 2]) / 0.25, 0.0, 1.0)
+    tilt = np.radians(35.0) * depth
+    pelvis_rot = _rx(tilt)
+    root = _root(pelvis_rot)
+    # Feet: flat at the start, heels rising in the push-off, pitched in flight, landing on the
+    # balls and rolling flat. Ankles planted before take-off and after landing.
+    heel = np.radians(30.0)
+    w = np.clip((times - t_off) / flight, 0.0, 1.0)
+    pitch = np.where(
+        before,
+        heel * _smoothstep((times - (t_off - 0.15 * k)) / (0.15 * k)),
+        np.where(
+            after,
+            heel * 0.5 * (1 - _smoothstep((times - t_land) / (0.12 * k))),
+            heel * (1.0 - 0.5 * _smoothstep(w)),
+        ),
+    )
+    fly = ~before & ~after
+    ankles = []
+    for side in (0, 1):
+        ahead = _ball_ahead(side)
+        ball_x = np.where(times < t_land, ahead, x_feet + ahead)
+        ax, az = _ankle_over_ball(ball_x, pitch, side)
+        # In flight the ankles follow the pelvis from where they left to where they land,
+        # drawn up by the knees on the way.
+        ax_off, az_off = _ankle_over_ball(
+            np.full_like(times, ahead), np.full_like(times, heel), side
+        )
+        ax_on, az_on = _ankle_over_ball(
+            np.full_like(times, x_feet + ahead), np.full_like(times, 0.5 * heel), side
+        )
+        rel_off = np.stack((ax_off - 0.12, az_off - z_off), axis=1)
+        rel_on = np.stack((ax_on - x_land, az_on - z_land), axis=1)
+        s = _smoothstep(w)[:, None]
+        rel = (1 - s) * rel_off + s * rel_on
+        rel[:, 1] += 0.15 * np.sin(np.pi * w) ** 2
+        ax = np.where(fly, pelvis[:, 0] + rel[:, 0], ax)
+        az = np.where(fly, pelvis[:, 2] + rel[:, 1], az)
+        ankles.append(np.stack((ax, np.zeros_like(ax), az), axis=1))
+    joints = _legs(root, pelvis, tilt, (ankles[0], ankles[1]), (pitch, pitch))
+    swing = np.where(
+        times < t_off, -np.radians(50.0) * depth, np.radians(120.0) * np.sin(np.pi * w)
+    )
+    swing = np.where(after, -np.radians(30.0) * np.clip((stand - pelvis[:, 2]) / 0.2, 0, 1), swing)
+    elbow = np.full(times.size, np.radians(20.0))
+    joints.update(_arms(swing - tilt, swing - tilt, elbow, elbow))
+    joints.update(_spine(_rx(-0.3 * tilt)))
+    joints[_NECK] = _rx(-0.4 * tilt)
+    trans, poses = _assemble(times, pelvis, pelvis_rot, joints)
+    return trans, poses, float(fps)
+
+
+def _contact_weights(z: np.ndarray, width: float = 0.002) -> np.ndarray:
+    """(T, K) weights of K contact points by height (T, K): the lowest carry the body, blended
+    over `width` metres so that a change of support does not jerk it."""
+    w = np.exp(-(z - z.min(1, keepdims=True)) / width)
+    return w / w.sum(1, keepdims=True)
+
+
+def _steer(
+    trans: np.ndarray, poses: np.ndarray, heading: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A straight clip turned to the world heading (T,) rad, pivoting about its feet: the body
+    turns about whichever foot carries it, so a planted foot stays planted while the path bends."""
+    n = trans.shape[0]
+    body = poses[:, : 3 * N_BODY_JOINTS].reshape(n, N_BODY_JOINTS, 3)
+    pos = _positions(trans, body)
+    feet = list(FOOT_JOINTS)
+    w = _contact_weights(pos[:, feet, 2])
+    pivot = (w[:, :, None] * pos[:, feet, :2]).sum(1)  # (T, 2) in the straight clip
+    c, s = np.cos(heading), np.sin(heading)
+    rot = np.stack((np.stack((c, -s), -1), np.stack((s, c), -1)), -2)  # (T, 2, 2)
+    # World = offset + R(heading) · straight; the offset moves by -ΔR · pivot, so the point the
+    # body turns about does not move when the heading changes.
+    mid = 0.5 * (pivot[1:] + pivot[:-1])
+    step = -np.einsum("tij,tj->ti", rot[1:] - rot[:-1], mid)
+    offset = np.concatenate((np.zeros((1, 2)), np.cumsum(step, axis=0)))
+    pelvis = trans + mean_skeleton().rest_joints[0]
+    out = pelvis.copy()
+    out[:, :2] = offset + np.einsum("tij,tj->ti", rot, pelvis[:, :2])
+    yaw = Rotation.from_rotvec(heading[:, None] * [0.0, 0.0, 1.0])
+    poses = poses.copy()
+    poses[:, :3] = (yaw * Rotation.from_rotvec(poses[:, :3])).as_rotvec()
+    return out - mean_skeleton().rest_joints[0], poses
+
+
+def turning(
+    duration_s: float = 6.0, fps: float = 60.0, speed_m_s: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A walk that turns left through 450° over the clip (the heading wraps past ±180° and
+    past 360°), pivoting on the stance foot; the turn builds up over the first 0.75 s."""
+    trans, poses = _gait(duration_s, fps, speed_m_s, 105.0)
+    times = _frames(duration_s, fps)
+    rate = _smoothstep(times / 0.75)
+    heading = cumulative_trapezoid(rate, times, initial=0.0)
+    heading *= 2.5 * np.pi / heading[-1]
+    return (*_steer(trans, poses, heading), float(fps))
+
+
+def long_walk(
+    duration_s: float = 150.0, fps: float = 60.0, speed_m_s: float = 1.3
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Minutes of walking round a large circle (one lap a minute)."""
+    trans, poses = _gait(duration_s, fps, speed_m_s, 110.0)
+    heading = 2.0 * np.pi * _frames(duration_s, fps) / 60.0
+    return (*_steer(trans, poses, heading), float(fps))
+
+
+def cartwheel(
+    duration_s: float = 4.0, fps: float = 120.0, turn_s: float = 2.0
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A cartwheel to the left: stand in a star (arms up 45° from vertical, legs 40° apart),
+    roll over left foot, left hand, right hand, right foot, stand. The root is upside down
+    half-way; each limb on the floor stays put while the body turns over it."""
+    times = _frames(duration_s, fps)
+    n = times.size
+    start = 0.5 * (duration_s - turn_s)
+    roll = 2.0 * np.pi * _smoothstep((times - start) / turn_s)  # one full turn
+    spread = _smoothstep(times / max(start, 1e-9)) * _smoothstep(
+        (duration_s - times) / max(start, 1e-9)
+    )
+    arm = np.radians(45.0) * spread - np.radians(_ARM_DOWN_DEG) * (1.0 - spread)
+    leg = np.radians(20.0) * spread
+    joints: dict[int, Rotation] = {
+        _L_SHOULDER: _rz(arm),  # up from the T-pose by 45° (down by 78° before the star)
+        _R_SHOULDER: _rz(-arm),
+        _L_HIP: _rz(leg),
+        _R_HIP: _rz(-leg),
+        _L_ANKLE: _rz(-leg),  # soles stay parallel to the floor while standing
+        _R_ANKLE: _rz(leg),
+    }
+    # Rolling to the left (world +y) turns the body about its forward axis (world +x).
+    pelvis_rot = _rz(-roll)  # native z is forward: the left side goes down first
+    body_pose = _body_pose(n, {**joints, _PELVIS: _root(pelvis_rot)})
+    rel = _positions(np.zeros((n, 3)), body_pose)
+    contacts = [_L_ANKLE, _L_FOOT, _L_WRIST, _R_WRIST, _R_FOOT, _R_ANKLE]
+    z = rel[:, contacts, 2]
+    low = z.min(1)
+    w = _contact_weights(z)
+    rate = np.gradient(rel[:, contacts, :2], times, axis=0)
+    travel = -cumulative_trapezoid((w[:, :, None] * rate).sum(1), times, axis=0, initial=0.0)
+    trans = np.zeros((n, 3))
+    trans[:, :2] = travel
+    trans[:, 2] = FOOT_JOINT_CLEARANCE_M - low
+    trans, poses = _to_amass(trans, body_pose)
+    return trans, poses, float(fps)
+
+
+def _retimed(
+    make: Callable[..., tuple[np.ndarray, np.ndarray, float]], fps: float
+) -> Callable[[], tuple[np.ndarray, np.ndarray, float]]:
+    return lambda: make(fps=fps)
+
+
+STRESS_DIR = "Stress"
+# Relative path -> (clip maker, what it stresses). Every clip is AMASS SMPL-H, faces +x at first.
+STRESS_CLIPS: dict[str, tuple[Callable[[], tuple[np.ndarray, np.ndarray, float]], str]] = {
+    "Stress/flight/running_poses.npz": (running, "run at 3 m/s with flight phases, 120 fps"),
+    "Stress/flight/jump_poses.npz": (jump, "standing broad jump of 0.8 m, 120 fps"),
+    "Stress/turn/turning_poses.npz": (turning, "walk turning 450°, heading past ±180°, 60 fps"),
+    "Stress/inversion/cartwheel_poses.npz": (cartwheel, "cartwheel, root upside down, 120 fps"),
+    "Stress/long/long_walk_poses.npz": (long_walk, "150 s of walking round a circle, 60 fps"),
+    "Stress/rate/running_30fps_poses.npz": (_retimed(running, 30.0), "the run at 30 fps"),
+    "Stress/rate/running_250fps_poses.npz": (_retimed(running, 250.0), "the run at 250 fps"),
+}
+
+
 # --- Writers -------------------------------------------------------------------------------------
 
 
@@ -603,6 +1004,24 @@ def write_demo_corpus(root: str | Path) -> list[Path]:
             subject / "shape.npz", {"betas": np.zeros(N_BETAS), "gender": np.array("neutral")}
         )
     (root / "README.txt").write_text(_README)
+    return paths
+
+
+_STRESS_README = """\
+Synthetic stress clips, generated by msconvert (msconvert.datasets.demo.STRESS_CLIPS).
+
+Made by msconvert's own code on a mean SMPL skeleton, like the demo corpus, in AMASS SMPL-H
+layout: a run with flight phases, a broad jump, a walk turning 450° (the heading wraps), a
+cartwheel (the root upside down), 150 s of walking, and the run at 30 and 250 fps. They test the
+retargeting (benchmarks/retarget.py states the targets); they are not in the default demo.
+"""
+
+
+def write_stress_corpus(root: str | Path) -> list[Path]:
+    """Write the stress clips (`STRESS_CLIPS`) under `root`/Stress; returns the files written."""
+    root = Path(root)
+    paths = [write_smplh_npz(root / rel, *make()) for rel, (make, _) in STRESS_CLIPS.items()]
+    (root / STRESS_DIR / "README.txt").write_text(_STRESS_README)
     return paths
 
 

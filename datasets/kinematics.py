@@ -18,6 +18,7 @@ from msconvert.datasets.motion import BODY_JOINT_NAMES, N_BODY_JOINTS, Motion
 # the root orientation in AMASS already carries that change of frame, so nothing is converted here.
 MEAN_SKELETON_MODE = "mean-skeleton"
 BODY_MODEL_MODE = "body-model"
+SOURCE_SKELETON_MODE = "source-skeleton"  # the file's own skeleton (BVH)
 
 
 class BodyModelError(ValueError):
@@ -29,7 +30,7 @@ class Skeleton:
     """Rest-pose joint positions (SMPL native frame, metres) and the kinematic tree."""
 
     name: str
-    mode: str  # MEAN_SKELETON_MODE or BODY_MODEL_MODE
+    mode: str  # MEAN_SKELETON_MODE, BODY_MODEL_MODE or SOURCE_SKELETON_MODE
     rest_joints: np.ndarray  # (22, 3) absolute rest positions
     parents: np.ndarray  # (22,) int, -1 for the root
 
@@ -73,6 +74,18 @@ def mean_skeleton() -> Skeleton:
     if tuple(fig["joint_names"][:N_BODY_JOINTS]) != BODY_JOINT_NAMES:
         raise RuntimeError("packaged mean skeleton does not list the SMPL body joints in order")
     return Skeleton(name="smpl-mean", mode=MEAN_SKELETON_MODE, rest_joints=rest, parents=parents)
+
+
+def source_skeleton(motion: Motion) -> Skeleton | None:
+    """The skeleton a clip brought with it (a BVH file's), or None for an SMPL body."""
+    if motion.source_skeleton is None:
+        return None
+    return Skeleton(
+        name=motion.format,
+        mode=SOURCE_SKELETON_MODE,
+        rest_joints=np.asarray(motion.source_skeleton, np.float64),
+        parents=mean_skeleton().parents,
+    )
 
 
 def forward_kinematics(motion: Motion, skeleton: Skeleton) -> JointTrajectory:

@@ -87,6 +87,16 @@ class Motion:
     provenance: Provenance
     filled_frames: int = 0  # frames repaired by interpolation (none at ingest)
     extra: dict[str, str] = field(default_factory=dict)  # small free-form notes kept as attributes
+    # What was read: '' for an AMASS body (then `body_model` says it), else e.g. 'bvh:cmu'.
+    source_format: str = ""
+    # (22, 3) rest joints of the skeleton the source brought (SMPL's native frame and joint
+    # order, metres; BVH files), or None when the body is an SMPL one (mean or model file).
+    source_skeleton: np.ndarray | None = None
+
+    @property
+    def format(self) -> str:
+        """The source format and skeleton: 'smplh', 'smplx' or 'bvh:<joint map>'."""
+        return self.source_format or self.body_model
 
     @property
     def n_frames(self) -> int:
@@ -168,10 +178,13 @@ class Motion:
             "source_filled_frames": int(self.filled_frames),
             "source_notes": dict(self.extra),
             "body_model": self.body_model,
+            "source_format": self.format,
             "gender": self.gender,
             "betas": [float(b) for b in self.betas],
             "has_hand_data": self.has_hand_data,
         }
+        if self.source_skeleton is not None:
+            attrs["source_skeleton"] = np.asarray(self.source_skeleton, float).round(6).tolist()
         return xr.Dataset(data_vars=data, coords=coords, attrs=attrs)
 
     @classmethod
@@ -204,4 +217,10 @@ class Motion:
             ),
             filled_frames=int(a.get("source_filled_frames", 0)),
             extra={str(k): str(v) for k, v in (a.get("source_notes") or {}).items()},
+            source_format=""
+            if a.get("source_format", a["body_model"]) == a["body_model"]
+            else str(a["source_format"]),
+            source_skeleton=None
+            if a.get("source_skeleton") is None
+            else np.asarray(a["source_skeleton"], np.float64),
         )

@@ -300,6 +300,111 @@ def test_demo_corpus_tree(tmp_path):
     assert [p.read_bytes() for p in paths] == digests, "byte-for-byte reproducible"
 
 
+# --- Stress clips --------------------------------------------------------------------------------
+
+STRESS = {rel.rsplit("/", 1)[-1].removesuffix("_poses.npz"): rel for rel in demo.STRESS_CLIPS}
+
+
+@pytest.fixture(scope="module")
+def stress() -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    out = {}
+    for name, rel in STRESS.items():
+        make = demo.STRESS_CLIPS[rel][0]
+        out[name] = make(duration_s=20.0) if name == "long_walk" else make()
+    return out
+
+
+def test_stress_clips_are_valid_amass_arrays(stress):
+    assert set(STRESS) == {
+        "running",
+        "jump",
+        "turning",
+        "cartwheel",
+        "long_walk",
+        "running_30fps",
+        "running_250fps",
+    }
+    rates = {"running_30fps": 30.0, "running_250fps": 250.0, "turning": 60.0, "long_walk": 60.0}
+    for name, (trans, poses, fps) in stress.items():
+        assert trans.shape == (poses.shape[0], 3) and poses.shape[1] == demo.N_POSE_VALUES
+        assert np.isfinite(trans).all() and np.isfinite(poses).all()
+        assert fps == rates.get(name, 120.0)
+        pos = fk(trans, poses).positions
+        feet = pos[:, [*LEFT_FOOT, *RIGHT_FOOT], 2]
+        assert feet.min() >= CLEAR - 1e-3, (name, feet.min())  # no foot below the floor
+        # Every clip touches the floor (a foot, or the hands in the cartwheel).
+        assert min(feet.min(), pos[:, [20, 21], 2].min()) <= CLEAR + 1e-3
+
+
+def test_long_walk_lasts_minutes():
+    trans, _, fps = demo.long_walk()
+    assert (len(trans) - 1) / fps >= 120.0
+
+
+def flight(trans, poses) -> np.ndarray:
+    """Frames with both feet more than 1 cm above their floor contact."""
+    pos = fk(trans, poses).positions
+    return (lowest(pos, LEFT_FOOT) > CLEAR + 0.01) & (lowest(pos, RIGHT_FOOT) > CLEAR + 0.01)
+
+
+def test_the_run_and_the_jump_leave_the_ground(stress):
+    run = flight(*stress["running"][:2])
+    assert 0.2 < run.mean() < 0.4  # two flight phases a stride
+    jump_up = flight(*stress["jump"][:2])
+    runs = np.diff(np.concatenate(([0], jump_up.astype(int), [0])))
+    assert (runs == 1).sum() == 1  # one flight
+    flight_s = jump_up.sum() / stress["jump"][2]
+    assert 0.3 < flight_s < 0.5
+    trans, poses, fps = stress["jump"]
+    travel = fk(trans, poses).positions[-1, 0] - fk(trans, poses).positions[0, 0]
+    assert 0.7 < travel[0] < 1.3  # a broad jump along +x
+
+
+@pytest.mark.parametrize("name", ["running", "turning", "long_walk"])
+def test_stress_feet_do_not_skate(stress, name):
+    trans, poses, fps = stress[name]
+    pos = fk(trans, poses).positions
+    for foot in (LEFT_FOOT, RIGHT_FOOT):
+        planted = pos[:, foot, 2].max(1) < CLEAR + 0.06  # flat on the floor: ankle and ball low
+        planted &= lowest(pos, foot) < CLEAR + 1e-3
+        speed = np.linalg.norm(np.gradient(pos[:, foot[1], :2], 1 / fps, axis=0), axis=1)
+        assert np.median(speed[planted]) < 0.05, name
+
+
+def test_turning_wraps_the_heading(stress):
+    trans, poses, _ = stress["turning"]
+    heading = np.unwrap(np.arctan2(*facing(fk(trans, poses).rotations)[:, ::-1].T))
+    assert np.degrees(heading[-1] - heading[0]) == pytest.approx(450.0, abs=5.0)
+
+
+def test_cartwheel_turns_the_root_upside_down(stress):
+    trans, poses, _ = stress["cartwheel"]
+    rot = fk(trans, poses).rotations[:, 0]
+    up = rot @ np.array([0.0, 1.0, 0.0])  # SMPL's native up axis in the world
+    assert up[0, 2] > 0.99 and up[-1, 2] > 0.99 and up[:, 2].min() < -0.99
+    pos = fk(trans, poses).positions
+    assert pos[:, 15, 2].min() < 0.5  # the head comes down near the floor
+
+
+def test_rate_variants_are_the_same_run(stress):
+    t30, p30, _ = stress["running_30fps"]
+    t250, p250, _ = stress["running_250fps"]
+    t120, p120, _ = stress["running"]
+    np.testing.assert_allclose(t30, t120[::4], atol=1e-9)  # 120 fps frames at every 4th
+    np.testing.assert_allclose(p30, p120[::4], atol=1e-9)
+    assert (len(t250) - 1) / 250.0 == pytest.approx((len(t120) - 1) / 120.0)
+
+
+def test_stress_corpus_tree_is_apart_from_the_demo(tmp_path):
+    paths = demo.write_stress_corpus(tmp_path)
+    rel = sorted(p.relative_to(tmp_path).as_posix() for p in paths)
+    assert rel == sorted(demo.STRESS_CLIPS)
+    assert all(r.startswith(f"{demo.STRESS_DIR}/") for r in rel)
+    assert "stress" in (tmp_path / demo.STRESS_DIR / "README.txt").read_text().lower()
+    demo_paths = demo.write_demo_corpus(tmp_path / "demo")
+    assert not any(demo.STRESS_DIR in p.as_posix() for p in demo_paths)
+
+
 # --- Broken files --------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ class RetargetConfig:
     ground: bool = True  # shift the root vertically so stance feet touch the floor
     penetration_tolerance_m: float = 0.001
     ground_smooth_s: float = 0.05  # Gaussian blur (sigma) of the vertical shift
+    floor_weight: float = 10.0  # IK weight of the floor contacts (stance sole on it, none below)
     stance_speed: float = 0.3  # m/s: a foot point slower than this may be in stance
     stance_height: float = 0.04  # m: ... if also within this of its lowest level in the clip
     derivative_window_s: float = 0.15  # Savitzky-Golay window for qvel and qacc

@@ -5,6 +5,9 @@ extrapolated at constant velocity, and regularized toward the previous frame (sm
 toward the neutral pose (posture). Both pulls exist for nearly redundant DoFs, such as upper-arm
 rotation against forearm pronation while the elbow is straight: without them those swing from
 frame to frame and muscle lengths jump. They cost a few millimetres of lag in fast motion.
+A frame takes `iterations` steps, more (up to `max_iterations`) while it has not settled: fast
+motion outruns the warm start. With a floor (`ground.FloorContact`), the stance feet stand on it
+and no foot goes through it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from scipy.spatial.transform import Rotation
 
 from msconvert.emulator.qp import solve_box_qp_dense
 from msconvert.emulator.retarget.correspondence import Binding
+from msconvert.emulator.retarget.ground import FloorContact
 from msconvert.emulator.retarget.rotations import quat_conj, quat_mul, quat_to_rotvec
 
 
@@ -26,6 +30,8 @@ class IKOptions:
     """Solver settings; weights are relative to position errors in metres."""
 
     iterations: int = 2  # per frame after the first (warm-started frames converge in 1-2)
+    max_iterations: int = 8  # ... more while a step still moves a coordinate by settle_step
+    settle_step: float = 1e-2  # rad or m: a frame still moving this much is not yet converged
     first_iterations: int = 60
     damping: float = 1e-5  # Levenberg-Marquardt damping on every step
     smooth_weight: float = 3e-3  # pull toward the previous frame's coordinates, per rad (or m)
@@ -115,8 +121,10 @@ def solve_ik(
     quats: np.ndarray,
     options: IKOptions = IKOptions(),
     qpos_start: np.ndarray | None = None,
+    floor: FloorContact | None = None,
 ) -> IKResult:
-    """qpos per frame fitting target points (T, C, 3) and body orientations (T, C, 4)."""
+    """qpos per frame fitting target points (T, C, 3) and body orientations (T, C, 4), and with
+    a floor, keeping the stance feet on it and every foot above it."""
     space = binding.space
     frames = _Frames(model, binding)
     n, nv = space.size, model.nv
@@ -133,24 +141,38 @@ def solve_ik(
     upper = np.full(n, np.inf)
     vfull = np.zeros(nv)
     vdiff = np.zeros(nv)
+    jac_point = np.zeros((3, nv))
+    sw_f = np.sqrt(floor.weight) if floor is not None else 0.0
+    active = space.active_dofs
 
-    def iterate(q: np.ndarray, q_prev: np.ndarray, tp: np.ndarray, tq: np.ndarray) -> float:
+    def floor_rows(t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Residuals and Jacobian rows (over the active dofs) of the floor contacts at frame t."""
+        assert floor is not None
+        res, bodies, pts = floor.rows(model, frames.data, t)
+        jac = np.empty((res.size, active.size))
+        for k in range(res.size):
+            mujoco.mj_jac(model, frames.data, jac_point, None, pts[k], int(bodies[k]))
+            jac[k] = jac_point[2, active]
+        return sw_f * res, sw_f * jac
+
+    def iterate(q: np.ndarray, q_prev: np.ndarray, tp: np.ndarray, tq: np.ndarray, t: int) -> float:
         points, bq = frames.evaluate(q)
         jp, jr = frames.jacobians(points)
         cmap = space.coupling_map(q)
         res_p = ((points[pos_rows] - tp[pos_rows])[:, :, None] * sw_p).reshape(-1)
         err_q = quat_to_rotvec(quat_mul(bq[ori_rows], quat_conj(tq[ori_rows])))
         res_o = (err_q[:, :, None] * sw_o).reshape(-1)
-        jac = (
-            np.concatenate(
-                (
-                    (jp[pos_rows] * sw_p).reshape(-1, jp.shape[2]),
-                    (jr[ori_rows] * sw_o).reshape(-1, jr.shape[2]),
-                )
-            )
-            @ cmap
-        )
-        res = np.concatenate((res_p, res_o))
+        blocks = [
+            (jp[pos_rows] * sw_p).reshape(-1, jp.shape[2]),
+            (jr[ori_rows] * sw_o).reshape(-1, jr.shape[2]),
+        ]
+        residuals = [res_p, res_o]
+        if floor is not None:
+            res_f, jac_f = floor_rows(t)
+            blocks.append(jac_f)
+            residuals.append(res_f)
+        jac = np.concatenate(blocks) @ cmap
+        res = np.concatenate(residuals)
         h = jac.T @ jac
         g = jac.T @ res
         mujoco.mj_differentiatePos(model, vdiff, 1.0, q_prev, q)
@@ -181,11 +203,15 @@ def solve_ik(
         if t > 0:  # warm start: the previous solution moved on at its last velocity
             mujoco.mj_integratePos(model, q, vel, 1.0)
             space.constrain(q)
-        budget = options.first_iterations if t == 0 else options.iterations
+        budget = options.first_iterations if t == 0 else options.max_iterations
         anchor = q if t == 0 else q_prev  # the first frame has no previous frame to stay near
         for k in range(budget):
             used[t] = k + 1
-            if iterate(q, anchor, positions[t], quats[t]) < options.step_tolerance:
+            step = iterate(q, anchor, positions[t], quats[t], t)
+            # Fast motion outruns the warm start: such a frame iterates until it settles.
+            if step < options.step_tolerance or (
+                t > 0 and k + 1 >= options.iterations and step < options.settle_step
+            ):
                 break
         out[t] = q
         if t > 0:

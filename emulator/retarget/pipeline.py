@@ -30,13 +30,24 @@ from msconvert.emulator.retarget.correspondence import (
 from msconvert.emulator.retarget.derivatives import savgol_derivatives
 from msconvert.emulator.retarget.exceptions import CorrespondenceError, RetargetError
 from msconvert.emulator.retarget.ground import (
+    FloorContact,
     detect_stance,
+    floor_estimate,
     ground_shift,
     lowest_points,
+    sole_depths,
     vertical_direction,
 )
 from msconvert.emulator.retarget.ik import solve_ik
-from msconvert.emulator.retarget.metrics import clip_metrics, limit_violations, tendon_jumps
+from msconvert.emulator.retarget.metrics import (
+    TENDON_JUMP_TOLERANCE_M,
+    clip_metrics,
+    explained_change,
+    limit_violations,
+    moment_times,
+    tendon_jumps,
+    unexplained_change,
+)
 from msconvert.emulator.retarget.reference import Reference
 from msconvert.emulator.retarget.repair import repair_motion
 from msconvert.emulator.retarget.rotations import quat_angle, quat_conj, quat_mul
@@ -46,6 +57,7 @@ from msconvert.emulator.retarget.scaling import scale_points, source_points, tar
 _BINDINGS: weakref.WeakKeyDictionary[mujoco.MjModel, dict[tuple, Binding]] = (
     weakref.WeakKeyDictionary()
 )
+_SOLE_DEPTHS: weakref.WeakKeyDictionary[Binding, np.ndarray] = weakref.WeakKeyDictionary()
 
 
 def binding_for(model: mujoco.MjModel, config: RetargetConfig, skeleton: Skeleton) -> Binding:
@@ -62,6 +74,20 @@ def binding_for(model: mujoco.MjModel, config: RetargetConfig, skeleton: Skeleto
     return cache[key]
 
 
+def _sole_depths(model: mujoco.MjModel, binding: Binding) -> np.ndarray:
+    """How far below each foot point the model's flat sole lies (once per binding)."""
+    if binding not in _SOLE_DEPTHS:
+        _SOLE_DEPTHS[binding] = sole_depths(
+            model,
+            binding.calibration_qpos,
+            binding.body,
+            binding.offset,
+            binding.foot_points,
+            binding.foot_geoms,
+        )
+    return _SOLE_DEPTHS[binding]
+
+
 def _to_control_rate(motion: Motion, fps: float | None) -> tuple[Motion, str]:
     """The motion resampled to fps (slerp), and a note when that could not be done."""
     if fps is None or abs(fps - motion.fps) < 1e-9:
@@ -74,7 +100,8 @@ def _to_control_rate(motion: Motion, fps: float | None) -> tuple[Motion, str]:
 
 
 def _replay(model: mujoco.MjModel, qpos: np.ndarray, binding: Binding, geoms: np.ndarray) -> dict:
-    """Per-frame kinematics of the solution: body poses, foot geom poses, muscle lengths."""
+    """Per-frame kinematics of the solution: body poses, foot geom poses, muscle lengths, and
+    the muscle-length change each step's moment arms explain (R̄·Δq, frame i to i + 1)."""
     t = qpos.shape[0]
     data = mujoco.MjData(model)
     muscles = muscle_actuators(model)
@@ -85,7 +112,11 @@ def _replay(model: mujoco.MjModel, qpos: np.ndarray, binding: Binding, geoms: np
         "geom_pos": np.empty((t, geoms.size, 3)),
         "geom_mat": np.empty((t, geoms.size, 3, 3)),
         "muscle_length": np.empty((t, muscles.size)),
+        "muscle_explained": np.zeros((max(t - 1, 0), muscles.size)),
     }
+    dq = np.zeros((max(t - 1, 0), model.nv))
+    for i in range(t - 1):
+        mujoco.mj_differentiatePos(model, dq[i], 1.0, qpos[i], qpos[i + 1])
     for i in range(t):
         data.qpos[:] = qpos[i]
         mujoco.mj_kinematics(model, data)
@@ -98,6 +129,17 @@ def _replay(model: mujoco.MjModel, qpos: np.ndarray, binding: Binding, geoms: np
         out["geom_pos"][i] = data.geom_xpos[geoms]
         out["geom_mat"][i] = data.geom_xmat[geoms].reshape(-1, 3, 3)
         out["muscle_length"][i] = data.actuator_length[muscles]
+        # Trapezoid: half of each step's change from the moment arms at either end.
+        explained = out["muscle_explained"]
+        if i > 0:
+            explained[i - 1] += 0.5 * moment_times(data, muscles, dq[i - 1])
+        if i < t - 1:
+            explained[i] += 0.5 * moment_times(data, muscles, dq[i])
+    # Where the trapezoid is not close enough (a joint turning fast through a curved stretch of
+    # a muscle's path), integrate the moment arms along the step instead.
+    rough = unexplained_change(out["muscle_length"], out["muscle_explained"]).max(1, initial=0.0)
+    for i in np.flatnonzero(rough > 0.5 * TENDON_JUMP_TOLERANCE_M):
+        out["muscle_explained"][i] = explained_change(model, qpos[i], qpos[i + 1], muscles)
     return out
 
 
@@ -110,7 +152,14 @@ class Targets:
     positions: np.ndarray  # (T, C, 3) scaled source points
     quats: np.ndarray  # (T, C, 4) target body orientations
     stance: np.ndarray  # (T, 2) left, right
+    floor: np.ndarray  # (T,) floor height under the targets (where the model's soles belong)
     notes: dict[str, str]
+
+    def floor_contact(self, config: RetargetConfig) -> FloorContact | None:
+        """The IK's floor task, when the clip is grounded."""
+        if not config.ground:
+            return None
+        return FloorContact(self.binding.foot_geoms, self.floor, self.stance, config.floor_weight)
 
 
 def prepare_targets(
@@ -141,7 +190,15 @@ def prepare_targets(
     quats = target_orientations(traj, binding)
     if not (np.isfinite(positions).all() and np.isfinite(quats).all()):
         raise RetargetError(f"{motion.clip_id}: source kinematics are not finite after repair")
-    return Targets(motion, binding, positions, quats, stance, notes)
+    floor = floor_estimate(
+        positions,
+        stance,
+        binding.foot_points,
+        _sole_depths(model, binding),
+        motion.fps,
+        config.ground_smooth_s,
+    )
+    return Targets(motion, binding, positions, quats, stance, floor, notes)
 
 
 def build_reference(
@@ -191,7 +248,8 @@ def build_reference(
         limit_violations(model, qpos),
         np.maximum(-heights.min(1), 0.0),
         np.where(contact, heights.min(1), np.inf),
-        tendon_jumps(rep["muscle_length"], fps),
+        tendon_jumps(rep["muscle_length"], rep["muscle_explained"]),
+        float(unexplained_change(rep["muscle_length"], rep["muscle_explained"]).max(initial=0.0)),
         ik_fps,
     )
 
@@ -232,5 +290,12 @@ def retarget(
     """Retarget one clip onto the model: qpos/qvel/qacc at the control rate, errors and metrics."""
     config = config or RetargetConfig()
     targets = prepare_targets(motion, model, config, skeleton or mean_skeleton())
-    ik = solve_ik(model, targets.binding, targets.positions, targets.quats, config.ik)
+    ik = solve_ik(
+        model,
+        targets.binding,
+        targets.positions,
+        targets.quats,
+        config.ik,
+        floor=targets.floor_contact(config),
+    )
     return build_reference(model, targets, ik.qpos, ik.fps, config)
