@@ -1,10 +1,10 @@
 """The tracking controller against a raw physics rollout of the same clip, in one process.
 
 For each demo clip: retarget it onto MyoFullBody, run `--method track` (assist on, then off),
-and time a plain MuJoCo rollout of the same number of physics steps (the controller's excitations
-replayed open loop, so the physics sees the same contacts). Pinned to one core. Prints a line
-per clip, then a JSON summary as the last line with `track_overhead_vs_physics`: the
-controller's wall time over the raw rollout's (target <= 2.0).
+and time plain MuJoCo physics of the same clip: from each state the controller's run recorded,
+its excitations held for a control step (the same physics steps and contacts, no controller).
+Pinned to one core. Prints a line per clip, then a JSON summary as the last line with
+`track_overhead_vs_physics`: the controller's wall time over the raw physics' (target <= 2.0).
 
     .venv/bin/python benchmarks/track.py [--json] [--clips standing,walking] [--seconds S]
 """
@@ -35,18 +35,22 @@ CLIPS = {
 }
 
 
-def raw_rollout_s(model: mujoco.MjModel, qpos0, qvel0, ctrl: np.ndarray, steps: int) -> float:
-    """Seconds for the plain physics: the same excitations held for `steps` steps each."""
+def raw_rollout_s(model: mujoco.MjModel, emulation, steps: int) -> float:
+    """Seconds for the plain physics of the same clip: from each recorded state, the recorded
+    excitations held for `steps` steps (so the physics meets the same contacts as the
+    controller's run, not a fallen body's)."""
     data = mujoco.MjData(model)
-    data.qpos[:], data.qvel[:] = qpos0, qvel0
-    data.act[:] = 0.05
-    ctrl = np.nan_to_num(ctrl, nan=0.0)
-    start = time.perf_counter()
-    for row in ctrl:
-        data.ctrl[:] = row
+    rows = emulation.tracked_frames - 1
+    elapsed = 0.0
+    for k in range(rows):
+        data.qpos[:], data.qvel[:] = emulation.qpos[k], emulation.qvel[k]
+        data.act[:] = emulation.activation[k]
+        data.ctrl[:] = np.nan_to_num(emulation.excitation[k])
+        start = time.perf_counter()
         for _ in range(steps):
             mujoco.mj_step(model, data)
-    return time.perf_counter() - start
+        elapsed += time.perf_counter() - start
+    return elapsed
 
 
 def main() -> None:
@@ -82,8 +86,7 @@ def main() -> None:
                 }
                 if assist == "on":
                     steps = control_frame_skip(model, ref.fps)
-                    excitation = result.emulation.excitation[: result.emulation.tracked_frames]
-                    raw = raw_rollout_s(model, ref.qpos[0], ref.qvel[0], excitation, steps)
+                    raw = raw_rollout_s(model, result.emulation, steps)
                     row["raw_physics_s"] = raw
                     row["track_overhead_vs_physics"] = wall / raw  # over the same frames
             rows.append(row)
