@@ -56,7 +56,9 @@ def check_model(references: Sequence[Reference], model_sha256: str) -> None:
         if ref.model_sha256 and ref.model_sha256 != model_sha256:
             raise TrainError(
                 f"clip {ref.clip_id!r} was retargeted onto another model (SHA-256 "
-                f"{ref.model_sha256[:12]}…, this one {model_sha256[:12]}…): pass the same --model"
+                f"{ref.model_sha256[:12]}…, this one {model_sha256[:12]}…): pass the same --model "
+                "(catalogs retargeted by msconvert 0.1.0 hashed the model's install path: "
+                "retarget them again with this version)"
             )
 
 
