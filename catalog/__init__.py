@@ -9,7 +9,13 @@ from msconvert.catalog.schema import (
     ClipIdError,
     sanitize_clip_id,
 )
-from msconvert.catalog.store import Catalog, CatalogError, ClipEntry
+from msconvert.catalog.store import (
+    Catalog,
+    CatalogError,
+    CatalogLockedError,
+    ClipEntry,
+    ClipWriter,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -19,7 +25,9 @@ __all__ = [
     "STATUS_INCOMPLETE",
     "Catalog",
     "CatalogError",
+    "CatalogLockedError",
     "ClipEntry",
     "ClipIdError",
+    "ClipWriter",
     "sanitize_clip_id",
 ]

@@ -62,6 +62,24 @@ def make_store(
     return LocalStore(path, read_only=read_only)
 
 
+def is_remote(store: Store) -> bool:
+    """Whether the store is reached through fsspec (an object store, say), not a local disk."""
+    return not isinstance(store, LocalStore)
+
+
+def forget_listings(store: Store) -> None:
+    """Drop the cached directory listings of the store's filesystem (fsspec's dircache, e.g.
+    s3fs's), so that a listing sees what other processes wrote since; no-op for local disks.
+    All of them: s3fs forgets a path's parents with it, never its children."""
+    fs = getattr(store, "fs", None)
+    invalidate = getattr(fs, "invalidate_cache", None)
+    if isinstance(store, FsspecStore) and callable(invalidate):
+        try:
+            invalidate()
+        except Exception:  # a filesystem without a cache, or a wrapper: nothing to forget
+            pass
+
+
 def join(*parts: str) -> str:
     """A store key from path parts, ignoring empty ones (the root is '')."""
     return "/".join(p for p in parts if p)

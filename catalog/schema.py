@@ -60,6 +60,8 @@ RESERVED_CLIP_ATTRS = frozenset(
 # The catalog-level index: a JSON document beside the root zarr.json. Its name starts with '.',
 # which sanitize_clip_id never lets a clip id part do, so it can never collide with a clip.
 INDEX_KEY = ".msconvert_index.json"
+# The writer's lease: who is writing the catalog now (catalog/lease.py). Also a '.' name.
+LOCK_KEY = ".msconvert_lock.json"
 # Fields of every index row; summary fields may not reuse these names.
 INDEX_ROW_FIELDS = ("clip", "status", "reason", "stage", "metrics")
 

@@ -1,9 +1,14 @@
 """The catalog: one Zarr v3 store, one group per clip, one writer and any number of readers.
 
+The writer is one run: it holds the store's writer lease (`Catalog.lease`, catalog/lease.py)
+and keeps the index; its workers may write whole clips themselves (`ClipWriter`), which the
+writer then indexes (`Catalog.index_clip`).
+
 Layout (all paths relative to the catalog URL):
 
     zarr.json                      root group; attrs: msconvert_schema_version, created, ...
     .msconvert_index.json          the index: clip id -> row (status, reason, metrics, summary)
+    .msconvert_lock.json           the writer's lease, while a run writes (who, last renewal)
     KIT/zarr.json, KIT/3/zarr.json plain groups for the folders of clip ids
     KIT/3/walking_slow08/          one clip group; attrs: caller attrs, metrics, summary,
         zarr.json                  clip_id, msconvert_clip, and status written last
@@ -22,6 +27,7 @@ store write) never touches the metadata that makes the store a catalog.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import numbers
 import time
@@ -37,6 +43,7 @@ import zarr
 
 import msconvert
 from msconvert.catalog import _zarrio as zio
+from msconvert.catalog.lease import Lease, LeaseError, holder_alive, token_on_store
 from msconvert.catalog.schema import (
     ATTR_CLIP_ID,
     ATTR_CLIP_MARKER,
@@ -51,6 +58,7 @@ from msconvert.catalog.schema import (
     ATTR_SUMMARY,
     INDEX_KEY,
     INDEX_ROW_FIELDS,
+    LOCK_KEY,
     RESERVED_CLIP_ATTRS,
     SCHEMA_VERSION,
     STATUS_COMPLETE,
@@ -71,6 +79,10 @@ Selection = slice | int | Sequence[int] | np.ndarray
 
 class CatalogError(Exception):
     """A catalog that cannot be created, opened or written as asked (one-line message)."""
+
+
+class CatalogLockedError(CatalogError):
+    """Another run holds the catalog's writer lease, or took it from this one (one line)."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +265,8 @@ class Catalog:
         self._last_flush = time.monotonic()
         self._known_groups: set[str] = set()  # folder groups known to exist (writer cache)
         self._closed = False
+        self._lease: Lease | None = None  # held while a run writes (`lease()`)
+        self.storage_options: dict[str, Any] | None = None  # as opened (workers open it alike)
 
     # ------------------------------------------------------------------ opening
 
@@ -272,6 +286,11 @@ class Catalog:
         if state == "catalog" and not overwrite:
             return cls.open(url, mode="a", storage_options=storage_options)
         store = probe.with_read_only(False)
+        if state == "catalog":  # --overwrite: never wipe a catalog that another run is writing
+            held = zio.run(zio.get_json(store, LOCK_KEY))
+            if held is not None and holder_alive(held):
+                lease = Lease(store, str(url), remote=zio.is_remote(store))
+                raise CatalogLockedError(lease.refusal(held))
         root_attrs = {
             ATTR_SCHEMA_VERSION: SCHEMA_VERSION,
             ATTR_CREATED: _now(),
@@ -285,6 +304,7 @@ class Catalog:
 
         zio.run(init())
         catalog = cls(store, str(url), "a", root_attrs)
+        catalog.storage_options = storage_options
         catalog._rows = {}
         catalog._dirty = True  # write the (empty) index with the first flush or on close
         return catalog
@@ -315,6 +335,7 @@ class Catalog:
         if mode == "a":
             store = store.with_read_only(False)
         catalog = cls(store, str(url), mode, root_attrs)
+        catalog.storage_options = storage_options
         if mode == "a":
             catalog._load_index_for_writing()
         return catalog
@@ -397,6 +418,78 @@ class Catalog:
     def __enter__(self) -> Catalog:
         return self
 
+    # ------------------------------------------------------------------ the writer's lease
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Lease]:
+        """Hold the catalog's writer lease while inside (catalog/lease.py): a second run on the
+        same catalog is refused (CatalogLockedError) instead of overwriting this one's clips,
+        and its handle becomes read-only. Re-entering while held is a no-op."""
+        if self.mode != "a":
+            raise CatalogError(f"{self.url} is open read-only")
+        if self._lease is not None:
+            yield self._lease
+            return
+        lease = Lease(self._store, self.url, remote=zio.is_remote(self._store))
+        try:
+            lease.acquire()
+        except LeaseError as exc:
+            # Refused: this handle writes nothing, not even its index on close (the other
+            # run's index is the one that counts).
+            self.mode, self._dirty, self._writer_marked = "r", False, False
+            raise CatalogLockedError(str(exc)) from None
+        self._lease = lease
+        try:
+            yield lease
+        finally:
+            self._lease = None
+            lease.release()
+
+    @property
+    def lease_token(self) -> str | None:
+        """The token of the lease this catalog holds (for `ClipWriter`s), None when none."""
+        return None if self._lease is None else self._lease.token
+
+    def check_lease(self) -> None:
+        """Raise CatalogLockedError when the lease this catalog held was taken by another run."""
+        if self._lease is not None and self._lease.lost is not None:
+            raise CatalogLockedError(self._lease.lost)
+
+    async def _before_status(self) -> None:
+        """Last check before a clip's status is written: the writer still holds the lease."""
+        self.check_lease()
+
+    @classmethod
+    def clip_writer(
+        cls,
+        url: str | PathLike[str],
+        *,
+        lease: str | None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> ClipWriter:
+        """A writer of whole clips for a run whose driver holds the lease `lease` and keeps the
+        index (a Ray worker's view of the catalog): see `ClipWriter`."""
+        store = _store(url, read_only=True, storage_options=storage_options)
+        state, detail, root_attrs = zio.run(_probe(store))
+        if state != "catalog":
+            raise CatalogError(f"{url} is not an msconvert catalog ({detail})")
+        return ClipWriter(store.with_read_only(False), str(url), root_attrs, lease)
+
+    def index_clip(self, clip_id: str) -> ClipEntry | None:
+        """Index a clip that another process (a worker) wrote, from its group on the store;
+        None (and no row) when there is no finished clip group there."""
+        clip = self._valid_id(clip_id)
+        self._begin_change()
+        doc = zio.run(zio.get_json(self._store, zio.join(clip, zio.ZARR_JSON)))
+        attrs = dict((doc or {}).get("attributes") or {}) if _is_clip(doc) else {}
+        if not attrs or _status_of(attrs) == STATUS_INCOMPLETE:
+            if self._index.pop(clip, None) is not None:
+                self._changed()
+            return None
+        self._index[clip] = _row_from_attrs(clip, attrs)
+        self._changed()
+        return ClipEntry.from_row(clip, self._index[clip])
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -410,6 +503,7 @@ class Catalog:
     async def _walk(self) -> dict[str, dict[str, Any]]:
         """Every clip group under the root: clip id -> its attributes."""
         store, limit, found = self._store, zio.walk_semaphore(), {}
+        zio.forget_listings(store)  # other processes (workers, other runs) write there too
 
         async def visit(prefix: str) -> None:
             async with limit:
@@ -525,7 +619,8 @@ class Catalog:
 
             await asyncio.gather(*(one(a, h) for a, h in zip(arrays, handles, strict=True)))
             # The status goes last, in its own write: a reader (and scan) sees the clip only
-            # once every array above is on the store.
+            # once every array above is on the store; and only while this run holds the lease.
+            await self._before_status()
             final = zio.group_doc({**group_attrs, ATTR_STATUS: STATUS_COMPLETE})
             await zio.put_json(store, zio.join(clip, zio.ZARR_JSON), final)
 
@@ -562,7 +657,12 @@ class Catalog:
         }
         self._replace(clip)
         doc = zio.group_doc(group_attrs)
-        zio.run(zio.put_json(self._store, zio.join(clip, zio.ZARR_JSON), doc))
+
+        async def write() -> None:
+            await self._before_status()
+            await zio.put_json(self._store, zio.join(clip, zio.ZARR_JSON), doc)
+
+        zio.run(write())
         self._index[clip] = _row(
             clip, STATUS_FAILED, reason=reason, stage=stage, summary=group_attrs[ATTR_SUMMARY]
         )
@@ -765,6 +865,49 @@ class Catalog:
         attrs = dict(doc.get("attributes") or {})
         attrs.pop(ATTR_COORDINATES, None)
         return zio.decode_strings(np.asarray(labels)), attrs
+
+
+class ClipWriter(Catalog):
+    """Writes whole clips (`write_clip`, `write_failure`) into a catalog whose index another
+    process keeps: the view of a worker that writes its clips straight to the store while the
+    run's driver holds the lease and indexes them (`Catalog.index_clip`).
+
+    Each clip is written as by `Catalog.write_clip` (status last), and its status only while the
+    store's lease still carries `lease` (one small read per clip): a worker of a run that lost
+    its lease, or whose driver died and was replaced by another run, marks nothing complete.
+    It neither reads nor writes the index; its reading methods are not meant to be used.
+    """
+
+    def __init__(
+        self, store: zio.Store, url: str, root_attrs: dict[str, Any], lease: str | None
+    ) -> None:
+        super().__init__(store, url, "a", root_attrs)
+        self._rows = {}  # a scratch index: the driver's is the real one
+        self._writer_marked = True
+        self.expected_lease = lease
+
+    def _begin_change(self) -> None:
+        if self._closed:
+            raise CatalogError(f"{self.url} is closed")
+
+    def _changed(self) -> None:
+        self._rows = {}
+
+    def flush_index(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def _before_status(self) -> None:
+        if self.expected_lease is None:
+            return
+        held = await token_on_store(self._store)
+        if held != self.expected_lease:
+            raise CatalogLockedError(
+                f"{self.url}: the run this worker writes for no longer holds the catalog's "
+                "lease (its driver stopped, or another run took over); clip not marked complete"
+            )
 
 
 def _store(

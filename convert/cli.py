@@ -7,8 +7,10 @@ commands_policies.py, and every option is declared once, in options.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,15 @@ from msconvert.convert.options import (
     CLIP_ID,
     EXCLUDE,
     INCLUDE,
+    JOINT_MAP,
     LIMIT,
     OVERWRITE,
     RESUME,
+    STRESS,
     UNTIL,
     WORKERS,
     conversion_options,
+    executor_options,
     out,
     rl_options,
     use,
@@ -51,7 +56,7 @@ def main() -> None:
 
 @main.command(context_settings=CONTEXT)
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
-@use(out(), UNTIL, RESUME, OVERWRITE, WORKERS, INCLUDE, EXCLUDE, LIMIT)
+@use(out(), UNTIL, RESUME, OVERWRITE, WORKERS, executor_options, INCLUDE, EXCLUDE, LIMIT)
 @conversion_options
 @rl_options
 def amass(
@@ -61,9 +66,15 @@ def amass(
     resume: bool,
     overwrite: bool,
     workers: int,
+    executor: str,
+    ray_address: str | None,
+    cpus_per_clip: int,
+    memory_per_clip: float | None,
+    max_retries: int,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     limit: int | None,
+    source_format: str = "amass",  # or 'bvh:<joint map>' (the bvh command)
     **conversion: Any,
 ) -> None:
     """Convert an AMASS corpus (SMPL-H *_poses.npz, SMPL-X *_stageii.npz) into a catalog.
@@ -78,8 +89,8 @@ def amass(
       msconvert amass ./AMASS --out catalog.zarr --include 'KIT/*' --limit 20 --until retarget
       msconvert amass ./AMASS --out catalog.zarr --resume      # after a crash or Ctrl-C
       msconvert amass ./AMASS --out catalog.zarr --preset gpu --agent ppo
+      msconvert amass ./AMASS --out s3://bucket/c.zarr --executor ray --ray-address auto
     """
-    from msconvert.datasets.amass import scan_corpus
     from msconvert.datasets.motion import MotionError
 
     conversion["policy"] = conversion.pop("policy_mode")
@@ -88,10 +99,14 @@ def amass(
     if conversion.get("checkpoints") is None and "://" not in out:
         conversion["checkpoints"] = str(Path(out).with_name(Path(out).name + ".checkpoints"))
     options = _pipeline_options(until, conversion)
+    if executor != "ray" and (ray_address or memory_per_clip or cpus_per_clip != 1):
+        raise click.UsageError(
+            "--ray-address, --cpus-per-clip, --memory-per-clip: add --executor ray"
+        )
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; pick one")
     try:
-        scan = scan_corpus(root, include=include, exclude=exclude, limit=limit)
+        scan = _scan(source_format, root, include, exclude, limit)
     except MotionError as exc:
         raise click.UsageError(str(exc)) from None
     if scan.skipped:  # one line: how many and why; the first one named
@@ -105,8 +120,9 @@ def amass(
         )
     sources = list(scan.sources)
     if not sources:
+        kind = "BVH clips (*.bvh)" if _is_bvh(source_format) else _AMASS_FILES
         raise click.UsageError(
-            f"no AMASS clips (*_poses.npz, *_stageii.npz) under {root}"
+            f"no {kind} under {root}"
             + (" matching the include/exclude patterns" if include or exclude else "")
         )
     check_model(options)
@@ -115,16 +131,88 @@ def amass(
         import shutil
 
         shutil.rmtree(options.checkpoints)  # the policies belong to the catalog they replace
-    n_workers = workers or (os.cpu_count() or 1 if len(sources) >= 8 else 1)
-    if n_workers == 1:  # clips one at a time: let static optimization use the cores
+    ray = None
+    if executor == "ray":
+        ray = _ray_settings(
+            options, ray_address, workers, cpus_per_clip, memory_per_clip, max_retries
+        )
+        n_workers = workers or cores()  # the local pool only serves --policy multi-clip here
+    else:
+        n_workers = workers or (os.cpu_count() or 1 if len(sources) >= 8 else 1)
+    if n_workers == 1 and ray is None:  # clips one at a time: static optimization uses the cores
         options = replace(options, static_opt_processes=cores())
+    where = "on Ray" if ray else f"{n_workers} worker{'s' if n_workers > 1 else ''}"
     stderr.print(
-        f"Converting {len(sources)} clips from {root} to {out} (until {options.until}, "
-        f"{n_workers} worker{'s' if n_workers > 1 else ''})"
+        f"Converting {len(sources)} clips from {root} to {out} (until {options.until}, {where})"
     )
     if options.method == "rl" and options.reaches("train"):
         _print_training_estimate(options, len(sources), n_workers)
-    _convert(sources, catalog, out, options, workers=n_workers, resume=resume)
+    _convert(sources, catalog, out, options, workers=n_workers, resume=resume, ray=ray)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@use(out(), JOINT_MAP, UNTIL, RESUME, OVERWRITE, WORKERS, executor_options, INCLUDE, EXCLUDE)
+@use(LIMIT, conversion_options, rl_options)
+@click.pass_context
+def bvh(ctx: click.Context, root: Path, joint_map: str, **kwargs: Any) -> None:
+    """Convert a BVH corpus (*.bvh: CMU's BVH conversion, LAFAN1, any standard hierarchy).
+
+    A joint map names the file's joint for each of the 22 SMPL body joints (--map; the README
+    says how to write one). Each clip records its format as 'bvh:<map>' (msconvert ls
+    --source-format bvh); everything else is as for amass, whose options apply.
+
+    \b
+    Examples:
+      msconvert bvh ./cmu_bvh --out catalog.zarr --map cmu --until retarget
+      msconvert bvh ./lafan1 --out catalog.zarr --map lafan1
+      msconvert bvh ./mine --out catalog.zarr --map my_skeleton.json
+    """
+    from msconvert.datasets.bvh import AUTO_MAP, JointMapError, load_joint_map
+
+    if joint_map != AUTO_MAP:
+        try:
+            load_joint_map(joint_map)
+        except JointMapError as exc:
+            raise click.BadParameter(str(exc), param_hint="--map") from None
+    ctx.invoke(amass, root=root, source_format=f"bvh:{joint_map}", **kwargs)
+
+
+_AMASS_FILES = "AMASS clips (*_poses.npz, *_stageii.npz)"
+
+
+def _is_bvh(source_format: str) -> bool:
+    return source_format.partition(":")[0] == "bvh"
+
+
+def _scan(source_format: str, root: Path, include, exclude, limit):  # noqa: ANN001, ANN202
+    """The corpus's clip files: AMASS's, or *.bvh read with the format's joint map."""
+    if _is_bvh(source_format):
+        from msconvert.datasets.bvh import scan_bvh_corpus
+
+        joint_map = source_format.partition(":")[2]
+        return scan_bvh_corpus(root, joint_map, include=include, exclude=exclude, limit=limit)
+    from msconvert.datasets.amass import scan_corpus
+
+    return scan_corpus(root, include=include, exclude=exclude, limit=limit)
+
+
+def _ray_settings(options, address, workers, cpus, memory_gib, retries):  # noqa: ANN001, ANN202
+    """The Ray executor's settings from the amass options (RaySettings)."""
+    from msconvert.convert.executors import RaySettings
+    from msconvert.convert.pipeline import MULTI_CLIP_UNDER_RAY, ray_task_needs
+
+    if options.method == "rl" and options.reaches("train") and options.policy == "multi-clip":
+        stderr.print(f"[yellow]Note:[/] {MULTI_CLIP_UNDER_RAY}.")
+    gpus, memory = ray_task_needs(options)
+    return RaySettings(
+        address=address,
+        local_cpus=workers or None,
+        cpus=float(cpus),
+        gpus=gpus,
+        memory=int(memory_gib * 1024**3) if memory_gib else memory,
+        max_retries=retries,
+    )
 
 
 @main.command(context_settings=CONTEXT)
@@ -163,18 +251,22 @@ def retarget(
 
 @main.command(name="demo-corpus", context_settings=CONTEXT)
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@BROKEN
-def demo_corpus(directory: Path, broken: bool) -> None:
+@use(BROKEN, STRESS)
+def demo_corpus(directory: Path, broken: bool, stress: bool) -> None:
     """Write the bundled synthetic demo corpus (AMASS layout, made by msconvert's own code).
 
     \b
-    Example:
+    Examples:
       msconvert demo-corpus ./demo && msconvert amass ./demo --out demo.zarr
+      msconvert demo-corpus ./stress --stress && msconvert amass ./stress/Stress --out s.zarr
     """
-    from msconvert.datasets.demo import write_broken_corpus, write_demo_corpus
+    from msconvert.datasets.demo import write_broken_corpus, write_demo_corpus, write_stress_corpus
 
     paths = write_demo_corpus(directory)
     stderr.print(f"Wrote {len(paths)} demo clips under {directory}")
+    if stress:
+        written = write_stress_corpus(directory)
+        stderr.print(f"Wrote {len(written)} stress clips under {directory / 'Stress'}")
     if broken:
         bad = write_broken_corpus(directory / "broken")
         stderr.print(f"Wrote {len(bad)} broken files under {directory / 'broken'}")
@@ -226,27 +318,38 @@ def _pipeline_options(until: str | None, conversion: dict[str, Any]):  # noqa: A
     return PipelineOptions(until=until, model=model, **conversion)
 
 
-def _convert(sources, catalog, out: str, options, *, workers: int, resume: bool) -> None:  # noqa: ANN001
-    """Run the batch with a progress bar, print the summary; exit 1 when any clip failed."""
+def _convert(sources, catalog, out: str, options, *, workers: int, resume: bool, ray=None) -> None:  # noqa: ANN001
+    """Run the batch with a progress bar, print the summary; exit 1 when any clip failed.
+    With `ray` (RaySettings) the clips run as Ray tasks (convert/executors.py)."""
+    from msconvert.catalog import CatalogLockedError
+    from msconvert.convert.executors import ExecutorError
     from msconvert.convert.pipeline import run_batch
     from msconvert.convert.progress import BatchProgress, summary_table
 
-    if options.body_model_mode == "mean-skeleton":
+    if options.body_model_mode == "mean-skeleton" and not all(
+        _is_bvh(s.body_model) for s in sources
+    ):  # a BVH clip brings its own skeleton
         stderr.print(
             "[yellow]Body model:[/] built-in mean-shape SMPL skeleton; betas are ignored "
             "(pass --body-models DIR for exact SMPL-H/SMPL-X joints)."
         )
     try:
-        with catalog, BatchProgress(len(sources), "clips") as bar:
-            report = run_batch(
-                sources,
-                catalog,
-                options,
-                workers=workers,
-                resume=resume,
-                on_outcome=bar.outcome,
-                on_skip=bar.skipped,
-            )
+        # The lease first: a second run on the catalog is refused before any cluster starts.
+        with catalog, catalog.lease(), _cluster(ray, out) as cluster:
+            with BatchProgress(len(sources), "clips", nodes=ray is not None) as bar:
+                report = run_batch(
+                    sources,
+                    catalog,
+                    options,
+                    workers=workers,
+                    resume=resume,
+                    on_outcome=bar.outcome,
+                    on_skip=bar.skipped,
+                    on_node=bar.node,
+                    ray=cluster,
+                )
+    except (CatalogLockedError, ExecutorError) as exc:
+        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         stderr.print(f"[red]Interrupted.[/] Finished clips are saved; rerun with --resume {out}")
         sys.exit(130)
@@ -254,3 +357,34 @@ def _convert(sources, catalog, out: str, options, *, workers: int, resume: bool)
     stderr.print(f"Catalog: {out}   (msconvert ls {out})")
     if report.failed:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _cluster(settings, out: str) -> Iterator[Any]:  # noqa: ANN001 - RaySettings
+    """The connected RayCluster for these settings (None: the local executor), described."""
+    if settings is None:
+        yield None
+        return
+    from msconvert.convert.executors import RayCluster
+
+    with RayCluster(settings) as cluster:
+        s = settings
+        needs = f"{s.cpus:g} CPU{'s' if s.cpus != 1 else ''}"
+        needs += f", {s.gpus:g} GPU" if s.gpus else ""
+        needs += f", {s.memory / 1024**3:.1f} GiB of memory" if s.memory else ""
+        stderr.print(
+            f"Ray: {cluster.describe()}; each clip task declares {needs}; a clip whose worker "
+            f"or node dies is retried up to {s.max_retries} times"
+        )
+        unfit = cluster.unfit()
+        if unfit:
+            stderr.print(
+                f"[yellow]Note:[/] {unfit}: clips wait until such a node joins (autoscaling); "
+                "lower --cpus-per-clip or --memory-per-clip, or Ctrl-C."
+            )
+        if "://" not in out and cluster.node_count() > 1:
+            stderr.print(
+                f"[yellow]Note:[/] every node writes to {out}: it must be the same shared "
+                "folder on all of them (or use an object-store URL, e.g. s3://bucket/c.zarr)."
+            )
+        yield cluster

@@ -32,6 +32,7 @@ from msconvert.convert.options import (
     MODEL,
     MUSCLES,
     SEL,
+    SOURCE_FORMAT,
     START,
     STATUS,
     check_out,
@@ -46,18 +47,23 @@ if TYPE_CHECKING:
 
 @click.command(name="ls", context_settings=CONTEXT)
 @click.argument("catalog")
-@use(STATUS, output_format(("table", "csv", "json"), "table"), COLUMNS)
-def ls_command(catalog: str, status: str | None, fmt: str, columns: str) -> None:
+@use(STATUS, SOURCE_FORMAT, output_format(("table", "csv", "json"), "table"), COLUMNS)
+def ls_command(
+    catalog: str, status: str | None, source_format: str | None, fmt: str, columns: str
+) -> None:
     """List the clips of a catalog with their status, reason and metrics.
 
     \b
     Examples:
       msconvert ls catalog.zarr --status failed
+      msconvert ls catalog.zarr --source-format bvh      # clips read from BVH files
       msconvert ls catalog.zarr --format csv > clips.csv
       msconvert ls catalog.zarr --columns all
     """
     cat = open_catalog(catalog)
     entries = cat.clips(status=status)
+    if source_format:
+        entries = [e for e in entries if _format_matches(_source_format(cat, e), source_format)]
     rows = [
         {
             "clip": e.clip,
@@ -109,6 +115,24 @@ def ls_command(catalog: str, status: str | None, fmt: str, columns: str) -> None
             *([r["reason"]] if reasons else []),
         )
     stdout.print(table)
+
+
+def _source_format(cat: Any, entry: Any) -> str:
+    """A clip's source format ('smplh', 'smplx', 'bvh:cmu'): from the index, or for clips
+    written before it was recorded there, from the clip's attributes ('' when unknown)."""
+    found = entry.summary.get("source_format")
+    if found:
+        return str(found)
+    try:
+        attrs = cat.attrs(entry.clip)
+    except Exception:  # a failed or half-written clip may have no readable group
+        return ""
+    return str(attrs.get("source_format") or attrs.get("body_model") or "")
+
+
+def _format_matches(found: str, wanted: str) -> bool:
+    """'bvh' matches every 'bvh:<map>'; 'bvh:cmu' only itself."""
+    return found == wanted or (":" not in wanted and found.partition(":")[0] == wanted)
 
 
 def _fmt_metric(v: Any, exact: bool = False) -> str:

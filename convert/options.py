@@ -122,6 +122,52 @@ WORKERS = click.option(
     show_default=True,
     help="Worker processes; 0 = one per CPU core for 8 clips or more, else 1.",
 )
+# --- amass: where the clips run (local process pool, or Ray) --------------------------------------
+
+executor_options = use(
+    click.option(
+        "--executor",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Where clips run. local: a process pool on this machine (--workers). ray: one Ray "
+        "task per clip on a Ray cluster; workers write their clip straight into the catalog "
+        "(pip install 'msconvert[ray]').",
+    ),
+    click.option(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="ray: 'auto' joins the cluster running on this node (ray start), HOST:PORT the "
+        "one whose head is there; unset starts a local Ray instance with --workers CPUs (0: all "
+        "cores).",
+    ),
+    click.option(
+        "--cpus-per-clip",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="ray: CPUs each clip task declares (and uses: static optimization splits a clip's "
+        "frames over them).",
+    ),
+    click.option(
+        "--memory-per-clip",
+        type=click.FloatRange(min=0.0, min_open=True),
+        default=None,
+        metavar="GB",
+        help="ray: memory each clip task declares, GiB. Default: from the model and method "
+        "(MyoFullBody: 2 GiB for retarget and static-opt, more for rl's replay buffer).",
+    ),
+    click.option(
+        "--max-retries",
+        type=click.IntRange(min=0),
+        default=2,
+        show_default=True,
+        help="ray: times a clip is retried when its worker process or node dies; then it is "
+        "failed with a one-line reason and the run goes on.",
+    ),
+)
+
 INCLUDE = click.option(
     "--include",
     multiple=True,
@@ -133,6 +179,15 @@ EXCLUDE = click.option(
     multiple=True,
     metavar="GLOB",
     help="Skip clips whose id or path matches (repeatable).",
+)
+JOINT_MAP = click.option(
+    "--map",
+    "joint_map",
+    default="auto",
+    show_default=True,
+    metavar="NAME|PATH",
+    help="bvh: the joint map from the file's skeleton to SMPL's 22 body joints: a packaged one "
+    "(cmu, lafan1), a JSON file, or auto (the first packaged map whose joints the file has).",
 )
 LIMIT = click.option(
     "--limit",
@@ -146,11 +201,34 @@ LIMIT = click.option(
 conversion_options = use(
     click.option(
         "--method",
-        type=click.Choice(["rl", "static-opt"]),
+        type=click.Choice(["rl", "static-opt", "track"]),
         default="rl",
         show_default=True,
         help="rl: learn a muscle policy per clip (train, emulate). static-opt: inverse dynamics "
-        "+ static optimization per frame, the fast classic answer (no policy).",
+        "+ static optimization per frame, the fast classic answer (no simulation). track: a "
+        "muscle-driven tracking controller simulates the whole clip on the CPU (no training).",
+    ),
+    click.option(
+        "--assist",
+        type=click.Choice(["on", "off"]),
+        default="on",
+        show_default=True,
+        help="track: apply the root assist wrench the controller needs (recorded per frame), or "
+        "run with none: then a fall is recorded and the arrays after it stay NaN.",
+    ),
+    click.option(
+        "--track-kp",
+        type=click.FloatRange(min=0.0),
+        default=100.0,
+        show_default=True,
+        help="track: PD stiffness on the reference's joint positions (1/s²).",
+    ),
+    click.option(
+        "--track-kd",
+        type=click.FloatRange(min=0.0),
+        default=20.0,
+        show_default=True,
+        help="track: PD damping on the reference's velocities (1/s).",
     ),
     click.option(
         "--static-opt-cost",
@@ -333,6 +411,13 @@ STATUS = click.option(
     default=None,
     help="Only clips with this status.",
 )
+SOURCE_FORMAT = click.option(
+    "--source-format",
+    default=None,
+    metavar="FORMAT",
+    help="Only clips read from this format: smplh, smplx, bvh (any joint map) or bvh:MAP "
+    "(e.g. bvh:cmu).",
+)
 COLUMNS = click.option(
     "--columns",
     default=",".join(LS_COLUMNS),
@@ -371,4 +456,10 @@ BROKEN = click.option(
     "--broken",
     is_flag=True,
     help="Also write a set of deliberately broken files (for testing error handling).",
+)
+STRESS = click.option(
+    "--stress",
+    is_flag=True,
+    help="Also write the retargeting stress clips under Stress/ (run with flight phases, jump, "
+    "450° turn, cartwheel, a 150-s walk, 30 and 250 fps); not part of the default demo.",
 )

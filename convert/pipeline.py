@@ -1,13 +1,16 @@
 """The per-clip pipeline (a function of one source file) and the batch that runs it over a corpus.
 
 Each stage is a function of the previous stage's value; the batch only schedules, writes and
-reports. Workers compute, the calling process is the catalog's single writer.
+reports. Local workers compute and the calling process writes their clips; Ray workers write
+their own clip (status last, as the calling process would) and the calling process keeps the
+index. Either way the calling process holds the catalog's writer lease: one run per catalog.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,12 +21,12 @@ import numpy as np
 import xarray as xr
 
 from msconvert import __version__
-from msconvert.catalog import Catalog, CatalogError
+from msconvert.catalog import Catalog, CatalogError, CatalogLockedError, ClipWriter
 from msconvert.catalog.schema import STATUS_COMPLETE, STATUS_FAILED
 from msconvert.convert import stage_cache
-from msconvert.convert.executors import map_unordered
+from msconvert.convert.executors import RayCluster, map_unordered, this_node
 from msconvert.convert.presets import PRESETS
-from msconvert.datasets.amass import ClipSource, read_amass
+from msconvert.datasets.amass import ClipSource
 from msconvert.datasets.kinematics import (
     BodyModelError,
     Skeleton,
@@ -31,8 +34,10 @@ from msconvert.datasets.kinematics import (
     forward_kinematics,
     load_body_model,
     mean_skeleton,
+    source_skeleton,
 )
 from msconvert.datasets.motion import Motion, MotionError
+from msconvert.datasets.readers import read_clip
 from msconvert.datasets.resample import resample
 from msconvert.emulator.emulation import (
     Emulation,
@@ -55,6 +60,7 @@ from msconvert.emulator.learn.train import TrainConfig, Trainer, TrainError, age
 from msconvert.emulator.model import ModelError, load_model, model_sha256
 from msconvert.emulator.muscles.result import StaticOptFormatError
 from msconvert.emulator.muscles.static_opt import StaticOptError, static_optimization
+from msconvert.emulator.muscles.track import TrackConfig, TrackError, track
 from msconvert.emulator.retarget import (
     CorrespondenceError,
     Reference,
@@ -67,11 +73,12 @@ from msconvert.emulator.retarget.reference import ReferenceFormatError
 STAGES: tuple[str, ...] = ("ingest", "retarget", "train", "emulate")
 # How the muscle activity is found: a learned policy per clip (the product), or inverse dynamics
 # with static optimization (the fast classic answer, no training: its `emulate` is per frame).
-METHODS: tuple[str, ...] = ("rl", "static-opt")
+METHODS: tuple[str, ...] = ("rl", "static-opt", "track")
 # Stages that exist today, per method; the others are refused with a clear message, never faked.
 IMPLEMENTED: dict[str, tuple[str, ...]] = {
     "rl": ("ingest", "retarget", "train", "emulate"),
     "static-opt": ("ingest", "retarget", "emulate"),
+    "track": ("ingest", "retarget", "emulate"),
 }
 
 
@@ -88,8 +95,8 @@ def check_until(until: str, method: str = "rl") -> None:
     available = IMPLEMENTED[method]
     if until not in available:
         why = (
-            "static optimization trains nothing"
-            if method == "static-opt" and until == "train"
+            f"{method} trains nothing"
+            if method in ("static-opt", "track") and until == "train"
             else f"it is not available yet in msconvert {__version__}"
         )
         raise StageNotAvailableError(
@@ -117,6 +124,9 @@ class PipelineOptions:
     method: str = "rl"
     static_opt_cost: str = "act2"  # 'act2' (Σ act²) or 'act3' (Σ act³)
     static_opt_processes: int = 1  # forked processes per clip (only when clips run one at a time)
+    assist: str = "on"  # track: the root assist on or off
+    track_kp: float = 100.0  # track: PD gains on the reference
+    track_kd: float = 20.0
     # The rl method: a named budget (convert/presets.py), and what may override it.
     preset: str = "demo"
     agent: str = "flow"
@@ -191,6 +201,7 @@ CLIP_ERRORS: tuple[type[Exception], ...] = (
     ReferenceFormatError,
     StaticOptFormatError,
     EmulationFormatError,
+    TrackError,
 )
 
 
@@ -369,11 +380,13 @@ def _ingest(clip: _Clip) -> tuple[Motion, Skeleton]:
     clip.stage = "ingest"
     source, options = clip.source, clip.options
     assert source is not None
-    motion = read_amass(source.path, relpath=source.relpath, clip_id=source.clip_id)
+    clip.summary["source_format"] = source.body_model
+    motion = read_clip(source)  # the reader of its format: AMASS .npz or BVH
     if options.source_fps is not None:
         motion = resample(motion, options.source_fps)
-    skeleton = skeleton_for(motion, options)
+    skeleton = source_skeleton(motion) or skeleton_for(motion, options)
     clip.add_motion(motion, skeleton)
+    clip.summary["source_format"] = motion.format
     return motion, skeleton
 
 
@@ -406,6 +419,12 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
             )
             clip.parts.append(solution.to_dataset())
             clip.metrics.update(solution.metrics)
+        if options.method == "track" and options.reaches("emulate"):
+            clip.stage = "track"
+            config = TrackConfig(kp=options.track_kp, kd=options.track_kd, assist=options.assist)
+            result = track(reference, model_for(options.model), config)
+            clip.parts.append(result.to_dataset())
+            clip.metrics.update(result.metrics)
 
     return _run(_clip(source, options), options.until, work)
 
@@ -572,48 +591,202 @@ def run_batch(
     resume: bool = False,
     on_outcome: Callable[[ClipOutcome], None] | None = None,
     on_skip: Callable[[int], None] | None = None,
+    on_node: Callable[[str], None] | None = None,
+    ray: RayCluster | None = None,
 ) -> BatchReport:
-    """Convert every source into the catalog; failures are recorded and the batch goes on."""
+    """Convert every source into the catalog; failures are recorded and the batch goes on.
+
+    The run holds the catalog's writer lease throughout (CatalogLockedError when another run
+    holds it). Clips run in a local process pool of `workers` (this process writes them), or,
+    with `ray` (a connected RayCluster), as Ray tasks that write their clip straight into the
+    catalog: this process then keeps only the index. `--policy multi-clip` training runs on this
+    machine under Ray too (MULTI_CLIP_UNDER_RAY). on_node(label) is called with the machine each
+    finished clip ran on.
+    """
     check_until(options.until, options.method)
     report = BatchReport(total=len(sources))
-    start = time.perf_counter()
-    todo: Iterable[ClipSource] = sources
-    if resume:
-        skip = clips_to_skip(catalog, options.until, options.method)
-        todo = [s for s in sources if s.clip_id not in skip]
-        report.skipped = len(sources) - len(todo)
-        if on_skip is not None:
-            on_skip(report.skipped)
-    cached_stages = options.method == "rl" and options.reaches("train")
-    multi = cached_stages and options.policy == "multi-clip"
-    if multi:
-        outcomes = _multi_clip(list(todo), options, workers)
-    else:
-        outcomes = map_unordered(run_clip, todo, options, workers=workers, on_crash=_crashed)
-    try:
-        for outcome in outcomes:
-            try:
-                write_outcome(catalog, outcome)
-            except CatalogError as exc:  # e.g. the id clashes with what an earlier run wrote
-                outcome = replace(
-                    outcome, status=STATUS_FAILED, stage="catalog", reason=str(exc), data=None
-                )
-            if outcome.status == STATUS_COMPLETE:
-                report.completed += 1
-                report.frames += outcome.frames
-                if cached_stages and options.checkpoints:
-                    done = stage_cache.entry(options.checkpoints, outcome.clip_id)
-                    if done is not None:
-                        stage_cache.remove(done)  # the catalog holds the clip now
-            else:
-                report.failed += 1
-                report.failures.append((outcome.clip_id, outcome.reason))
-            if on_outcome is not None:
-                on_outcome(outcome)
-    finally:
-        catalog.flush_index()
-        report.seconds = time.perf_counter() - start
+    with catalog.lease():
+        start = time.perf_counter()
+        todo: Iterable[ClipSource] = sources
+        if resume:
+            skip = clips_to_skip(catalog, options.until, options.method)
+            todo = [s for s in sources if s.clip_id not in skip]
+            report.skipped = len(sources) - len(todo)
+            if on_skip is not None:
+                on_skip(report.skipped)
+        cached_stages = options.method == "rl" and options.reaches("train")
+        multi = cached_stages and options.policy == "multi-clip"
+        inner: Iterator[Any]
+        if multi:
+            inner = _multi_clip(list(todo), options, workers)
+        elif ray is not None:
+            inner = _on_ray(ray, todo, catalog, options)
+        else:
+            inner = map_unordered(run_clip, todo, options, workers=workers, on_crash=_crashed)
+        here = this_node()
+        placed: Iterator[tuple[ClipOutcome, str]] = (
+            inner if ray is not None and not multi else ((o, here) for o in inner)
+        )
+        try:
+            for outcome, node in placed:
+                catalog.check_lease()  # a run that lost its lease stops here
+                if ray is not None and not multi and node != _NOWHERE:
+                    outcome = _index_written(catalog, outcome)  # the worker wrote it
+                else:
+                    try:
+                        write_outcome(catalog, outcome)
+                    except CatalogLockedError:
+                        raise
+                    except CatalogError as exc:  # e.g. the id clashes with an earlier clip
+                        outcome = replace(
+                            outcome,
+                            status=STATUS_FAILED,
+                            stage="catalog",
+                            reason=str(exc),
+                            data=None,
+                        )
+                    if outcome.status == STATUS_COMPLETE and cached_stages:
+                        _forget_stages(options, outcome.clip_id)  # the catalog holds the clip
+                if outcome.status == STATUS_COMPLETE:
+                    report.completed += 1
+                    report.frames += outcome.frames
+                else:
+                    report.failed += 1
+                    report.failures.append((outcome.clip_id, outcome.reason))
+                if on_node is not None:
+                    on_node(node)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+        finally:
+            close = getattr(inner, "close", None)
+            if close is not None:
+                close()  # stops the pool, or cancels the Ray tasks still in flight
+            catalog.flush_index()
+            report.seconds = time.perf_counter() - start
     return report
+
+
+# Said (by the CLI) when --policy multi-clip runs under --executor ray.
+MULTI_CLIP_UNDER_RAY = (
+    "--policy multi-clip runs on this machine, not as Ray tasks: the shared policy's training "
+    "and its per-clip fine-tunes use the local path (--workers) under --executor ray"
+)
+_NOWHERE = "?"  # the node of an outcome that no worker returned (its worker or node died)
+
+
+@dataclass(frozen=True)
+class RemoteJob:
+    """What a Ray task needs besides its clip: the options, and where and for whom to write."""
+
+    options: PipelineOptions
+    url: str
+    lease: str | None
+    storage_options: dict[str, Any] | None = None
+    cwd: str | None = None  # the driver's: relative paths mean the same on its workers
+
+
+_GIB = 1024**3
+# What one clip task declares to Ray besides its CPUs. Measured for MyoFullBody: a worker that
+# retargets and solves static optimization peaks at 0.7 GB (demo clips); 2 GiB leaves room for
+# long clips (a 2-minute clip's muscle arrays are ~0.1 GB each). Training adds its replay
+# buffer on a CPU: observations of ~2,765 floats (MyoFullBody), twice (obs, next obs), float32.
+_CLIP_MEMORY = 2 * _GIB
+_SMALL_MODEL_MEMORY = 1 * _GIB
+_OBS_FLOATS = 2_765
+
+
+def ray_task_needs(options: PipelineOptions) -> tuple[float, int]:
+    """(GPUs, memory in bytes) that one clip's Ray task declares: a GPU for training with the
+    `gpu` preset (or an MJX backend), memory from the model and the replay buffer."""
+    memory = _CLIP_MEMORY if options.model is None else _SMALL_MODEL_MEMORY
+    gpus = 0.0
+    if options.method == "rl" and options.reaches("train"):
+        preset = PRESETS[options.preset]
+        if (options.backend or preset.backend) == "mjx" or preset.gpu_agent:
+            gpus = 1.0  # and the replay buffer lives in the accelerator's memory
+        else:
+            memory += preset.replay_size * _OBS_FLOATS * 4 * 2
+    return gpus, int(memory)
+
+
+def _on_ray(
+    ray: RayCluster, todo: Iterable[ClipSource], catalog: Catalog, options: PipelineOptions
+) -> Iterator[tuple[ClipOutcome, str]]:
+    """Each clip as a Ray task that converts it and writes it into the catalog itself."""
+    cpus = max(1, int(ray.settings.cpus))
+    options = replace(options, static_opt_processes=cpus)
+    url = catalog.url if "://" in catalog.url else str(Path(catalog.url).absolute())
+    job = RemoteJob(options, url, catalog.lease_token, catalog.storage_options, os.getcwd())
+    return ray.map_unordered(
+        convert_into_catalog,
+        todo,
+        job,
+        on_crash=_crashed,
+        name=lambda s: f"msconvert:{s.clip_id}",
+        fatal=(CatalogLockedError,),
+    )
+
+
+def convert_into_catalog(source: ClipSource, job: RemoteJob) -> ClipOutcome:
+    """A worker's whole share of one clip: run it, write it straight into the catalog (status
+    last, as the driver would), and return its outcome without the arrays.
+
+    The worker runs in the driver's working directory when this machine has it (the same
+    machine, or a shared filesystem), so relative paths (sources, --model) mean what they meant
+    to the driver and are recorded alike; on other machines give absolute paths."""
+    if job.cwd and os.getcwd() != job.cwd and os.path.isdir(job.cwd):
+        os.chdir(job.cwd)  # a Ray worker runs one task at a time
+    outcome = run_clip(source, job.options)
+    writer = _clip_writer(job.url, job.lease, _json_key(job.storage_options))
+    try:
+        write_outcome(writer, outcome)
+    except CatalogLockedError:
+        raise  # the run lost its lease: nothing more may be written
+    except CatalogError as exc:
+        outcome = replace(
+            outcome, status=STATUS_FAILED, stage="catalog", reason=str(exc), data=None
+        )
+        write_outcome(writer, outcome)
+    if outcome.status == STATUS_COMPLETE and job.options.method == "rl":
+        _forget_stages(job.options, outcome.clip_id)
+    return replace(outcome, data=None)
+
+
+def _json_key(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _clip_writer(url: str, lease: str | None, storage_options: str) -> ClipWriter:
+    """One writer per catalog and run in each worker process (workers convert many clips)."""
+    import json
+
+    return Catalog.clip_writer(url, lease=lease, storage_options=json.loads(storage_options))
+
+
+def _index_written(catalog: Catalog, outcome: ClipOutcome) -> ClipOutcome:
+    """The index row of a clip a worker wrote; a clip the worker reported but the store lacks
+    becomes a failure."""
+    try:
+        entry = catalog.index_clip(outcome.clip_id)
+    except CatalogError as exc:
+        entry, why = None, str(exc)
+    else:
+        why = "the worker reported the clip written, but its group is not on the store"
+    if entry is None:
+        outcome = replace(outcome, status=STATUS_FAILED, stage="catalog", reason=why)
+        write_outcome(catalog, outcome)
+    return outcome
+
+
+def _forget_stages(options: PipelineOptions, clip_id: str) -> None:
+    """Remove a finished clip's stage-cache entry (the catalog holds the clip now)."""
+    if options.checkpoints:
+        done = stage_cache.entry(options.checkpoints, clip_id)
+        if done is not None:
+            stage_cache.remove(done)
 
 
 def _multi_clip(

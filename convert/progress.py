@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,11 +21,15 @@ stderr = Console(stderr=True)
 
 
 class BatchProgress:
-    """A rich progress bar counting clips done and failed, with an ETA."""
+    """A rich progress bar counting clips done and failed, with an ETA; with `nodes`, also how
+    many clips each machine (Ray node) has finished."""
 
-    def __init__(self, total: int, description: str, console: Console = stderr) -> None:
+    def __init__(
+        self, total: int, description: str, console: Console = stderr, nodes: bool = False
+    ) -> None:
         self.failed = 0
-        self.progress = Progress(
+        self.per_node: Counter[str] = Counter()
+        columns = [
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -31,10 +37,11 @@ class BatchProgress:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self.task = self.progress.add_task(description, total=total, failed=0)
+        ]
+        if nodes:
+            columns.append(TextColumn("{task.fields[nodes]}"))
+        self.progress = Progress(*columns, console=console, transient=False)
+        self.task = self.progress.add_task(description, total=total, failed=0, nodes="")
 
     def __enter__(self) -> BatchProgress:
         self.progress.start()
@@ -50,6 +57,20 @@ class BatchProgress:
         if outcome.status != "complete":
             self.failed += 1
         self.progress.update(self.task, advance=1, failed=self.failed)
+
+    def node(self, label: str) -> None:
+        """One more clip finished on this machine ('?': its worker or node died)."""
+        self.per_node[label] += 1
+        self.progress.update(self.task, nodes=node_counts(self.per_node))
+
+
+def node_counts(per_node: Counter[str], shown: int = 4) -> str:
+    """'nodes: host-a 12 · host-b 9 · +3 nodes': the busiest machines first."""
+    top = per_node.most_common()
+    text = "nodes: " + " · ".join(f"{label} {n}" for label, n in top[:shown])
+    if len(top) > shown:
+        text += f" · +{len(top) - shown} nodes"
+    return text
 
 
 def summary_table(report: BatchReport, max_failures: int = 20) -> Table:

@@ -125,7 +125,7 @@ class Reference:
                 self.qvel,
                 {"units": "m/s or rad/s (MuJoCo tangent space)"},
             ),
-            "reference_qacc": ((t, "qvel"), self.qacc.astype(f32), {"units": "m/s2 or rad/s2"}),
+            "reference_qacc": ((t, "qvel"), self.qacc, {"units": "m/s2 or rad/s2"}),
             "reference_body_pos": (
                 (t, "body", DIM_XYZ),
                 self.body_pos.astype(f32),
