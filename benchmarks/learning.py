@@ -44,7 +44,7 @@ RUNS = {
 }
 
 
-def task(name: str):  # noqa: ANN201
+def task(name: str):
     if name == "arm":
         from arm_reference import arm_reference
         from toy_models import planar_arm
@@ -63,7 +63,7 @@ def task(name: str):  # noqa: ANN201
     return model, retarget(motion, model, RetargetConfig(fps=50.0)), "MyoFullBody, locked fingers"
 
 
-def agent_config(agent: str):  # noqa: ANN201
+def agent_config(agent: str):
     small = dict(warmup_steps=500, batch_size=128, critic_hidden=(128, 128))
     if agent == "flow":
         return flow.Config(policy_hidden=(128, 128), flow_hidden=(128, 128), **small)
@@ -72,7 +72,7 @@ def agent_config(agent: str):  # noqa: ANN201
     return ppo.Config(hidden=(64, 64), rollout_length=32)
 
 
-def run_one(model, ref, acts, excs, agent: str, reward: str, warm: bool, steps: int, seed: int):  # noqa: ANN001, ANN201
+def run_one(model, ref, acts, excs, agent: str, reward: str, warm: bool, steps: int, seed: int):
     """Train one run; (final emulation error, training curve, env steps/s after compile, s)."""
     cfg = TrainConfig(
         agent=agent,

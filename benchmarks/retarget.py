@@ -159,7 +159,7 @@ def _missed(row: dict[str, float]) -> list[str]:
     return out
 
 
-def _run(model, config, motion, solvers, say) -> dict[str, tuple]:  # noqa: ANN001
+def _run(model, config, motion, solvers, say) -> dict[str, tuple]:
     """Each solver on one clip: (frames, seconds, metrics row)."""
     targets = prepare_targets(motion, model, config, mean_skeleton())
     b, p, q = targets.binding, targets.positions, targets.quats

@@ -395,7 +395,7 @@ def _headroom(values: np.ndarray, factor: float = 1.35) -> float:
     return float(finite.max()) * factor if finite.size and finite.max() > 0 else 1.0
 
 
-def _nan_reduce(fn, values: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a numpy nan-reduction
+def _nan_reduce(fn, values: np.ndarray) -> np.ndarray:  # a numpy nan-reduction
     """Row-wise nan-reduction that yields NaN, without a warning, for all-NaN rows."""
     out = np.full(values.shape[0], np.nan)
     ok = np.isfinite(values).any(axis=1)

@@ -185,7 +185,7 @@ def _is_bvh(source_format: str) -> bool:
     return source_format.partition(":")[0] == "bvh"
 
 
-def _scan(source_format: str, root: Path, include, exclude, limit):  # noqa: ANN001, ANN202
+def _scan(source_format: str, root: Path, include, exclude, limit):
     """The corpus's clip files: AMASS's, or *.bvh read with the format's joint map."""
     if _is_bvh(source_format):
         from msconvert.datasets.bvh import scan_bvh_corpus
@@ -197,7 +197,7 @@ def _scan(source_format: str, root: Path, include, exclude, limit):  # noqa: ANN
     return scan_corpus(root, include=include, exclude=exclude, limit=limit)
 
 
-def _ray_settings(options, address, workers, cpus, memory_gib, retries):  # noqa: ANN001, ANN202
+def _ray_settings(options, address, workers, cpus, memory_gib, retries):
     """The Ray executor's settings from the amass options (RaySettings)."""
     from msconvert.convert.executors import RaySettings
     from msconvert.convert.pipeline import MULTI_CLIP_UNDER_RAY, ray_task_needs
@@ -276,7 +276,7 @@ for _command in (*commands_catalog.COMMANDS, *commands_policies.COMMANDS):
     main.add_command(_command)
 
 
-def _print_training_estimate(options, n_clips: int, workers: int) -> None:  # noqa: ANN001
+def _print_training_estimate(options, n_clips: int, workers: int) -> None:
     """Before long work: what will be trained, and at most how long it takes."""
     config = options.train_config()
     policies = 1 if options.policy == "multi-clip" else n_clips
@@ -299,7 +299,7 @@ def _print_training_estimate(options, n_clips: int, workers: int) -> None:  # no
     stderr.print(line + f". Checkpoints: {options.checkpoints}")
 
 
-def _pipeline_options(until: str | None, conversion: dict[str, Any]):  # noqa: ANN202
+def _pipeline_options(until: str | None, conversion: dict[str, Any]):
     """PipelineOptions from the shared conversion options; a stage not built is a usage error."""
     from msconvert.convert.pipeline import (
         PipelineOptions,
@@ -318,7 +318,7 @@ def _pipeline_options(until: str | None, conversion: dict[str, Any]):  # noqa: A
     return PipelineOptions(until=until, model=model, **conversion)
 
 
-def _convert(sources, catalog, out: str, options, *, workers: int, resume: bool, ray=None) -> None:  # noqa: ANN001
+def _convert(sources, catalog, out: str, options, *, workers: int, resume: bool, ray=None) -> None:
     """Run the batch with a progress bar, print the summary; exit 1 when any clip failed.
     With `ray` (RaySettings) the clips run as Ray tasks (convert/executors.py)."""
     from msconvert.catalog import CatalogLockedError
@@ -360,7 +360,7 @@ def _convert(sources, catalog, out: str, options, *, workers: int, resume: bool,
 
 
 @contextlib.contextmanager
-def _cluster(settings, out: str) -> Iterator[Any]:  # noqa: ANN001 - RaySettings
+def _cluster(settings, out: str) -> Iterator[Any]:  # RaySettings
     """The connected RayCluster for these settings (None: the local executor), described."""
     if settings is None:
         yield None

@@ -25,7 +25,7 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def open_catalog(catalog: str):  # noqa: ANN201 - Catalog, imported lazily to keep --help fast
+def open_catalog(catalog: str):  # Catalog, imported lazily to keep --help fast
     from msconvert.catalog import Catalog, CatalogError
 
     try:
@@ -34,7 +34,7 @@ def open_catalog(catalog: str):  # noqa: ANN201 - Catalog, imported lazily to ke
         raise click.ClickException(str(exc)) from None
 
 
-def open_clip(catalog: str, clip: str):  # noqa: ANN201 - xarray.Dataset
+def open_clip(catalog: str, clip: str):  # xarray.Dataset
     cat = open_catalog(catalog)
     try:
         return cat[clip]
@@ -52,7 +52,7 @@ def catalog_exists(url: str) -> bool:
     return True
 
 
-def create_catalog(out: str, *, resume: bool, overwrite: bool):  # noqa: ANN201 - Catalog
+def create_catalog(out: str, *, resume: bool, overwrite: bool):  # Catalog
     from msconvert.catalog import Catalog, CatalogError
 
     try:
@@ -65,7 +65,7 @@ def create_catalog(out: str, *, resume: bool, overwrite: bool):  # noqa: ANN201 
         raise click.UsageError(str(exc)) from None
 
 
-def check_model(options) -> None:  # noqa: ANN001 - PipelineOptions, imported lazily
+def check_model(options) -> None:  # PipelineOptions, imported lazily
     """Compile the model once up front, so a bad --model is one usage error, not N failures."""
     if not options.reaches("retarget"):
         return

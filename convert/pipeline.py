@@ -206,7 +206,7 @@ CLIP_ERRORS: tuple[type[Exception], ...] = (
 
 
 @functools.cache
-def model_for(path: str | None):  # noqa: ANN201 - mujoco.MjModel
+def model_for(path: str | None):  # mujoco.MjModel
     """The model, compiled once per process (workers convert many clips with it)."""
     return load_model(path)
 

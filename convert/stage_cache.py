@@ -107,7 +107,7 @@ def load(path: Path, clip_id: str, cache_key: str) -> Retargeted | None:
         if attrs.get(ATTR_STATUS) != STATUS_COMPLETE or attrs.get(ATTR_KEY) != cache_key:
             return None
         data = catalog[clip_id].load()
-    except Exception:  # noqa: BLE001 - an unreadable cache is recomputed, never trusted
+    except Exception:  # an unreadable cache is recomputed, never trusted
         return None
     data.attrs = {}
     metrics = {k: float(v) for k, v in dict(attrs.get(ATTR_METRICS) or {}).items() if v is not None}
@@ -143,7 +143,7 @@ def load_solution(path: Path, cache_key: str) -> tuple[np.ndarray, np.ndarray] |
             if str(npz["key"]) != cache_key:
                 return None
             return npz["activation"], npz["excitation"]
-    except Exception:  # noqa: BLE001 - missing or unreadable: recomputed
+    except Exception:  # missing or unreadable: recomputed
         return None
 
 

@@ -65,7 +65,7 @@ def expected_wheel_files(root: Path = ROOT) -> set[str]:
     return files
 
 
-def _setup_module():  # noqa: ANN202 - the repository's setup.py, imported without running setup()
+def _setup_module():  # the repository's setup.py, imported without running setup()
     spec = importlib.util.spec_from_file_location("msconvert_setup", ROOT / "setup.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

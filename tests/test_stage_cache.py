@@ -17,7 +17,7 @@ CLIP = "DemoLab/subject1/standing"
 
 
 @pytest.fixture
-def standing(demo_corpus: Path, tmp_path: Path):  # noqa: ANN201
+def standing(demo_corpus: Path, tmp_path: Path):
     (source,) = discover(demo_corpus, include=["*stand*"])
     options = PipelineOptions(checkpoints=str(tmp_path / "ckpt"), until="train")
     return source, options
@@ -28,7 +28,7 @@ def _count_fresh(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = pipeline.run_clip
 
-    def counting(source, options):  # noqa: ANN001, ANN202
+    def counting(source, options):
         calls.append(source.clip_id)
         return real(source, options)
 
@@ -76,7 +76,7 @@ def test_warm_start_is_cached_and_a_truncated_file_is_resolved(standing, monkeyp
     activation, excitation = warm_start_cached(source, options, ref, model)
     assert activation.shape == excitation.shape and ((activation >= 0) & (activation <= 1)).all()
 
-    def refuse(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+    def refuse(*_a, **_k):
         raise AssertionError("solved again although cached")
 
     monkeypatch.setattr(pipeline, "warm_start_solutions", refuse)
