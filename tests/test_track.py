@@ -14,30 +14,17 @@ from msconvert.emulator.retarget.reference import Reference
 FEET = {"left": ["foot_l"], "right": ["foot_r"]}
 
 
-def _block_reference(model, seconds: float = 2.0, sway: float = 0.0) -> Reference:
-    """The block standing, its hips and ankles swaying in opposition by `sway` rad (the torso
-    stays over the feet), at 50 Hz."""
+def _block_reference(model, seconds: float = 2.0) -> Reference:
+    """The block standing still at 50 Hz, with its torso and feet as key bodies."""
     n = int(seconds * 50)
-    t = np.arange(n) / 50.0
     qpos = np.tile(model.qpos0, (n, 1))
-    angle = sway * np.sin(2 * np.pi * 0.5 * t)
-    for side in ("l", "r"):
-        qpos[:, model.joint(f"hip_{side}").qposadr[0]] = angle
-        qpos[:, model.joint(f"ankle_{side}").qposadr[0]] = -angle
-    qvel = np.zeros((n, model.nv))
-    for side in ("l", "r"):
-        w = 2 * np.pi * 0.5 * sway * np.cos(2 * np.pi * 0.5 * t)
-        qvel[:, model.joint(f"hip_{side}").dofadr[0]] = w
-        qvel[:, model.joint(f"ankle_{side}").dofadr[0]] = -w
     bodies = ("torso", "foot_l", "foot_r")
-    body_pos = np.zeros((n, 3, 3))
     data = mujoco.MjData(model)
-    for k in range(n):
-        data.qpos[:] = qpos[k]
-        mujoco.mj_kinematics(model, data)
-        body_pos[k] = [data.xpos[model.body(b).id] for b in bodies]
+    data.qpos[:] = model.qpos0
+    mujoco.mj_kinematics(model, data)
+    body_pos = np.tile([data.xpos[model.body(b).id] for b in bodies], (n, 1, 1))
     return Reference.from_trajectory(
-        "block", 50.0, qpos, qvel, body_names=bodies, body_pos=body_pos
+        "block", 50.0, qpos, np.zeros((n, model.nv)), body_names=bodies, body_pos=body_pos
     )
 
 

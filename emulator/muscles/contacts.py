@@ -23,7 +23,6 @@ from msconvert.emulator.model import ModelError, floor_geom, foot_contact_geoms
 
 # Floor-work bodies, by the source joint their correspondence names (hands, knees, pelvis).
 FLOOR_WORK_JOINTS = ("left_wrist", "right_wrist", "left_knee", "right_knee", "pelvis")
-CONTACT_SETS = ("feet", "floor-work")
 _CAPSULE = int(mujoco.mjtGeom.mjGEOM_CAPSULE)
 _SPHERE = int(mujoco.mjtGeom.mjGEOM_SPHERE)
 _ELLIPSOID = int(mujoco.mjtGeom.mjGEOM_ELLIPSOID)
@@ -165,13 +164,6 @@ def stance(
         state = (state | on[k]) & ~off[k]
         mask[k] = state
     return mask
-
-
-def contact_sets(name: str) -> bool:
-    """Whether the named set includes floor-work bodies; unknown names are a ContactError."""
-    if name not in CONTACT_SETS:
-        raise ContactError(f"contact set must be one of {', '.join(CONTACT_SETS)}, not {name!r}")
-    return name == "floor-work"
 
 
 def _bottom_points(model: mujoco.MjModel, data: mujoco.MjData, g: int) -> list[np.ndarray]:

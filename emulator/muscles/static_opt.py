@@ -35,7 +35,7 @@ start. Per frame of a `Reference`:
 4. MuJoCo's muscle activation dynamics are inverted: the excitation held over a control interval
    that takes the activation from one frame's value to the next's, clipped to [0, 1].
 
-This module holds the per-frame problem (`_setup`, `_FrameSolver`, `_CouplingSpace`), the driver
+This module holds the per-frame problem (`frame_problem`, `FrameSolver`, `_CouplingSpace`), the driver
 `static_optimization` and its metrics. The QP solver is `emulator.qp.solve_box_qp_lowrank`, the
 activation dynamics are `muscles.activation`, and `emulator.parallel` runs the frames in chunks.
 """
@@ -66,6 +66,12 @@ from msconvert.emulator.muscles.contacts import (
 from msconvert.emulator.muscles.result import FEASIBILITY_TOL, StaticOptResult
 from msconvert.emulator.parallel import Workers, balanced_spans, single_threaded_blas
 from msconvert.emulator.qp import solve_box_qp_lowrank
+from msconvert.emulator.retarget.correspondence import (
+    CorrespondenceSet,
+    default_correspondence_path,
+    load_correspondence,
+)
+from msconvert.emulator.retarget.exceptions import CorrespondenceError
 from msconvert.emulator.retarget.reference import Reference
 
 COSTS = ("act2", "act3")
@@ -117,7 +123,7 @@ def _set_input(
 
 
 @dataclass(frozen=True)
-class _Setup:
+class FrameProblem:
     """What every frame's solve shares: the (possibly edited) model and index sets."""
 
     model: mujoco.MjModel
@@ -154,10 +160,10 @@ class _Frame:
     converged: bool
 
 
-class _FrameSolver:
+class FrameSolver:
     """One thread's solver: its own MjData, buffers and warm start."""
 
-    def __init__(self, setup: _Setup) -> None:
+    def __init__(self, setup: FrameProblem) -> None:
         self.s = setup
         self.data = mujoco.MjData(setup.model)
         self.sparse = bool(mujoco.mj_isSparse(setup.model))
@@ -478,7 +484,7 @@ class _CouplingSpace:
         return np.diag(winv[self.indep]) + (x.T * winv[self.dep]) @ x
 
 
-def _arrays(
+def reference_arrays(
     reference: Reference, model: mujoco.MjModel
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """qpos, qvel, qacc and fps of a reference, checked against the model."""
@@ -518,23 +524,18 @@ def _arrays(
     return arrays["qpos"], arrays["qvel"], arrays["qacc"], fps
 
 
-def _feet(
-    model: mujoco.MjModel, feet: Mapping[str, Sequence[str]] | None
-) -> tuple[tuple[str, ...], list[np.ndarray]]:
-    """Foot names and their floor-contact geoms; None: the model's packaged correspondence."""
-    if feet is None:
-        from msconvert.emulator.retarget.correspondence import (
-            default_correspondence_path,
-            load_correspondence,
-        )
-        from msconvert.emulator.retarget.exceptions import CorrespondenceError
-
-        try:
-            feet = load_correspondence(default_correspondence_path(model)).feet
-        except CorrespondenceError:
-            return (), []
+def _correspondence(model: mujoco.MjModel) -> CorrespondenceSet | None:
+    """The model's packaged correspondence file (its feet and key bodies), if it has one."""
     try:
-        return tuple(feet), [foot_contact_geoms(model, list(bodies)) for bodies in feet.values()]
+        return load_correspondence(default_correspondence_path(model))
+    except CorrespondenceError:
+        return None
+
+
+def _foot_geoms(model: mujoco.MjModel, feet: Mapping[str, Sequence[str]]) -> list[np.ndarray]:
+    """Each foot's floor-contact geoms."""
+    try:
+        return [foot_contact_geoms(model, list(bodies)) for bodies in feet.values()]
     except ModelError as exc:
         raise StaticOptError(str(exc)) from exc
 
@@ -554,6 +555,11 @@ def root_chain(model: mujoco.MjModel) -> tuple[np.ndarray, int]:
     return np.zeros(0, int), body
 
 
+def weight_of(model: mujoco.MjModel, body: int) -> float:
+    """The weight (N) of a body and everything below it: the whole model, from its root."""
+    return float(model.body_subtreemass[body]) * float(np.linalg.norm(model.opt.gravity))
+
+
 def root_wrench(
     model: mujoco.MjModel, data: mujoco.MjData, body: int, dofs: np.ndarray, force: np.ndarray
 ) -> np.ndarray:
@@ -570,7 +576,7 @@ def root_wrench(
         return np.linalg.lstsq(jac.T, force, rcond=None)[0]
 
 
-def _setup(
+def frame_problem(
     model: mujoco.MjModel,
     feet: Mapping[str, Sequence[str]] | None,
     cost: str,
@@ -583,7 +589,7 @@ def _setup(
     self_contacts: bool,
     fps: float,
     floor_work: bool = False,
-) -> tuple[_Setup, tuple[str, ...]]:
+) -> tuple[FrameProblem, tuple[str, ...]]:
     """Check the settings and prepare what every frame shares; also the foot names."""
     if cost not in COSTS:
         raise StaticOptError(f"cost must be one of {', '.join(COSTS)}, not {cost!r}")
@@ -607,13 +613,19 @@ def _setup(
         floor = floor_geom(model)
     except ModelError:
         floor = -1
-    names, geoms = _feet(model, feet) if floor >= 0 else ((), [])
+    packaged = _correspondence(model) if floor >= 0 and (feet is None or floor_work) else None
+    if feet is None:
+        feet = packaged.feet if packaged is not None else {}
+    if floor < 0:
+        feet = {}
+    names, geoms = tuple(feet), _foot_geoms(model, feet)
     points = None
-    if contacts == "stance" and floor >= 0 and names:
+    if contacts == "stance" and names:
+        extra = ()
+        if floor_work and packaged is not None:
+            extra = floor_work_bodies([(e.source, e.body) for e in packaged.entries])
         try:
-            points = contact_points(
-                model, _feet_bodies(model, feet), _floor_work(model) if floor_work else ()
-            )
+            points = contact_points(model, feet, extra)
         except ContactError as exc:
             raise StaticOptError(str(exc)) from exc
     if contacts == "estimate" and floor >= 0:  # (without a floor there is nothing to estimate)
@@ -639,7 +651,7 @@ def _setup(
         j = int(model.eq_obj1id[e])
         if model.eq_type[e] == int(mujoco.mjtEq.mjEQ_JOINT) and model.jnt_type[j] in _ONE_DOF:
             eq_dependent[e] = model.jnt_dofadr[j]
-    setup = _Setup(
+    setup = FrameProblem(
         model=model,
         eq_dependent=eq_dependent,
         muscles=muscles,
@@ -660,35 +672,6 @@ def _setup(
     return setup, names
 
 
-def _feet_bodies(
-    model: mujoco.MjModel, feet: Mapping[str, Sequence[str]] | None
-) -> Mapping[str, Sequence[str]]:
-    """Foot name -> bodies: as given, else from the model's packaged correspondence file."""
-    if feet is not None:
-        return feet
-    from msconvert.emulator.retarget.correspondence import (
-        default_correspondence_path,
-        load_correspondence,
-    )
-
-    return load_correspondence(default_correspondence_path(model)).feet
-
-
-def _floor_work(model: mujoco.MjModel) -> tuple[str, ...]:
-    """The hands', knees' and pelvis's bodies, from the model's packaged correspondence file."""
-    from msconvert.emulator.retarget.correspondence import (
-        default_correspondence_path,
-        load_correspondence,
-    )
-    from msconvert.emulator.retarget.exceptions import CorrespondenceError
-
-    try:
-        entries = load_correspondence(default_correspondence_path(model)).entries
-    except CorrespondenceError:
-        return ()
-    return floor_work_bodies([(e.source, e.body) for e in entries])
-
-
 def _substeps(model: mujoco.MjModel, fps: float) -> int:
     """Physics steps per control interval (the excitation is held over them)."""
     return max(1, int(round(1.0 / (fps * model.opt.timestep))))
@@ -698,7 +681,7 @@ _WARMUP_FRAMES = 10  # a chunk after the first starts this early, for its warm s
 
 
 def _solve_range(
-    setup: _Setup,
+    setup: FrameProblem,
     qpos: np.ndarray,
     qvel: np.ndarray,
     qacc: np.ndarray,
@@ -707,7 +690,7 @@ def _solve_range(
 ) -> list[_Frame]:
     """Frames start..stop−1, solved in order after warming up on frames first..start−1."""
     first, start, stop = span
-    solver = _FrameSolver(setup)
+    solver = FrameSolver(setup)
     out = []
     for k in range(first, stop):
         frame = solver.solve(qpos[k], qvel[k], qacc[k], None if active is None else active[k])
@@ -722,7 +705,7 @@ def _invert_columns(job: tuple[np.ndarray, np.ndarray, float, int]) -> tuple[np.
 
 
 def _solve_frames(
-    setup: _Setup,
+    setup: FrameProblem,
     qpos: np.ndarray,
     qvel: np.ndarray,
     qacc: np.ndarray,
@@ -793,8 +776,8 @@ def static_optimization(
     NumPy steps hold the GIL); processes do.
     """
     started = time.perf_counter()
-    qpos, qvel, qacc, fps = _arrays(reference, model)
-    setup, foot_names = _setup(
+    qpos, qvel, qacc, fps = reference_arrays(reference, model)
+    setup, foot_names = frame_problem(
         model,
         feet,
         cost,
@@ -828,8 +811,7 @@ def static_optimization(
     joint_residual[:, root] = 0.0
     feasible = np.max(np.abs(joint_residual), axis=1) <= FEASIBILITY_TOL
     grf_total = np.stack([f.grf_total for f in frames])
-    gravity = float(np.linalg.norm(m.opt.gravity))
-    body_weight = float(m.body_subtreemass[setup.root_body]) * gravity
+    body_weight = weight_of(m, setup.root_body)
     result = StaticOptResult(
         fps=fps,
         muscle_names=tuple(m.actuator(int(i)).name for i in setup.muscles),
@@ -906,7 +888,7 @@ def _metrics(result: StaticOptResult, frames: list[_Frame], seconds: float) -> d
 
 
 def _notes(
-    setup: _Setup, contact_distance: float, fps: float, steps: int, parallel: str
+    setup: FrameProblem, contact_distance: float, fps: float, steps: int, parallel: str
 ) -> dict[str, str]:
     """How the floor forces and excitations were found, and how the frames ran."""
     if setup.floor < 0:

@@ -35,10 +35,11 @@ from msconvert.emulator.model import ModelError, control_frame_skip
 from msconvert.emulator.muscles.activation import held_excitation
 from msconvert.emulator.muscles.contacts import ContactError, StanceRule, stance
 from msconvert.emulator.muscles.static_opt import (
+    FrameSolver,
     StaticOptError,
-    _arrays,
-    _FrameSolver,
-    _setup,
+    frame_problem,
+    reference_arrays,
+    weight_of,
 )
 from msconvert.emulator.retarget.reference import Reference
 
@@ -146,9 +147,9 @@ def track(
     config = config or TrackConfig()
     started = time.perf_counter()
     try:
-        qpos_ref, qvel_ref, qacc_ref, fps = _arrays(reference, model)
+        qpos_ref, qvel_ref, qacc_ref, fps = reference_arrays(reference, model)
         steps = control_frame_skip(model, fps)
-        setup, _ = _setup(
+        setup, _ = frame_problem(
             model,
             feet,
             "act2",
@@ -179,7 +180,7 @@ def track(
         raise TrackError(str(exc)) from exc
     sim_model, layout = recording_model(model)
     sim = mujoco.MjData(sim_model)
-    solver = _FrameSolver(setup)
+    solver = FrameSolver(setup)
     muscles = setup.muscles
     prm = model.actuator_dynprm[muscles, :3]
     act_adr = model.actuator_actadr[muscles]
@@ -229,8 +230,6 @@ def track(
         qacc = qacc_ref[k] + config.kp * dq + config.kd * (qvel_ref[k] - sim.qvel)
         # 2. the muscle problem at the simulated state, from its activations
         act_now = sim.act[act_adr].copy()
-        if solver.at_bound.size == 0:  # the first solve: no bounds known yet
-            solver.at_bound = np.zeros(muscles.size, dtype=int)
         solver.act = act_now
         pushing = active[k]
         if setup.points is not None:  # only points the simulated body has on the floor
@@ -259,9 +258,7 @@ def track(
         rec["excitation"][n - 1] = rec["excitation"][n - 2]
         assist[n - 1] = assist[n - 2]
     elapsed = time.perf_counter() - started
-    body_weight = float(model.body_subtreemass[setup.root_body]) * float(
-        np.linalg.norm(model.opt.gravity)
-    )
+    body_weight = weight_of(model, setup.root_body)
     ok = slice(0, tracked)
     metrics = tracking_metrics(rec, tracked)
     force_pct = np.linalg.norm(assist[ok, :3], axis=1) / body_weight * 100
@@ -270,7 +267,7 @@ def track(
             "track.assist_force_pct_bw": float(np.nanmean(force_pct)),
             "track.assist_force_pct_bw_max": float(np.nanmax(force_pct)),
             "track.assist_moment_nm": float(np.nanmean(np.linalg.norm(assist[ok, 3:], axis=1))),
-            "track.realtime_factor": (n - 1) / fps / elapsed,
+            "track.realtime_factor": (tracked - 1) / fps / elapsed,  # simulated s per wall s
             "track.physics_fraction": physics_s / elapsed,
             "track.kp": float(config.kp),
             "track.kd": float(config.kd),
