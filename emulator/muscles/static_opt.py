@@ -35,9 +35,10 @@ start. Per frame of a `Reference`:
 4. MuJoCo's muscle activation dynamics are inverted: the excitation held over a control interval
    that takes the activation from one frame's value to the next's, clipped to [0, 1].
 
-This module holds the per-frame problem (`frame_problem`, `FrameSolver`, `_CouplingSpace`), the driver
-`static_optimization` and its metrics. The QP solver is `emulator.qp.solve_box_qp_lowrank`, the
-activation dynamics are `muscles.activation`, and `emulator.parallel` runs the frames in chunks.
+This module holds the per-frame problem (`frame_problem`, `FrameSolver`, `_CouplingSpace`), the
+driver `static_optimization` and its metrics. The QP solver is
+`emulator.qp.solve_box_qp_lowrank`, the activation dynamics are `muscles.activation`, and
+`emulator.parallel` runs the frames in chunks.
 """
 
 from __future__ import annotations
