@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -45,19 +46,7 @@ from msconvert.emulator.emulation import (
     stochastic_dataset,
     stochastic_metrics,
 )
-from msconvert.emulator.learn.checkpoint import CheckpointError, Policy, read_meta
-from msconvert.emulator.learn.env import EnvConfig
-from msconvert.emulator.learn.runs import (
-    Solutions,
-    emulate_policy,
-    finetune_policy,
-    load_policy,
-    shared_state,
-    train_policy,
-    warm_start_solutions,
-)
-from msconvert.emulator.learn.train import TrainConfig, Trainer, TrainError, agent_module
-from msconvert.emulator.model import ModelError, load_model, model_sha256
+from msconvert.emulator.model import ModelError, default_model_path, load_model, model_sha256
 from msconvert.emulator.muscles.result import StaticOptFormatError
 from msconvert.emulator.muscles.static_opt import StaticOptError, static_optimization
 from msconvert.emulator.muscles.track import TrackConfig, TrackError, track
@@ -69,6 +58,11 @@ from msconvert.emulator.retarget import (
     retarget,
 )
 from msconvert.emulator.retarget.reference import ReferenceFormatError
+
+if TYPE_CHECKING:  # training brings JAX, flax and optax: imported where the rl method runs
+    from msconvert.emulator.learn.checkpoint import Policy
+    from msconvert.emulator.learn.runs import Solutions
+    from msconvert.emulator.learn.train import TrainConfig, Trainer
 
 STAGES: tuple[str, ...] = ("ingest", "retarget", "train", "emulate")
 # How the muscle activity is found: a learned policy per clip (the product), or inverse dynamics
@@ -146,6 +140,9 @@ class PipelineOptions:
 
     def train_config(self) -> TrainConfig:
         """The trainer's settings: the preset, then the explicit overrides."""
+        from msconvert.emulator.learn.env import EnvConfig
+        from msconvert.emulator.learn.train import TrainConfig, agent_module
+
         preset = PRESETS[self.preset]
         module = agent_module(self.agent)
         return TrainConfig(
@@ -189,6 +186,7 @@ class PipelineOptions:
 
 
 # What a bad clip raises: each becomes that clip's one-line failure, and the batch goes on.
+# Training's errors join them through `clip_errors` (their modules bring JAX).
 CLIP_ERRORS: tuple[type[Exception], ...] = (
     MotionError,
     BodyModelError,
@@ -196,19 +194,42 @@ CLIP_ERRORS: tuple[type[Exception], ...] = (
     CorrespondenceError,
     ModelError,
     StaticOptError,
-    TrainError,
-    CheckpointError,
     ReferenceFormatError,
     StaticOptFormatError,
     EmulationFormatError,
     TrackError,
 )
+# Training's own errors, by module and name: looked up only once their module is loaded (an
+# error whose module was never imported cannot have been raised), so that retargeting and
+# static optimization never import JAX.
+_TRAINING_ERRORS = (
+    ("msconvert.emulator.learn.train", "TrainError"),
+    ("msconvert.emulator.learn.checkpoint", "CheckpointError"),
+)
 
 
-@functools.cache
+def clip_errors() -> tuple[type[Exception], ...]:
+    """CLIP_ERRORS, with training's errors once training's modules are loaded."""
+    loaded = tuple(getattr(sys.modules[m], n) for m, n in _TRAINING_ERRORS if m in sys.modules)
+    return CLIP_ERRORS + loaded
+
+
 def model_for(path: str | None):  # mujoco.MjModel
-    """The model, compiled once per process (workers convert many clips with it)."""
-    return load_model(path)
+    """The model, compiled once per process (a worker converts many clips with it, and a Ray
+    worker process serves many tasks). Keyed by the model file itself, its resolved path, size
+    and modification time: a relative path means the same after a worker's chdir, and a file
+    edited since is compiled anew."""
+    file = default_model_path() if path is None else Path(path).expanduser().resolve()
+    try:
+        stat = file.stat()
+    except OSError:  # load_model says what is wrong with it
+        return load_model(path)
+    return _compiled(None if path is None else str(file), (stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(file: str | None, _stamp: tuple[int, int]):  # mujoco.MjModel
+    return load_model(file)  # None: the default model, under its own name
 
 
 @dataclass(frozen=True)
@@ -344,7 +365,7 @@ def _run(clip: _Clip, stage: str, work: Callable[[_Clip], None]) -> ClipOutcome:
     start = time.perf_counter()
     try:
         work(clip)
-    except CLIP_ERRORS as exc:
+    except clip_errors() as exc:
         return _failure(clip.clip_id, clip.stage, str(exc), start, clip.summary)
     except Exception as exc:  # a bug must cost one clip, not the batch; say it is ours
         reason = f"internal error: {type(exc).__name__}: {exc}"
@@ -473,6 +494,8 @@ def warm_start_cached(
     hit = stage_cache.load_solution(*slot) if slot is not None else None
     if hit is not None:
         return hit
+    from msconvert.emulator.learn.runs import warm_start_solutions
+
     # One process: forking after JAX has started threads can deadlock.
     (activation,), (excitation,) = warm_start_solutions([reference], model, 1)
     if slot is not None:
@@ -493,6 +516,8 @@ def _emulations(
     trainer: Trainer, policy: Policy, reference: Reference, clip: int, stochastic: int
 ) -> tuple[Emulation, list[Emulation]]:
     """The deterministic emulation, then `stochastic` sampled rollouts (seeds 1..K)."""
+    from msconvert.emulator.learn.runs import emulate_policy
+
     emulation = emulate_policy(trainer, policy, reference, clip)
     sampled = [
         emulate_policy(trainer, policy, reference, clip, deterministic=False, seed=k)
@@ -509,6 +534,8 @@ def _run_rl_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
         return replace(ready, summary={**ready.summary, "until": options.until})
 
     def work(clip: _Clip) -> None:
+        from msconvert.emulator.learn.runs import train_policy
+
         clip.stage = "train"
         reference = ready.reference()
         model = model_for(options.model)
@@ -538,6 +565,9 @@ def replay_policy(source: ClipSource, options: PipelineOptions, checkpoint_dir: 
     options = replace(options, until="emulate", method="rl")
 
     def work(clip: _Clip) -> None:
+        from msconvert.emulator.learn.checkpoint import read_meta
+        from msconvert.emulator.learn.runs import load_policy
+
         motion, skeleton = _ingest(clip)
         clip.stage = "retarget"
         model = model_for(options.model)
@@ -810,6 +840,8 @@ def _multi_clip(
     shared: dict[str, Any] = {}
 
     def train_shared(clip: _Clip) -> None:
+        from msconvert.emulator.learn.runs import shared_state, train_policy
+
         clip.stage = "train"
         refs = [o.reference() for o in ready]
         solutions: Solutions | None = None
@@ -838,6 +870,8 @@ def _multi_clip(
     for c, outcome in enumerate(ready):
 
         def per_clip(clip: _Clip, c: int = c, outcome: ClipOutcome = outcome) -> None:
+            from msconvert.emulator.learn.runs import finetune_policy
+
             clip.stage = "train"
             reference = shared["refs"][c]
             trainer, policy, index = shared["trainer"], shared["policy"], c

@@ -12,8 +12,8 @@ import numpy as np
 
 DEFAULT_MODEL = "myofullbody"
 
-# Name and XML digest of every model made by `load_model`; a compiled MjModel has no room for them.
-_LOADED: weakref.WeakKeyDictionary[mujoco.MjModel, tuple[str, str]] = weakref.WeakKeyDictionary()
+# Name of every model made by `load_model`; a compiled MjModel has no room for it.
+_LOADED: weakref.WeakKeyDictionary[mujoco.MjModel, str] = weakref.WeakKeyDictionary()
 
 
 class ModelError(ValueError):
@@ -105,7 +105,7 @@ def _shrink_phantom_inertia(spec: mujoco.MjSpec) -> tuple[str, ...]:
 def model_name(model: mujoco.MjModel) -> str:
     """The name `load_model` gave the model (file stem, or 'myofullbody'), else the MJCF's name."""
     if model in _LOADED:
-        return _LOADED[model][0]
+        return _LOADED[model]
     return model.names[: model.names.index(b"\0")].decode() or "model"  # the MJCF's model name
 
 
@@ -252,9 +252,10 @@ _LOCKED: weakref.WeakKeyDictionary[mujoco.MjModel, tuple[tuple[str, ...], tuple[
 
 
 def compile_spec(spec: mujoco.MjSpec, name: str) -> mujoco.MjModel:
-    """Compile a spec and remember its name, XML digest and spec (for `model_spec`)."""
+    """Compile a spec and remember its name and spec (for `model_spec`); its identity is
+    `model_sha256`, of the compiled arrays."""
     model = spec.compile()
-    _LOADED[model] = (name, hashlib.sha256(spec.to_xml().encode()).hexdigest())
+    _LOADED[model] = name
     _SPECS[model] = spec
     return model
 

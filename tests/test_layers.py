@@ -114,3 +114,30 @@ def test_the_layer_check_catches_a_wrong_import(tmp_path):
     found = _imports(bad, "msconvert.datasets.bad")
     assert "msconvert.convert.cli" in found and _layer(found[0]) == "convert"
     assert "convert" not in ALLOWED["datasets"]
+
+
+def test_retargeting_and_static_optimization_never_import_training():
+    """A worker that retargets and solves static optimization (or tracks) never pays for JAX,
+    flax, optax or orbax (~3 s of every worker process's start-up), nor for scipy.signal (~1 s):
+    the pipeline imports training where the rl method runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import msconvert.convert.pipeline, msconvert.convert.executors\n"
+        "import msconvert.emulator.muscles.static_opt, msconvert.emulator.muscles.track\n"
+        "heavy = ('jax', 'flax', 'optax', 'orbax', 'scipy.signal', 'torch')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == []
+
+
+def test_training_errors_count_as_clip_errors_once_training_is_loaded():
+    from msconvert.convert.pipeline import CLIP_ERRORS, clip_errors
+    from msconvert.emulator.learn.checkpoint import CheckpointError
+    from msconvert.emulator.learn.train import TrainError
+
+    assert TrainError not in CLIP_ERRORS
+    assert {TrainError, CheckpointError} <= set(clip_errors())

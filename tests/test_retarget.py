@@ -32,7 +32,7 @@ from msconvert.emulator.retarget import (
     retarget,
     solve_ik,
 )
-from msconvert.emulator.retarget.derivatives import savgol_derivatives
+from msconvert.emulator.retarget.derivatives import savgol_coeffs, savgol_derivatives
 from msconvert.emulator.retarget.metrics import (
     TENDON_JUMP_TOLERANCE_M,
     limit_violations,
@@ -361,6 +361,19 @@ def test_free_joint_velocity_from_quaternions(model):
     np.testing.assert_allclose(qvel[:, 0], t, atol=1e-9)
     np.testing.assert_allclose(qacc[:, 0], 1.0, atol=1e-6)
     np.testing.assert_allclose(qacc[:, 3:6], 0.0, atol=1e-6)
+
+
+def test_savgol_weights_are_scipys():
+    from scipy.signal import savgol_coeffs as scipy_savgol_coeffs
+
+    for w, order in [(3, 1), (5, 2), (7, 3), (9, 3), (11, 4), (15, 3)]:
+        for deriv in (0, 1, 2):
+            for pos in range(w):
+                expected = scipy_savgol_coeffs(
+                    w, order, deriv=deriv, delta=0.02, pos=pos, use="dot"
+                )
+                np.testing.assert_array_equal(savgol_coeffs(w, order, deriv, 0.02, pos), expected)
+    np.testing.assert_array_equal(savgol_coeffs(5, 1, 2, 0.02, 2), np.zeros(5))
 
 
 def test_tendon_jumps_flag_unexplained_changes_not_speed():

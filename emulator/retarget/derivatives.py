@@ -8,15 +8,32 @@ window stays inside the clip and the fitted polynomial is evaluated off-centre.
 
 from __future__ import annotations
 
+import math
+
 import mujoco
 import numpy as np
-from scipy.signal import savgol_coeffs
+from scipy.linalg import lstsq
 
 
 def window_frames(fps: float, window_s: float, polyorder: int, n_frames: int) -> int:
     """An odd window length of about window_s seconds, long enough for the polynomial order."""
     w = max(int(round(window_s * fps)) | 1, polyorder + 2 | 1)
     return min(w, n_frames if n_frames % 2 else n_frames - 1)
+
+
+def savgol_coeffs(w: int, order: int, deriv: int, delta: float, pos: int) -> np.ndarray:
+    """Savitzky-Golay weights (to dot with the w samples) of the `deriv`-th derivative at sample
+    `pos` of the order-`order` polynomial fitted to them; `scipy.signal.savgol_coeffs(...,
+    use="dot")` exactly (the same least squares), without importing scipy.signal, which takes
+    ~1 s (a second of every worker process's start-up)."""
+    if deriv > order:
+        return np.zeros(w)
+    x = np.arange(-pos, w - pos, dtype=np.float64)
+    vandermonde = x ** np.arange(order + 1, dtype=np.float64).reshape(-1, 1)
+    y = np.zeros(order + 1)
+    y[deriv] = math.factorial(deriv) / delta**deriv
+    rcond = np.finfo(np.float64).eps * max(vandermonde.shape)
+    return lstsq(vandermonde, y, cond=rcond)[0]
 
 
 def savgol_derivatives(
@@ -36,9 +53,9 @@ def savgol_derivatives(
         return qvel, qacc
     dt = 1.0 / fps
     half = w // 2
-    c1 = np.stack([savgol_coeffs(w, order, deriv=1, delta=dt, pos=p, use="dot") for p in range(w)])
+    c1 = np.stack([savgol_coeffs(w, order, 1, dt, p) for p in range(w)])
     c2 = (
-        np.stack([savgol_coeffs(w, order, deriv=2, delta=dt, pos=p, use="dot") for p in range(w)])
+        np.stack([savgol_coeffs(w, order, 2, dt, p) for p in range(w)])
         if order >= 2
         else np.zeros((w, w))
     )
