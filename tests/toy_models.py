@@ -209,3 +209,34 @@ def standing_block(timestep: float = 0.002) -> mujoco.MjModel:
             i = insertion[0].add_site(name=f"{name}_insertion", pos=insertion[1])
             _add_muscle(spec, name, [o, wrap, i], 1500.0)
     return compile_spec(spec, "standing_block")
+
+
+def muscle_pendulum(timestep: float = 0.002) -> mujoco.MjModel:
+    """The smallest muscle model: one hinge on a fixed base, a flexor and an extensor on straight
+    site tendons (no wrapping). For tests whose subject is compilation, not the physics."""
+    spec = mujoco.MjSpec()
+    spec.modelname = "muscle_pendulum"
+    spec.compiler.degree = False
+    spec.option.timestep = timestep
+    link = spec.worldbody.add_body(name="link", pos=[0.0, 0.0, 1.0])
+    link.add_joint(
+        name="hinge",
+        type=mujoco.mjtJoint.mjJNT_HINGE,
+        axis=[0, -1, 0],
+        range=[-1.0, 1.0],
+        limited=mujoco.mjtLimited.mjLIMITED_TRUE,
+        damping=0.5,
+    )
+    link.add_geom(
+        type=mujoco.mjtGeom.mjGEOM_CAPSULE,
+        fromto=[0, 0, 0, _UPPER, 0, 0],
+        size=[0.03, 0, 0],
+        mass=1.0,
+        contype=0,
+        conaffinity=0,
+    )
+    for name, z in (("flexor", 0.05), ("extensor", -0.05)):
+        origin = spec.worldbody.add_site(name=f"{name}_origin", pos=[-0.08, 0.0, 1.0 + z])
+        insertion = link.add_site(name=f"{name}_insertion", pos=[0.12, 0.0, 0.6 * z])
+        _add_muscle(spec, name, [origin, insertion], 200.0)
+    return compile_spec(spec, "muscle_pendulum")

@@ -37,7 +37,8 @@ import mujoco
 import numpy as np
 
 from msconvert.emulator.backends import Backend, View, make_backend
-from msconvert.emulator.model import control_frame_skip
+from msconvert.emulator.learn import compiling
+from msconvert.emulator.model import control_frame_skip, model_sha256
 from msconvert.emulator.retarget.reference import Reference
 
 _FREE = int(mujoco.mjtJoint.mjJNT_FREE)
@@ -425,11 +426,12 @@ class Env:
         self.muscle_names = self.layout.muscle_names
         self.clip_ids = refs.clip_ids
         lay = self.layout
+        frames = frame_bucket(refs.qpos.shape[1])
         self.task = Task(
-            qpos=jnp.asarray(refs.qpos, jnp.float32),
-            qvel=jnp.asarray(refs.qvel, jnp.float32),
-            body_pos=jnp.asarray(refs.body_pos, jnp.float32),
-            activation=jnp.asarray(refs.activation, jnp.float32),
+            qpos=_pad_frames(refs.qpos, frames),
+            qvel=_pad_frames(refs.qvel, frames),
+            body_pos=_pad_frames(refs.body_pos, frames),
+            activation=_pad_frames(refs.activation, frames),
             length=jnp.asarray(refs.length, jnp.int32),
             joint_qpos=jnp.asarray(lay.joint_qpos),
             joint_qvel=jnp.asarray(lay.joint_qvel),
@@ -439,10 +441,18 @@ class Env:
             force_max=jnp.asarray(lay.force_max, jnp.float32),
         )
         self._set_physics(physics)
-        # Compiled once per task; `with_physics` copies share them.
-        self._start = jax.jit(self.start)
-        self._advance = jax.jit(self.advance)
-        self.track = jax.jit(lambda view, clip, frame: tracking(self.task, lay, view, clip, frame))
+        self._model_key = (model_sha256(model), refs.body_names, config)
+        # The task is an argument of every compiled function, never a constant in its graph: the
+        # functions are compiled once per model and settings (`signature`), for every clip, and
+        # shared by every Env of that signature in the process (`with_physics` copies too).
+        self._start, self._advance, self._track = compiling.shared(
+            ("env", self._model_key),
+            lambda: (
+                jax.jit(self.start),
+                jax.jit(self.advance),
+                jax.jit(lambda view, clip, frame, task: tracking(task, lay, view, clip, frame)),
+            ),
+        )
         m, f32 = model, jnp.float32
         probe = View(
             *(jax.ShapeDtypeStruct((k,), f32) for k in (m.nq, m.nv, m.na, m.nu, m.nu, m.nu)),
@@ -454,6 +464,14 @@ class Env:
         self.error_dim = int(
             jax.eval_shape(lambda v: tracking(self.task, lay, v, 0, 0)["error"], probe).shape[0]
         )
+
+    @property
+    def signature(self) -> tuple:
+        """What this environment's compiled functions depend on: the model (its hash), key
+        bodies, settings and physics; never the clips."""
+        p = self.physics
+        physics = (p.kind, getattr(p, "impl", None), p.record, p.record_physics_steps)
+        return (*self._model_key, physics)
 
     def _set_physics(self, physics: Backend) -> None:
         if not physics.pure and physics.n_envs != 1:
@@ -473,34 +491,45 @@ class Env:
     def unwrapped(self) -> Env:
         return self
 
-    def reference_state(self, clip, frame) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def track(self, view: View, clip, frame) -> dict[str, jax.Array]:
+        """Δ and the scalar errors of one state against frame `frame` of clip `clip`."""
+        return self._track(view, clip, frame, self.task)
+
+    def reference_state(
+        self, clip, frame, task: Task | None = None
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """qpos, qvel and activation at reference frames (any shape of clip and frame)."""
-        t = self.task
+        t = self.task if task is None else task
         return t.qpos[clip, frame], t.qvel[clip, frame], t.activation[clip, frame]
 
     # -- the task: pure, no physics ---------------------------------------------------------
 
-    def start(self, view: View, clip, frame) -> EnvState:
+    # Every function below reads the references from `task` (default: this Env's own): traced
+    # inside a compiled function, they are its argument, so one compile serves every clip.
+
+    def start(self, view: View, clip, frame, task: Task | None = None) -> EnvState:
         """The task part of a reset: the state at (clip, frame) that looks like `view`; its
         `sim` is None (the caller's)."""
+        task = self.task if task is None else task
         clip, frame = jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32)
-        obs = observe(self.task, self.layout, self.config, view, clip, frame)
+        obs = observe(task, self.layout, self.config, view, clip, frame)
         return EnvState(None, view, clip, frame, jnp.zeros((), jnp.int32), obs)
 
-    def advance(self, state: EnvState, view: View, diverged, action) -> tuple[EnvState, StepInfo]:
+    def advance(
+        self, state: EnvState, view: View, diverged, action, task: Task | None = None
+    ) -> tuple[EnvState, StepInfo]:
         """The task part of a step from `state`, whose physics now looks like `view`: Δ,
         termination, truncation and the observation; `sim` is passed through unchanged.
         action: the action applied, non-finite entries zeroed (for the effort)."""
+        task = self.task if task is None else task
         cfg = self.config
         frame = state.frame + 1
-        track = tracking(self.task, self.layout, view, state.clip, frame)
+        track = tracking(task, self.layout, view, state.clip, frame)
         finite = jnp.isfinite(track["error"]).all()
         term = terminated(cfg, track, diverged)
         steps = state.steps + 1
-        truncated = ~term & (
-            (frame >= self.task.length[state.clip] - 1) | (steps >= cfg.episode_steps)
-        )
-        obs = observe(self.task, self.layout, cfg, view, state.clip, frame)
+        truncated = ~term & ((frame >= task.length[state.clip] - 1) | (steps >= cfg.episode_steps))
+        obs = observe(task, self.layout, cfg, view, state.clip, frame)
         u = excitation(jnp.asarray(action, jnp.float32))
         info = StepInfo(
             next_obs=obs,
@@ -523,13 +552,14 @@ class Env:
 
     # -- one environment ----------------------------------------------------------------------
 
-    def reset_at(self, clip, frame) -> EnvState:
+    def reset_at(self, clip, frame, task: Task | None = None) -> EnvState:
         """The environment in the reference state of frame `frame` of clip `clip`."""
+        task = self.task if task is None else task
         clip, frame = jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32)
-        sim = self.physics.init_one(*self.reference_state(clip, frame))
+        sim = self.physics.init_one(*self.reference_state(clip, frame, task))
         zero = self.physics.control(np.zeros(self.model.nu))
         view = self.physics.view_one(sim, zero, self.layout.body_ids)
-        return self._start(view, clip, frame)._replace(sim=sim)
+        return self._start(view, clip, frame, task)._replace(sim=sim)
 
     def reset(self, key: jax.Array) -> EnvState:
         """Reference state initialization at a random clip and frame (`sample_reset`)."""
@@ -537,16 +567,31 @@ class Env:
         clip, frame = sample_reset(self.task, self.config, key, no_failures, 1)
         return self.reset_at(clip[0], frame[0])
 
-    def step(self, state: EnvState, action) -> tuple[EnvState, StepInfo]:
+    def step(self, state: EnvState, action, task: Task | None = None) -> tuple[EnvState, StepInfo]:
         """One control step with action (M,) in [-1, 1]; never resets (see AutoReset)."""
+        task = self.task if task is None else task
         ctrl, action, bad = _controls(self.physics.control(action))
         out = self.physics.step_one(state.sim, ctrl)
         view = self.physics.view_one(out.state, ctrl, self.layout.body_ids)
-        new, info = self._advance(state._replace(sim=None), view, out.diverged | bad, action)
+        new, info = self._advance(state._replace(sim=None), view, out.diverged | bad, action, task)
         return new._replace(sim=out.state), info._replace(recording=out.recording)
 
     def close(self) -> None:
         self.physics.close()
+
+
+def frame_bucket(frames: int, smallest: int = 512) -> int:
+    """The frame count a reference set is padded to: the next power of two (at least
+    `smallest`), so that clips of different lengths share one compiled graph. The padding is
+    the last frame repeated, never read: every frame index is masked by the clip's length."""
+    return max(smallest, 1 << max(int(frames) - 1, 0).bit_length())
+
+
+def _pad_frames(a: np.ndarray, frames: int) -> jax.Array:
+    """(C, T, ...) → (C, frames, ...) float32, the last frame repeated."""
+    a = np.asarray(a, np.float32)
+    pad = np.repeat(a[:, -1:], frames - a.shape[1], axis=1)
+    return jnp.asarray(np.concatenate([a, pad], axis=1))
 
 
 def _where(mask: jax.Array, new: Any, old: Any) -> Any:
@@ -575,45 +620,57 @@ class _Wrapper:
 
 
 def _vmapped(env: Env) -> tuple[Callable, Callable, Callable]:
-    """reset_at, step and reset_where of a batch: the one-env functions vmapped (pure)."""
+    """reset_at, step and reset_where of a batch: the one-env functions vmapped (pure), each
+    taking the task last."""
+    reset_at = jax.vmap(env.reset_at, in_axes=(0, 0, None))
 
-    def reset_where(state, mask, clip, frame):
-        return _where(mask, jax.vmap(env.reset_at)(clip, frame), state)
+    def reset_where(state, mask, clip, frame, task):
+        return _where(mask, reset_at(clip, frame, task), state)
 
-    return jax.jit(jax.vmap(env.reset_at)), jax.jit(jax.vmap(env.step)), jax.jit(reset_where)
+    step = jax.vmap(env.step, in_axes=(0, 0, None))
+    return jax.jit(reset_at), jax.jit(step), jax.jit(reset_where)
 
 
 def _host_batch(env: Env, physics: Backend) -> tuple[Callable, Callable, Callable]:
     """reset_at, step and reset_where of a batch on a host backend: its batched physics (one
     call for all environments), then the task functions vmapped and jitted."""
-    start = jax.vmap(env.start)
-    start_jit, advance = jax.jit(start), jax.jit(jax.vmap(env.advance))
-    restart = jax.jit(
-        lambda state, view, mask, clip, frame: _where(mask, start(view, clip, frame), state)
+    start_jit, advance, restart = compiling.shared(
+        ("host batch", env.signature), lambda: _host_task_functions(env)
     )
     zero, bodies = np.zeros((physics.n_envs, env.model.nu)), env.layout.body_ids
 
-    def reset_at(clip, frame):
-        sim = physics.init(*env.reference_state(clip, frame))
+    def reset_at(clip, frame, task):
+        sim = physics.init(*env.reference_state(clip, frame, task))
         view = physics.view(sim, zero, bodies)
-        return start_jit(view, clip, frame)._replace(sim=sim)
+        return start_jit(view, clip, frame, task)._replace(sim=sim)
 
-    def step(state, action):
+    def step(state, action, task):
         ctrl, action, bad = _controls(physics.control(action))
         out = physics.step(state.sim, ctrl)
         view = physics.view(out.state, ctrl, bodies)
-        new, info = advance(state._replace(sim=None), view, out.diverged | bad, action)
+        new, info = advance(state._replace(sim=None), view, out.diverged | bad, action, task)
         return new._replace(sim=out.state), info._replace(recording=out.recording)
 
-    def reset_where(state, mask, clip, frame):
+    def reset_where(state, mask, clip, frame, task):
         mask_np = np.asarray(mask)
         if not mask_np.any():
             return state
-        sim = physics.reset(state.sim, mask_np, *env.reference_state(clip, frame))
+        sim = physics.reset(state.sim, mask_np, *env.reference_state(clip, frame, task))
         view = physics.view(sim, zero, bodies)  # only the rows in mask are used
-        return restart(state._replace(sim=None), view, mask, clip, frame)._replace(sim=sim)
+        return restart(state._replace(sim=None), view, mask, clip, frame, task)._replace(sim=sim)
 
     return reset_at, step, reset_where
+
+
+def _host_task_functions(env: Env) -> tuple[Callable, Callable, Callable]:
+    """The jitted task parts of a host batch: start, advance, and restart where masked."""
+    start = jax.vmap(env.start, in_axes=(0, 0, 0, None))
+
+    def restart(state, view, mask, clip, frame, task):
+        return _where(mask, start(view, clip, frame, task), state)
+
+    advance = jax.vmap(env.advance, in_axes=(0, 0, 0, 0, None))
+    return jax.jit(start), jax.jit(advance), jax.jit(restart)
 
 
 class VecEnv(_Wrapper):
@@ -627,7 +684,9 @@ class VecEnv(_Wrapper):
         one = env.physics
         if one.pure:
             self.physics = one
-            self._reset_at, self._step, self._reset_where = _vmapped(env)
+            self._reset_at, self._step, self._reset_where = compiling.shared(
+                ("vmapped", env.signature), lambda: _vmapped(env)
+            )
         else:
             self.physics = make_backend(
                 one.kind,
@@ -640,23 +699,28 @@ class VecEnv(_Wrapper):
             )
             self._reset_at, self._step, self._reset_where = _host_batch(env, self.physics)
 
-    def reset_at(self, clip, frame) -> EnvState:
+    def _task(self, task: Task | None) -> Task:
+        return self.unwrapped.task if task is None else task
+
+    def reset_at(self, clip, frame, task: Task | None = None) -> EnvState:
         """Every environment at its reference frame: clip and frame (n_envs,)."""
-        return self._reset_at(jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32))
+        clip, frame = jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32)
+        return self._reset_at(clip, frame, self._task(task))
 
-    def reset(self, key: jax.Array) -> EnvState:
+    def reset(self, key: jax.Array, task: Task | None = None) -> EnvState:
         """Every environment at a random clip and frame (`sample_reset`)."""
-        env = self.unwrapped
-        no_failures = jnp.zeros(len(env.clip_ids))
-        return self.reset_at(*sample_reset(env.task, env.config, key, no_failures, self.n_envs))
+        env, task = self.unwrapped, self._task(task)
+        no_failures = jnp.zeros(task.length.shape[0])
+        clip, frame = sample_reset(task, env.config, key, no_failures, self.n_envs)
+        return self.reset_at(clip, frame, task)
 
-    def step(self, state: EnvState, action) -> tuple[EnvState, StepInfo]:
+    def step(self, state: EnvState, action, task: Task | None = None) -> tuple[EnvState, StepInfo]:
         """One control step of every environment with actions (n_envs, M); never resets."""
-        return self._step(state, action)
+        return self._step(state, action, self._task(task))
 
-    def reset_where(self, state: EnvState, mask, clip, frame) -> EnvState:
+    def reset_where(self, state: EnvState, mask, clip, frame, task: Task | None = None) -> EnvState:
         """The environments in mask (n_envs,) restarted at (clip, frame); the others unchanged."""
-        return self._reset_where(state, mask, clip, frame)
+        return self._reset_where(state, mask, clip, frame, self._task(task))
 
     def close(self) -> None:
         if self.physics is not self.env.physics:
@@ -672,37 +736,41 @@ class AutoReset(_Wrapper):
     def __init__(self, env: VecEnv):
         super().__init__(env)
         base, n = env.unwrapped, env.n_envs
-        task, config = base.task, base.config
+        config = base.config
 
-        def draw(failure, key, clip, terminated, done):
+        def draw(failure, key, clip, terminated, done, task):
             failure = _update_failure(config, failure, clip, terminated, done)
             key, k = jax.random.split(key)
             new_clip, new_frame = sample_reset(task, config, k, failure, n)
             return failure, key, new_clip, new_frame
 
-        self._draw = jax.jit(draw)
+        self._draw = compiling.shared(("draw", config, n), lambda: jax.jit(draw))
 
-    def reset(self, key: jax.Array) -> AutoResetState:
+    def reset(self, key: jax.Array, task: Task | None = None) -> AutoResetState:
         """Every environment at a random clip and frame; no termination seen yet."""
-        base = self.unwrapped
+        base, task = self.unwrapped, self.env._task(task)
         key, k = jax.random.split(key)
-        no_failures = jnp.zeros(len(base.clip_ids))
-        clip, frame = sample_reset(base.task, base.config, k, no_failures, self.env.n_envs)
-        return self.reset_at(clip, frame, key)
+        no_failures = jnp.zeros(task.length.shape[0])
+        clip, frame = sample_reset(task, base.config, k, no_failures, self.env.n_envs)
+        return self.reset_at(clip, frame, key, task)
 
-    def reset_at(self, clip, frame, key: jax.Array) -> AutoResetState:
+    def reset_at(self, clip, frame, key: jax.Array, task: Task | None = None) -> AutoResetState:
         """Every environment at its reference frame; later resets are drawn with `key`."""
-        envs = self.env.reset_at(clip, frame)
-        return AutoResetState(*envs, key, jnp.zeros(len(self.unwrapped.clip_ids)))
+        task = self.env._task(task)
+        envs = self.env.reset_at(clip, frame, task)
+        return AutoResetState(*envs, key, jnp.zeros(task.length.shape[0]))
 
-    def step(self, state: AutoResetState, action) -> tuple[AutoResetState, StepInfo]:
+    def step(
+        self, state: AutoResetState, action, task: Task | None = None
+    ) -> tuple[AutoResetState, StepInfo]:
         """One control step of every environment, then the finished ones restarted."""
-        envs, info = self.env.step(state.envs, action)
+        task = self.env._task(task)
+        envs, info = self.env.step(state.envs, action, task)
         done = info.terminated | info.truncated
         failure, key, clip, frame = self._draw(
-            state.failure, state.key, info.clip, info.terminated, done
+            state.failure, state.key, info.clip, info.terminated, done, task
         )
-        envs = self.env.reset_where(envs, done, clip, frame)
+        envs = self.env.reset_where(envs, done, clip, frame, task)
         return AutoResetState(*envs, key, failure), info
 
 
@@ -742,6 +810,7 @@ __all__ = [
     "VecEnv",
     "View",
     "excitation",
+    "frame_bucket",
     "make_env",
     "make_reference_set",
     "observe",

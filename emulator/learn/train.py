@@ -33,7 +33,7 @@ import mujoco
 import numpy as np
 
 from msconvert import __version__
-from msconvert.emulator.learn import checkpoint
+from msconvert.emulator.learn import checkpoint, compiling
 from msconvert.emulator.learn.agents.common import (
     RunningNorm,
     Transition,
@@ -119,6 +119,23 @@ class TrainConfig:
         return _jsonable(dataclasses.asdict(self))
 
 
+def _graph_settings(config: TrainConfig) -> TrainConfig:
+    """The settings a training chunk's graph depends on: budget, seed, checkpointing, policy
+    selection and warm start blanked out."""
+    return dataclasses.replace(
+        config,
+        warm_start=False,
+        budget_steps=1,
+        budget_minutes=None,
+        seed=0,
+        checkpoint_every_s=0.0,
+        evaluations=0,
+        eval_clips=1,
+        bc_steps=0,
+        bc_resets=0,
+    )
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -174,6 +191,9 @@ class Trainer:
     model_sha256: str
     warm_targets: np.ndarray | None  # (C, T, M) static-optimization excitations, or None
     _eval_env: Any = field(default=None, init=False, repr=False)  # C-engine env for `evaluate`
+    # MJX: the jitted chunk `(ts, task) -> (ts, metrics)`, shared by every trainer of the same
+    # model and settings in the process; None on the C engine.
+    chunk_fn: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -238,21 +258,32 @@ class Trainer:
             return new, metrics
 
         n = cfg.chunk_steps
+        # Compiled once per model and settings in a process: the clips' references are an
+        # argument (`task`), and every trainer of the same graph shares the jitted functions.
+        graph = (env.unwrapped.signature, repr(_graph_settings(cfg)))
         if cfg.backend == "mjx":
 
-            def one(ts: TrainState, _: Any) -> tuple[TrainState, dict]:
+            def one(ts: TrainState, task: Any) -> tuple[TrainState, dict]:
                 ts, action, extras, obs = act_part(ts)
-                env_state, info = env.step(ts.env, action)
+                env_state, info = env.step(ts.env, action, task)
                 return learn_part(ts, obs, action, extras, env_state, info)
 
-            def chunk(ts: TrainState) -> tuple[TrainState, dict]:
-                ts, metrics = jax.lax.scan(one, ts, None, length=n)
+            def chunk(ts: TrainState, task: Any) -> tuple[TrainState, dict]:
+                ts, metrics = jax.lax.scan(lambda ts, _: one(ts, task), ts, None, length=n)
                 return ts, jax.tree.map(jnp.mean, metrics)
 
-            self.run_chunk = jax.jit(chunk, donate_argnums=0)  # the replay is updated in place
+            # Donated: the replay is updated in place.
+            jitted = compiling.shared(
+                ("train chunk", graph), lambda: jax.jit(chunk, donate_argnums=0)
+            )
+            self.chunk_fn = jitted  # (ts, task) -> (ts, metrics)
+            self.run_chunk = lambda ts: jitted(ts, env.unwrapped.task)
         else:
             # Donated: the replay (often GBs) is updated in place instead of copied every step.
-            act_jit, learn_jit = jax.jit(act_only), jax.jit(learn_part, donate_argnums=0)
+            act_jit, learn_jit = compiling.shared(
+                ("host learner", graph),
+                lambda: (jax.jit(act_only), jax.jit(learn_part, donate_argnums=0)),
+            )
 
             def chunk(ts: TrainState) -> tuple[TrainState, dict]:
                 # The C engine's state stays in float64 NumPy: it never goes through JAX (which
@@ -272,6 +303,13 @@ class Trainer:
                 return ts, jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *rows)
 
             self.run_chunk = chunk
+
+    def lower_chunk(self, ts: TrainState) -> jax.stages.Lowered:
+        """The MJX training chunk lowered for states like ts, before XLA compiles it (its
+        program text, cost analysis, or `.compile()`)."""
+        if self.chunk_fn is None:
+            raise TrainError("only the MJX backend compiles the training chunk whole")
+        return self.chunk_fn.lower(ts, self.env.unwrapped.task)
 
     def init(self) -> TrainState:
         """A fresh training state from the seed (environments reset, networks initialized)."""
