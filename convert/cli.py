@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from msconvert import __version__
-from msconvert.convert import commands_catalog, commands_policies
+from msconvert.convert import checkpoint_store, commands_catalog, commands_policies
 from msconvert.convert.cli_common import CONTEXT, check_model, cores, create_catalog, stderr
 from msconvert.convert.options import (
     BROKEN,
@@ -96,8 +96,12 @@ def amass(
     conversion["policy"] = conversion.pop("policy_mode")
     if conversion["finetune_steps"] and conversion["policy"] != "multi-clip":
         raise click.UsageError("--finetune-steps tunes a shared policy: add --policy multi-clip")
-    if conversion.get("checkpoints") is None and "://" not in out:
-        conversion["checkpoints"] = str(Path(out).with_name(Path(out).name + ".checkpoints"))
+    if conversion.get("checkpoints") is None:  # beside the catalog, on the same store
+        conversion["checkpoints"] = (
+            checkpoint_store.beside(out)
+            if checkpoint_store.is_remote(out)
+            else str(Path(out).with_name(Path(out).name + checkpoint_store.SUFFIX))
+        )
     options = _pipeline_options(until, conversion)
     if executor != "ray" and (ray_address or memory_per_clip or cpus_per_clip != 1):
         raise click.UsageError(
@@ -127,10 +131,13 @@ def amass(
         )
     check_model(options)
     catalog = create_catalog(out, resume=resume, overwrite=overwrite)
-    if overwrite and options.checkpoints and Path(options.checkpoints).is_dir():
-        import shutil
+    if overwrite and options.checkpoints:  # the policies belong to the catalog they replace
+        if checkpoint_store.is_remote(options.checkpoints):
+            checkpoint_store.remove(options.checkpoints)
+        elif Path(options.checkpoints).is_dir():
+            import shutil
 
-        shutil.rmtree(options.checkpoints)  # the policies belong to the catalog they replace
+            shutil.rmtree(options.checkpoints)
     ray = None
     if executor == "ray":
         ray = _ray_settings(

@@ -6,11 +6,13 @@ The learning code (JAX) loads inside the commands, so that `msconvert --help` st
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
+from msconvert.convert import checkpoint_store
 from msconvert.convert.cli_common import (
     CONTEXT,
     check_model,
@@ -143,7 +145,13 @@ def export_checkpoint(catalog: str, clip: str, out: str) -> None:
     if not source:
         raise click.ClickException(f"clip {clip!r} has no policy (method {ds.attrs.get('method')})")
     try:
-        step = export(source, out, clip)
+        if checkpoint_store.is_remote(source):  # beside a catalog on a store: fetched first
+            with tempfile.TemporaryDirectory(prefix="msconvert-checkpoint-") as local:
+                if checkpoint_store.fetch(source, local) is None:
+                    raise CheckpointError(f"no finished checkpoint at {source}")
+                step = export(local, out, clip)
+        else:
+            step = export(source, out, clip)
     except CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{out} (step {step:,}; {META_FILE} describes the observation and action layout)")

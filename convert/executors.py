@@ -161,8 +161,10 @@ class RayCluster:
                 log_to_driver=False,  # workers' output would break the progress bar
                 logging_level="ERROR",
             )
-            if s.address is None:  # a local instance, just for this run
+            if s.address is None:  # a local instance, just for this run: no dashboard, no
+                # usage report (unless the user asked for one)
                 kwargs.update(num_cpus=s.local_cpus or os.cpu_count() or 1, include_dashboard=False)
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             try:
                 ray.init(address=s.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:

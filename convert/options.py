@@ -380,7 +380,8 @@ rl_options = use(
         "--checkpoints",
         type=click.Path(file_okay=False),
         default=None,
-        help="rl: where policies are saved. Default: CATALOG.checkpoints beside a local catalog.",
+        help="rl: where policies are saved (a folder or an fsspec URL). Default: "
+        "CATALOG.checkpoints beside the catalog, on the same store.",
     ),
     STOCHASTIC,
     click.option(

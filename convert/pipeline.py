@@ -8,6 +8,7 @@ index. Either way the calling process holds the catalog's writer lease: one run 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -24,7 +25,7 @@ import xarray as xr
 from msconvert import __version__
 from msconvert.catalog import Catalog, CatalogError, CatalogLockedError, ClipWriter
 from msconvert.catalog.schema import STATUS_COMPLETE, STATUS_FAILED
-from msconvert.convert import stage_cache
+from msconvert.convert import checkpoint_store, stage_cache
 from msconvert.convert.executors import RayCluster, map_unordered, this_node
 from msconvert.convert.presets import PRESETS
 from msconvert.datasets.amass import ClipSource
@@ -127,7 +128,9 @@ class PipelineOptions:
     reward: str = "adversarial"
     warm_start: bool = True
     policy: str = "per-clip"  # or 'multi-clip': one policy for all the clips of the run
-    checkpoints: str | None = None  # directory of the policies; None: beside a local catalog
+    # Where the policies go: a folder, or a URL on an object store (a catalog there has its
+    # policies at <url>.checkpoints); None: none (the CLI puts them beside the catalog).
+    checkpoints: str | None = None
     seed: int = 0
     budget_steps: int | None = None
     budget_minutes: float | None = None
@@ -169,9 +172,31 @@ class PipelineOptions:
         return config
 
     def checkpoint_dir(self, name: str) -> Path:
-        if self.checkpoints is None:
+        """The local folder a policy trains in (for checkpoints on a store, its local mirror:
+        see `policy_folder`)."""
+        root = self.local_checkpoints
+        if root is None:
             raise StageNotAvailableError("no checkpoint directory (pass --checkpoints DIR)")
-        return Path(self.checkpoints) / name
+        return Path(root) / name
+
+    @property
+    def local_checkpoints(self) -> str | None:
+        """The local folder of the policies and the stage cache (a store's local mirror)."""
+        if checkpoint_store.is_remote(self.checkpoints):
+            assert self.checkpoints is not None
+            return str(checkpoint_store.local_root(self.checkpoints))
+        return self.checkpoints
+
+    def checkpoint_location(self, folder: str | os.PathLike[str]) -> str:
+        """What the catalog records for a policy's local folder: its URL on the store when the
+        checkpoints are there, else its absolute path."""
+        local = Path(folder).absolute()
+        if checkpoint_store.is_remote(self.checkpoints) and self.local_checkpoints:
+            assert self.checkpoints is not None
+            with contextlib.suppress(ValueError):
+                rel = local.relative_to(Path(self.local_checkpoints).absolute())
+                return f"{self.checkpoints.rstrip('/')}/{rel.as_posix()}"
+        return str(local)
 
     @property
     def body_model_mode(self) -> str:
@@ -324,7 +349,7 @@ class _Clip:
             method="rl",
             stages=[st for st in IMPLEMENTED["rl"] if self.options.reaches(st)],
             method_label="reinforcement-learning imitation (policy rollout, deterministic)",
-            checkpoint=str(Path(policy.checkpoint_dir).absolute()),
+            checkpoint=self.options.checkpoint_location(policy.checkpoint_dir),
             checkpoint_step=int(policy.step),
             trainer=policy.meta.get("config", {}),
             seed=int(policy.meta.get("config", {}).get("seed", 0)),
@@ -505,11 +530,25 @@ def warm_start_cached(
 
 def _cache_slot(source: ClipSource, options: PipelineOptions) -> tuple[Path, str] | None:
     """The clip's stage-cache entry and key; None when it cannot be cached."""
-    if not options.checkpoints:
+    if not options.local_checkpoints:
         return None
-    path = stage_cache.entry(options.checkpoints, source.clip_id)
+    path = stage_cache.entry(options.local_checkpoints, source.clip_id)
     cache_key = stage_cache.key(source, options)
     return None if path is None or cache_key is None else (path, cache_key)
+
+
+@contextlib.contextmanager
+def policy_folder(options: PipelineOptions, name: str) -> Iterator[Path]:
+    """The local folder a policy trains in. With checkpoints on a store, it is a mirror: the
+    last finished step there is fetched first (training resumes from it, on any machine), and
+    committed steps are copied there while training goes and when it ends."""
+    local = options.checkpoint_dir(name)
+    if not checkpoint_store.is_remote(options.checkpoints):
+        yield local
+        return
+    assert options.checkpoints is not None
+    with checkpoint_store.Mirror(f"{options.checkpoints.rstrip('/')}/{name}", local):
+        yield local
 
 
 def _emulations(
@@ -545,10 +584,10 @@ def _run_rl_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
             activation, excitation = warm_start_cached(source, options, reference, model)
             solutions = ([activation], [excitation])
             clip.stage = "train"
-        out = options.checkpoint_dir(source.clip_id)
-        trainer, policy = train_policy(
-            [reference], model, options.train_config(), out, solutions=solutions
-        )
+        with policy_folder(options, source.clip_id) as out:
+            trainer, policy = train_policy(
+                [reference], model, options.train_config(), out, solutions=solutions
+            )
         rollouts = None
         if options.reaches("emulate"):
             clip.stage = "emulate"
@@ -813,8 +852,8 @@ def _index_written(catalog: Catalog, outcome: ClipOutcome) -> ClipOutcome:
 
 def _forget_stages(options: PipelineOptions, clip_id: str) -> None:
     """Remove a finished clip's stage-cache entry (the catalog holds the clip now)."""
-    if options.checkpoints:
-        done = stage_cache.entry(options.checkpoints, clip_id)
+    if options.local_checkpoints:
+        done = stage_cache.entry(options.local_checkpoints, clip_id)
         if done is not None:
             stage_cache.remove(done)
 
@@ -851,9 +890,10 @@ def _multi_clip(
                 for o, r in zip(ready, refs, strict=True)
             ]
             solutions = ([a for a, _ in pairs], [e for _, e in pairs])
-        trainer, policy = train_policy(
-            refs, model, options.train_config(), options.checkpoint_dir(name), solutions=solutions
-        )
+        with policy_folder(options, name) as out:
+            trainer, policy = train_policy(
+                refs, model, options.train_config(), out, solutions=solutions
+            )
         start = shared_state(trainer, policy) if options.finetune_steps > 0 else None
         shared.update(refs=refs, solutions=solutions, trainer=trainer, policy=policy, start=start)
 
@@ -878,10 +918,10 @@ def _multi_clip(
             if shared["start"] is not None:
                 sol = shared["solutions"]
                 solution = (sol[0][c], sol[1][c]) if sol else None
-                out = options.checkpoint_dir(f"{name}-finetune/{outcome.clip_id}")
-                trainer, policy = finetune_policy(
-                    shared["start"], reference, model, finetune, out, solution
-                )
+                with policy_folder(options, f"{name}-finetune/{outcome.clip_id}") as out:
+                    trainer, policy = finetune_policy(
+                        shared["start"], reference, model, finetune, out, solution
+                    )
                 index = 0
             rollouts = None
             if options.reaches("emulate"):
@@ -894,7 +934,7 @@ def _multi_clip(
                 clip.metrics["train.finetune_env_steps"] = float(policy.step)
                 clip.metrics["train.env_steps"] = float(base.step + policy.step)
                 clip.metrics["train.minutes"] += float(base.meta.get("seconds", 0.0)) / 60.0
-                clip.attrs.update(finetuned_from=str(Path(base.checkpoint_dir).absolute()))
+                clip.attrs.update(finetuned_from=options.checkpoint_location(base.checkpoint_dir))
 
         clip = _Clip.resumed(outcome, by_id[outcome.clip_id], options)
         yield _run(clip, options.until, per_clip)

@@ -198,3 +198,69 @@ def test_a_second_writer_is_refused_on_s3(s3, demo_corpus):
     # Released: the next run goes ahead.
     r = run("amass", demo_corpus, "--out", url, "--resume", "--until", "ingest", "--limit", "2")
     assert r.exit_code == 0, r.output
+
+
+def _steps_on_store(url: str) -> dict[int, bool]:
+    """Each step folder under a remote policy folder, and whether its copy is finished."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache()
+    found: dict[int, bool] = {}
+    for path in fs.find(root):
+        head, _, rest = path[len(root) + 1 :].partition("/")
+        if head.isdigit():
+            found[int(head)] = found.get(int(head), False) or rest == "commit_success.txt"
+    return found
+
+
+def test_policy_checkpoints_go_beside_the_catalog_on_the_store(s3, tmp_path, monkeypatch):
+    """A policy trained for a catalog on S3 is checkpointed at <catalog>.checkpoints/ on the
+    store while it trains; a run on another machine (an empty local cache) resumes from there;
+    a step whose copy was cut short is never fetched."""
+    import fsspec
+    import jax
+    from arm_reference import arm_reference
+    from test_train import config
+    from toy_models import planar_arm
+
+    from msconvert.convert import checkpoint_store
+    from msconvert.convert.pipeline import PipelineOptions, policy_folder
+    from msconvert.emulator.learn.checkpoint import read_meta
+    from msconvert.emulator.learn.train import agent_module, make_trainer, train
+
+    catalog = s3_url("rl")
+    options = PipelineOptions(checkpoints=checkpoint_store.beside(catalog))
+    remote = f"{catalog}.checkpoints/Lab/arm"
+    model = planar_arm(4)
+    # A checkpoint every chunk (100 env steps); Orbax keeps the last two.
+    ppo = agent_module("ppo")  # compiles faster than the flow agent
+    cfg = config(agent="ppo", agent_config=ppo.Config(), n_envs=4, budget_steps=300,
+                 checkpoint_every_s=0.0, evaluations=0)  # fmt: skip
+    trainer = make_trainer(model, [arm_reference(model, seconds=1.0)], cfg)
+
+    monkeypatch.setenv("MSCONVERT_CACHE", str(tmp_path / "machine-a"))
+    with policy_folder(options, "Lab/arm") as local:
+        assert local.is_relative_to(tmp_path / "machine-a")
+        first = train(trainer, local)
+    assert first.step == 300
+    assert _steps_on_store(remote) == {200: True, 300: True}  # step 100 dropped, as locally
+    assert options.checkpoint_location(local) == remote  # what the catalog records
+
+    # Another machine: nothing local; the run resumes from the store's last step (here it is
+    # trained to its budget already, so it only restores it).
+    monkeypatch.setenv("MSCONVERT_CACHE", str(tmp_path / "machine-b"))
+    with policy_folder(options, "Lab/arm") as local:
+        assert local.is_relative_to(tmp_path / "machine-b")
+        assert read_meta(local)[1] == 300  # fetched before training starts
+        again = train(trainer, local, resume=True)
+    assert again.step == 300 and again.curve == first.curve
+    assert _steps_on_store(remote) == {200: True, 300: True}  # it trained nothing: all kept
+    for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(first.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    # A step whose copy was cut short (no marker) is never fetched.
+    fs, root = fsspec.core.url_to_fs(remote)
+    fs.rm(f"{root}/300/commit_success.txt")
+    assert checkpoint_store.fetch(remote, tmp_path / "machine-c") == 200
+    assert read_meta(tmp_path / "machine-c")[1] == 200

@@ -79,7 +79,9 @@ def test_warm_start_is_cached_and_a_truncated_file_is_resolved(standing, monkeyp
     def refuse(*_a, **_k):
         raise AssertionError("solved again although cached")
 
-    monkeypatch.setattr(pipeline, "warm_start_solutions", refuse)
+    from msconvert.emulator.learn import runs  # (the pipeline imports training where it runs)
+
+    monkeypatch.setattr(runs, "warm_start_solutions", refuse)
     a2, e2 = warm_start_cached(source, options, ref, model)
     np.testing.assert_array_equal(a2, activation)
     np.testing.assert_array_equal(e2, excitation)
