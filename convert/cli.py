@@ -102,6 +102,7 @@ def amass(
             if checkpoint_store.is_remote(out)
             else str(Path(out).with_name(Path(out).name + checkpoint_store.SUFFIX))
         )
+    compile_cache = conversion.pop("compile_cache")
     options = _pipeline_options(until, conversion)
     if executor != "ray" and (ray_address or memory_per_clip or cpus_per_clip != 1):
         raise click.UsageError(
@@ -153,6 +154,13 @@ def amass(
         f"Converting {len(sources)} clips from {root} to {out} (until {options.until}, {where})"
     )
     if options.method == "rl" and options.reaches("train"):
+        from msconvert.emulator.learn import compiling
+
+        # Set here and in the environment, which the workers inherit (their JAX reads it there).
+        cache = compiling.use_cache(
+            compile_cache or compiling.default_cache_dir(options.checkpoints), environ=True
+        )
+        stderr.print(f"Compiled training code is cached in {cache}")
         _print_training_estimate(options, len(sources), n_workers)
     _convert(sources, catalog, out, options, workers=n_workers, resume=resume, ray=ray)
 

@@ -64,6 +64,7 @@ def train(
     from msconvert.convert.pipeline import PipelineOptions, model_for
     from msconvert.convert.progress import TrainProgress
     from msconvert.convert.training import references_from_catalog
+    from msconvert.emulator.learn import compiling
     from msconvert.emulator.learn.checkpoint import CheckpointError
     from msconvert.emulator.learn.runs import check_model as check_references
     from msconvert.emulator.learn.runs import train_policy
@@ -72,6 +73,7 @@ def train(
     from msconvert.emulator.retarget.reference import ReferenceFormatError
 
     out = check_out(out, file_okay=False)
+    compile_cache = training.pop("compile_cache")
     cat = open_catalog(catalog)
     try:
         refs, solutions = references_from_catalog(cat, clips)
@@ -91,10 +93,17 @@ def train(
         + (f" or {config.budget_minutes:g} min" if config.budget_minutes else "")
         + f") -> {out}"
     )
+    if compile_cache is None:  # beside the catalog's policies when it is a local one
+        beside = None if "://" in catalog else f"{Path(catalog).resolve()}.checkpoints"
+        compile_cache = compiling.default_cache_dir(beside)
+    cache = compiling.use_cache(compile_cache)
     try:
-        with TrainProgress(
-            config.budget_steps, "train", budget_minutes=config.budget_minutes
-        ) as bar:
+        with (
+            TrainProgress(
+                config.budget_steps, "train", budget_minutes=config.budget_minutes
+            ) as bar,
+            compiling.watch(bar.compile_started, bar.compile_ended) as compiles,
+        ):
             _, policy = train_policy(
                 refs,
                 model,
@@ -109,6 +118,11 @@ def train(
     except KeyboardInterrupt:
         stderr.print(f"[red]Interrupted.[/] Rerun with --resume to continue from {out}")
         sys.exit(130)
+    hits = sum(c.cache_hit for c in compiles)
+    stderr.print(
+        f"Compiling took {sum(c.seconds for c in compiles):.1f} s ({len(compiles)} functions, "
+        f"{hits} from the persistent cache in {cache})"
+    )
     last = policy.curve[-1] if policy.curve else {}
     stderr.print(
         f"Trained {policy.step:,} env steps in {last.get('seconds', 0.0) / 60:.1f} min; "

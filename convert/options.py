@@ -355,6 +355,16 @@ training_options = use(
         "(overrides the preset).",
     ),
     click.option(
+        "--compile-cache",
+        type=click.Path(file_okay=False),
+        default=None,
+        metavar="DIR",
+        help="rl: JAX's persistent compilation cache: the compiled training code is kept here and "
+        "reused by every later run with the same model and settings (a resumed run, the next "
+        "clip, another worker). Default: jax_cache in the catalog's checkpoint folder "
+        "(CATALOG.checkpoints), else ~/.cache/msconvert/jax.",
+    ),
+    click.option(
         "--checkpoint-every",
         "checkpoint_every_s",
         type=click.FloatRange(min=0.0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -18,6 +19,7 @@ from rich.table import Table
 from msconvert.convert.pipeline import BatchReport, ClipOutcome
 
 stderr = Console(stderr=True)
+LONG_COMPILE_S = 2.0  # a compile at least this long is printed above the training bar
 
 
 class BatchProgress:
@@ -114,13 +116,15 @@ class TrainProgress:
             TextColumn("joint error {task.fields[error]:5.1f}°"),
             TimeElapsedColumn(),
             TextColumn("ETA {task.fields[eta]}"),
+            TextColumn("[dim]{task.fields[compile]}"),
             console=console,
             transient=False,
         )
+        self.console = console
         self.total_steps = total_steps
         self.budget_s = None if budget_minutes is None else 60.0 * budget_minutes
         self.task = self.progress.add_task(
-            description, total=total_steps, rate=0.0, error=0.0, eta="-:--:--"
+            description, total=total_steps, rate=0.0, error=0.0, eta="-:--:--", compile=""
         )
         self._start: tuple[float, float] | None = None
 
@@ -130,6 +134,19 @@ class TrainProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+
+    def compile_started(self, name: str) -> None:
+        """XLA has started compiling `name` (JAX runs nothing else until it is done)."""
+        self.progress.update(self.task, compile=f"compiling {name}…")
+
+    def compile_ended(self, done: Any) -> None:
+        """A compile is done (`compiling.Compile`): on the bar, and above it when it was long
+        enough to notice (or came from the persistent cache)."""
+        how = "from the cache" if done.cache_hit else "compiled"
+        text = f"{done.name} {how} in {done.seconds:.1f} s"
+        self.progress.update(self.task, compile=text)
+        if done.seconds >= LONG_COMPILE_S:
+            self.console.print(f"[dim]{text}[/]")
 
     def update(self, row: dict[str, float]) -> None:
         steps, seconds = row["env_steps"], row["seconds"]

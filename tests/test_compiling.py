@@ -3,10 +3,18 @@ second process; MuJoCo Warp where it can run."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
 import numpy as np
+import pytest
 from arm_reference import arm_reference
 from toy_models import muscle_pendulum
 
+from msconvert.emulator.backends import make_backend
 from msconvert.emulator.learn import compiling
 from msconvert.emulator.learn.agents import flow
 from msconvert.emulator.learn.env import EnvConfig, frame_bucket
@@ -86,3 +94,90 @@ def test_mjx_chunk_is_one_graph_for_clips_of_different_lengths():
     texts = [t.lower_chunk(ts).as_text() for t, ts in zip(trainers, states, strict=True)]
     assert texts[0] == texts[1]
     assert trainers[0].env.task.qpos.shape == trainers[1].env.task.qpos.shape
+
+
+_PROCESS = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from arm_reference import arm_reference
+from toy_models import muscle_pendulum
+import jax, jax.numpy as jnp
+from msconvert.emulator.backends import make_backend
+from msconvert.emulator.learn import compiling
+from msconvert.emulator.learn.env import EnvConfig, make_env, make_reference_set, training_env
+
+compiling.use_cache({cache!r})
+model = muscle_pendulum()
+ref = arm_reference(model, seconds={seconds}, seed={seed})
+refs = make_reference_set([ref], model, ref.body_names)
+with compiling.watch() as compiles:
+    envs = training_env(make_env(model, refs, EnvConfig(episode_steps=5), "cpu"), 2)
+    state = envs.reset(jax.random.PRNGKey(0))
+    for _ in range(6):  # past an episode's end: the auto-reset runs too
+        state, info = envs.step(state, jnp.zeros((2, model.nu)))
+print(json.dumps([[c.name, c.seconds, c.cache_hit] for c in compiles]))
+"""
+
+
+def _process(cache: Path, seconds: float, seed: int) -> list[tuple[str, float, bool]]:
+    code = _PROCESS.format(
+        tests=str(Path(__file__).parent), cache=str(cache), seconds=seconds, seed=seed
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    return [tuple(row) for row in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
+def test_a_second_process_hits_the_persistent_cache(tmp_path):
+    """A new process with the same model and settings, on another clip, loads every compiled
+    function from the persistent cache instead of compiling it."""
+    cache = tmp_path / "jax_cache"
+    first = _process(cache, seconds=1.0, seed=0)
+    assert first and not any(hit for _, _, hit in first)
+    assert len(compiling.cache_entries(cache)) >= len({name for name, _, _ in first})
+    second = _process(cache, seconds=3.0, seed=1)  # another clip: its values are no constant
+    task = {"jit(start)", "jit(advance)", "jit(restart)", "jit(draw)"}
+    assert task <= {name for name, _, _ in first}
+    assert all(hit for name, _, hit in second if name in task), second
+    assert sum(hit for _, _, hit in second) >= 0.9 * len(second)
+    cold, warm = (sum(s for _, s, _ in run) for run in (first, second))
+    assert warm < 0.5 * cold, (cold, warm)
+
+
+def _why_no_warp() -> str | None:
+    """Why MuJoCo Warp cannot run here (None: it can)."""
+    if jax.default_backend() != "gpu":
+        return f"MuJoCo Warp needs a GPU; JAX runs on {jax.default_backend()}"
+    try:
+        import mujoco_warp  # noqa: F401
+    except ImportError as exc:
+        return f"mujoco_warp is not installed ({exc})"
+    return None
+
+
+def test_the_mjx_backend_picks_its_implementation():
+    """Warp where a GPU and mujoco_warp are both present, else MJX's JAX implementation; the
+    Warp path stays importable either way."""
+    from msconvert.emulator.backends.mjx import default_impl
+
+    assert default_impl() == ("warp" if _why_no_warp() is None else "jax")
+
+
+@pytest.mark.skipif(_why_no_warp() is not None, reason=str(_why_no_warp()))
+def test_mujoco_warp_steps_like_the_c_engine():
+    """On a GPU with mujoco_warp the mjx backend runs on Warp, and its control step agrees with
+    MuJoCo's C engine."""
+    model = muscle_pendulum()
+    cpu = make_backend("cpu", model, 2, 5)
+    warp = make_backend("mjx", model, 2, 5)
+    assert warp.impl == "warp"
+    qpos, qvel = np.array([[0.2], [-0.3]]), np.zeros((2, model.nv))
+    act = np.full((2, model.na), 0.05)
+    ctrl = np.array([[0.8, 0.1], [0.1, 0.8]])
+    a, b = cpu.init(qpos, qvel, act), warp.init(qpos, qvel, act)
+    for _ in range(20):
+        a, b = cpu.step(a, ctrl).state, warp.step(b, ctrl).state
+    for x, y in zip(cpu.arrays(a), warp.arrays(b), strict=True):
+        np.testing.assert_allclose(np.asarray(y), x, atol=2e-3)
+    cpu.close()

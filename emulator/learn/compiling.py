@@ -56,11 +56,18 @@ def default_cache_dir(checkpoints: str | Path | None) -> Path:
     return user_cache_dir()
 
 
-def use_cache(directory: str | Path) -> Path:
+# Every executable is written, however small or quick: a run compiles a hundred small functions
+# besides the training chunk, and a new process would pay for each of them again.
+_SETTINGS = {
+    "jax_persistent_cache_min_compile_time_secs": 0.0,
+    "jax_persistent_cache_min_entry_size_bytes": -1,  # -1: no minimum size
+}
+
+
+def use_cache(directory: str | Path, *, environ: bool = False) -> Path:
     """Turn JAX's persistent compilation cache on, in `directory` (created), for every compile
-    from now on in this process. Every executable is written, however small or quick: a run
-    compiles tens of small functions besides the training chunk, and a new process pays for
-    each of them otherwise."""
+    from now on in this process. environ: also for the processes it starts (worker pools, a
+    local Ray), through the environment variables JAX reads when it is imported."""
     from jax.experimental.compilation_cache import compilation_cache
 
     path = Path(directory).expanduser().resolve()
@@ -69,8 +76,11 @@ def use_cache(directory: str | Path) -> Path:
         # JAX opens the cache once per process: another folder needs it reopened.
         compilation_cache.reset_cache()
         jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no minimum
+    for name, value in _SETTINGS.items():
+        jax.config.update(name, value)
+    if environ:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(path)
+        os.environ.update({name.upper(): str(value) for name, value in _SETTINGS.items()})
     return path
 
 
