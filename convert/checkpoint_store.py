@@ -102,7 +102,8 @@ def fetch(url: str, local: str | os.PathLike[str]) -> int | None:
     have = _local_steps(local)
     if have and have[-1] >= step:
         return None
-    partial = local / f"{step}{_PARTIAL}"
+    # Its own partial folder: tasks on one machine may fetch the same policy at once.
+    partial = local / f"{step}{_PARTIAL}-{os.getpid()}-{threading.get_ident()}"
     shutil.rmtree(partial, ignore_errors=True)
     prefix = f"{step}/"
     wanted = [r for r in files if r.startswith(prefix)]
@@ -112,7 +113,12 @@ def fetch(url: str, local: str | os.PathLike[str]) -> int | None:
     for target in targets:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     fs.get([f"{root}/{r}" for r in wanted], targets)
-    os.replace(partial, local / str(step))  # whole now: Orbax may see it
+    try:
+        os.replace(partial, local / str(step))  # whole now: Orbax may see it
+    except OSError:
+        if not (local / str(step)).is_dir():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)  # another task fetched it first
     if tops:
         fs.get([f"{root}/{r}" for r in tops], [str(local / r) for r in tops])
     return step

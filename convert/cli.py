@@ -215,10 +215,8 @@ def _scan(source_format: str, root: Path, include, exclude, limit):
 def _ray_settings(options, address, workers, cpus, memory_gib, retries):
     """The Ray executor's settings from the amass options (RaySettings)."""
     from msconvert.convert.executors import RaySettings
-    from msconvert.convert.pipeline import MULTI_CLIP_UNDER_RAY, ray_task_needs
+    from msconvert.convert.pipeline import ray_task_needs
 
-    if options.method == "rl" and options.reaches("train") and options.policy == "multi-clip":
-        stderr.print(f"[yellow]Note:[/] {MULTI_CLIP_UNDER_RAY}.")
     gpus, memory = ray_task_needs(options)
     return RaySettings(
         address=address,

@@ -668,9 +668,10 @@ def run_batch(
     The run holds the catalog's writer lease throughout (CatalogLockedError when another run
     holds it). Clips run in a local process pool of `workers` (this process writes them), or,
     with `ray` (a connected RayCluster), as Ray tasks that write their clip straight into the
-    catalog: this process then keeps only the index. `--policy multi-clip` training runs on this
-    machine under Ray too (MULTI_CLIP_UNDER_RAY). on_node(label) is called with the machine each
-    finished clip ran on.
+    catalog: this process then keeps only the index. Under Ray, `--policy multi-clip` runs as
+    tasks too (retargeting per clip, the shared training as one task, then each clip's fine-tune
+    and emulation; see `_multi_clip_on_ray`), and this process writes its clips. on_node(label)
+    is called with the machine each finished clip ran on.
     """
     check_until(options.until, options.method)
     report = BatchReport(total=len(sources))
@@ -686,7 +687,9 @@ def run_batch(
         cached_stages = options.method == "rl" and options.reaches("train")
         multi = cached_stages and options.policy == "multi-clip"
         inner: Iterator[Any]
-        if multi:
+        if multi and ray is not None:
+            inner = _multi_clip_on_ray(ray, list(todo), options)
+        elif multi:
             inner = _multi_clip(list(todo), options, workers)
         elif ray is not None:
             inner = _on_ray(ray, todo, catalog, options)
@@ -694,7 +697,7 @@ def run_batch(
             inner = map_unordered(run_clip, todo, options, workers=workers, on_crash=_crashed)
         here = this_node()
         placed: Iterator[tuple[ClipOutcome, str]] = (
-            inner if ray is not None and not multi else ((o, here) for o in inner)
+            inner if ray is not None else ((o, here) for o in inner)
         )
         try:
             for outcome, node in placed:
@@ -735,11 +738,6 @@ def run_batch(
     return report
 
 
-# Said (by the CLI) when --policy multi-clip runs under --executor ray.
-MULTI_CLIP_UNDER_RAY = (
-    "--policy multi-clip runs on this machine, not as Ray tasks: the shared policy's training "
-    "and its per-clip fine-tunes use the local path (--workers) under --executor ray"
-)
 _NOWHERE = "?"  # the node of an outcome that no worker returned (its worker or node died)
 
 
@@ -873,71 +871,220 @@ def _multi_clip(
     if not ready:
         return
     ready.sort(key=lambda o: o.clip_id)
-    digest = hashlib.sha256("\n".join(o.clip_id for o in ready).encode()).hexdigest()[:12]
-    name = f"multi-clip-{digest}"
+    name = _multi_clip_name(ready)
     model = model_for(options.model)
+    pairs = [(by_id[o.clip_id], o) for o in ready]
     shared: dict[str, Any] = {}
 
     def train_shared(clip: _Clip) -> None:
-        from msconvert.emulator.learn.runs import shared_state, train_policy
-
-        clip.stage = "train"
-        refs = [o.reference() for o in ready]
-        solutions: Solutions | None = None
-        if options.warm_start:
-            pairs = [
-                warm_start_cached(by_id[o.clip_id], options, r, model)
-                for o, r in zip(ready, refs, strict=True)
-            ]
-            solutions = ([a for a, _ in pairs], [e for _, e in pairs])
-        with policy_folder(options, name) as out:
-            trainer, policy = train_policy(
-                refs, model, options.train_config(), out, solutions=solutions
-            )
-        start = shared_state(trainer, policy) if options.finetune_steps > 0 else None
-        shared.update(refs=refs, solutions=solutions, trainer=trainer, policy=policy, start=start)
+        shared.update(_train_shared(clip, options, pairs, name, model))
 
     group = _run(_Clip(name, None, options), "train", train_shared)
     if group.status != STATUS_COMPLETE:
         for o in ready:
             yield _failure(o.clip_id, group.stage, group.reason, time.perf_counter(), o.summary)
         return
-    finetune = replace(
-        options.train_config(),
-        budget_steps=options.finetune_steps,
-        budget_minutes=options.budget_minutes,  # the preset's minutes apply to the shared run
-    )
-    for c, outcome in enumerate(ready):
+    for c, (source, outcome) in enumerate(pairs):
 
-        def per_clip(clip: _Clip, c: int = c, outcome: ClipOutcome = outcome) -> None:
-            from msconvert.emulator.learn.runs import finetune_policy
-
-            clip.stage = "train"
+        def per_clip(clip: _Clip, c: int = c) -> None:
+            sol = shared["solutions"]
+            solution = (sol[0][c], sol[1][c]) if sol else None
+            trainer, base, start = shared["trainer"], shared["policy"], shared["start"]
             reference = shared["refs"][c]
-            trainer, policy, index = shared["trainer"], shared["policy"], c
-            if shared["start"] is not None:
-                sol = shared["solutions"]
-                solution = (sol[0][c], sol[1][c]) if sol else None
-                with policy_folder(options, f"{name}-finetune/{outcome.clip_id}") as out:
-                    trainer, policy = finetune_policy(
-                        shared["start"], reference, model, finetune, out, solution
-                    )
-                index = 0
-            rollouts = None
-            if options.reaches("emulate"):
-                clip.stage = "emulate"
-                rollouts = _emulations(trainer, policy, reference, index, options.stochastic)
-            clip.add_policy(policy, rollouts)
-            clip.summary.update(until=options.until, policy="multi-clip")
-            base = shared["policy"]
-            if policy is not base:  # fine-tuned: count the shared training too
-                clip.metrics["train.finetune_env_steps"] = float(policy.step)
-                clip.metrics["train.env_steps"] = float(base.step + policy.step)
-                clip.metrics["train.minutes"] += float(base.meta.get("seconds", 0.0)) / 60.0
-                clip.attrs.update(finetuned_from=options.checkpoint_location(base.checkpoint_dir))
+            _finish_shared(clip, name, reference, model, trainer, base, c, start, solution)
 
-        clip = _Clip.resumed(outcome, by_id[outcome.clip_id], options)
-        yield _run(clip, options.until, per_clip)
+        yield _run(_Clip.resumed(outcome, source, options), options.until, per_clip)
+
+
+def _multi_clip_name(ready: Sequence[ClipOutcome]) -> str:
+    """The shared policy's name (its checkpoint folder): a digest of its clip ids."""
+    digest = hashlib.sha256("\n".join(o.clip_id for o in ready).encode()).hexdigest()[:12]
+    return f"multi-clip-{digest}"
+
+
+def _train_shared(
+    clip: _Clip,
+    options: PipelineOptions,
+    pairs: Sequence[tuple[ClipSource, ClipOutcome]],
+    name: str,
+    model: Any,
+) -> dict[str, Any]:
+    """Train the shared policy on every retargeted clip (warm starts from the stage cache); its
+    trainer, policy, references, warm starts, and the state fine-tunes start from."""
+    from msconvert.emulator.learn.runs import shared_state, train_policy
+
+    clip.stage = "train"
+    refs = [o.reference() for _, o in pairs]
+    solutions: Solutions | None = None
+    if options.warm_start:
+        got = [
+            warm_start_cached(s, options, r, model) for (s, _), r in zip(pairs, refs, strict=True)
+        ]
+        solutions = ([a for a, _ in got], [e for _, e in got])
+    with policy_folder(options, name) as out:
+        trainer, policy = train_policy(
+            refs, model, options.train_config(), out, solutions=solutions
+        )
+    start = shared_state(trainer, policy) if options.finetune_steps > 0 else None
+    return dict(refs=refs, solutions=solutions, trainer=trainer, policy=policy, start=start)
+
+
+def _finish_shared(
+    clip: _Clip,
+    name: str,
+    reference: Reference,
+    model: Any,
+    trainer: Trainer,
+    base: Policy,
+    index: int,
+    start: Any,
+    solution: tuple[np.ndarray, np.ndarray] | None,
+) -> None:
+    """One clip of a multi-clip run once the shared policy is trained: its fine-tune (when
+    `start`, the shared state, is given), its emulation, and what the catalog records of both.
+    `index` is the clip's place among `trainer`'s clips."""
+    from msconvert.emulator.learn.runs import finetune_policy
+
+    options = clip.options
+    clip.stage = "train"
+    policy = base
+    if start is not None:
+        finetune = replace(
+            options.train_config(),
+            budget_steps=options.finetune_steps,
+            budget_minutes=options.budget_minutes,  # the preset's minutes apply to the shared run
+        )
+        with policy_folder(options, f"{name}-finetune/{clip.clip_id}") as out:
+            trainer, policy = finetune_policy(start, reference, model, finetune, out, solution)
+        index = 0
+    rollouts = None
+    if options.reaches("emulate"):
+        clip.stage = "emulate"
+        rollouts = _emulations(trainer, policy, reference, index, options.stochastic)
+    clip.add_policy(policy, rollouts)
+    clip.summary.update(until=options.until, policy="multi-clip")
+    if policy is not base:  # fine-tuned: count the shared training too
+        clip.metrics["train.finetune_env_steps"] = float(policy.step)
+        clip.metrics["train.env_steps"] = float(base.step + policy.step)
+        clip.metrics["train.minutes"] += float(base.meta.get("seconds", 0.0)) / 60.0
+        clip.attrs.update(finetuned_from=options.checkpoint_location(base.checkpoint_dir))
+
+
+@dataclass(frozen=True)
+class SharedPolicyJob:
+    """What the Ray tasks of a multi-clip run need besides their clips."""
+
+    options: PipelineOptions
+    name: str  # the shared policy's
+    cwd: str | None = None  # the driver's: relative paths mean the same on its workers
+
+
+def _multi_clip_on_ray(
+    ray: RayCluster, sources: list[ClipSource], options: PipelineOptions
+) -> Iterator[tuple[ClipOutcome, str]]:
+    """--policy multi-clip on Ray: each clip's retargeting is a task; the shared training is one
+    task (with the resources of a clip task: the GPU with --preset gpu); then each clip's
+    fine-tune (--finetune-steps) and emulation is a task of its own, which loads the shared
+    policy from its checkpoint: on the store beside the catalog, or in a folder every node sees.
+    The outcomes come back here to be written, as the local path writes them."""
+    by_id = {s.clip_id: s for s in sources}
+    ready: list[ClipOutcome] = []
+    for outcome, node in ray.map_unordered(
+        retargeted, sources, options, on_crash=_crashed, name=lambda s: f"msconvert:{s.clip_id}"
+    ):
+        if outcome.status == STATUS_COMPLETE:
+            ready.append(outcome)
+        else:
+            yield replace(outcome, summary={**outcome.summary, "until": options.until}), node
+    ready.sort(key=lambda o: o.clip_id)
+    yield from shared_policy_on_ray(ray, [(by_id[o.clip_id], o) for o in ready], options)
+
+
+def shared_policy_on_ray(
+    ray: RayCluster, pairs: Sequence[tuple[ClipSource, ClipOutcome]], options: PipelineOptions
+) -> Iterator[tuple[ClipOutcome, str]]:
+    """The shared training of retargeted clips as one Ray task, then each clip's fine-tune and
+    emulation as a task; (outcome, node) per clip."""
+    if not pairs:
+        return
+    name = _multi_clip_name([o for _, o in pairs])
+    job = SharedPolicyJob(options, name, os.getcwd())
+
+    def lost(_pairs: object, reason: str) -> ClipOutcome:
+        return _failure(name, "train", reason, time.perf_counter(), {})
+
+    ((group, _),) = ray.map_unordered(
+        train_shared_policy, [pairs], job, on_crash=lost, name=lambda _p: f"msconvert:{name}"
+    )
+    if group.status != STATUS_COMPLETE:
+        for _, o in pairs:
+            failed = _failure(o.clip_id, group.stage, group.reason, time.perf_counter(), o.summary)
+            yield failed, _NOWHERE
+        return
+    yield from ray.map_unordered(
+        finish_shared_clip,
+        pairs,
+        job,
+        on_crash=lambda pair, reason: _crashed(pair[0], reason),
+        name=lambda pair: f"msconvert:{pair[0].clip_id}",
+    )
+
+
+def _in_driver_dir(cwd: str | None) -> None:
+    """Run in the driver's working directory when this machine has it (the same machine, or a
+    shared filesystem), so relative paths mean what they meant to the driver."""
+    if cwd and os.getcwd() != cwd and os.path.isdir(cwd):
+        os.chdir(cwd)  # a Ray worker runs one task at a time
+
+
+def train_shared_policy(
+    pairs: Sequence[tuple[ClipSource, ClipOutcome]], job: SharedPolicyJob
+) -> ClipOutcome:
+    """A Ray task: train a multi-clip run's shared policy into its checkpoint folder; the
+    outcome of the training (no arrays)."""
+    _in_driver_dir(job.cwd)
+    options = job.options
+    model = model_for(options.model)
+
+    def work(clip: _Clip) -> None:
+        _train_shared(clip, options, pairs, job.name, model)
+
+    return replace(_run(_Clip(job.name, None, options), "train", work), data=None)
+
+
+def finish_shared_clip(pair: tuple[ClipSource, ClipOutcome], job: SharedPolicyJob) -> ClipOutcome:
+    """A Ray task: one clip of a multi-clip run after the shared training: the shared policy
+    loaded from its checkpoint (fetched from the store), fine-tuned on the clip with
+    --finetune-steps, and emulated."""
+    from msconvert.emulator.learn.runs import load_policy, shared_state
+
+    _in_driver_dir(job.cwd)
+    source, ready = pair
+    options = job.options
+
+    def work(clip: _Clip) -> None:
+        clip.stage = "train"
+        model = model_for(options.model)
+        reference = ready.reference()
+        folder = _shared_policy_folder(options, job.name)
+        # A trainer shaped like the shared one, on this clip: the checkpoint's arrays fit it.
+        trainer, base = load_policy(folder, reference, model, model_sha256(model))
+        start = shared_state(trainer, base) if options.finetune_steps > 0 else None
+        solution = None
+        if start is not None and options.warm_start:
+            solution = warm_start_cached(source, options, reference, model)
+        _finish_shared(clip, job.name, reference, model, trainer, base, 0, start, solution)
+
+    return _run(_Clip.resumed(ready, source, options), options.until, work)
+
+
+def _shared_policy_folder(options: PipelineOptions, name: str) -> Path:
+    """The local folder of a trained policy: fetched from the store when it is there."""
+    local = options.checkpoint_dir(name)
+    if checkpoint_store.is_remote(options.checkpoints):
+        assert options.checkpoints is not None
+        checkpoint_store.fetch(f"{options.checkpoints.rstrip('/')}/{name}", local)
+    return local
 
 
 def _crashed(source: ClipSource, reason: str) -> ClipOutcome:

@@ -9,6 +9,7 @@ loopback and stopped at the end of the module.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -189,9 +190,15 @@ def cluster(tmp_path_factory):
     from each node's environment, as on a real cluster); the test process sees it too."""
     # Token authentication with a token of this module's own (Ray enables it when a token is
     # found, e.g. ~/.ray/auth_token left by a local ray.init; drivers need the same one).
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    own = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    # The workers' local mirrors of checkpoints on the store (checkpoint_store.local_root).
+    own["MSCONVERT_CACHE"] = str(tmp_path_factory.mktemp("worker-cache"))
+    # JAX's persistent compilation cache, shared by the workers (as `msconvert amass` sets it).
+    own["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
+    own["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    own["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
     with seaweed_s3(tmp_path_factory.mktemp("seaweedfs")) as s3_env:
-        env = {**os.environ, **s3_env, **auth}
+        env = {**os.environ, **s3_env, **own}
         with ray_head(env) as (address, session):
             yield {"address": address, "session": session, "env": env}
 
@@ -370,3 +377,66 @@ def test_killed_driver_loses_nothing_and_a_second_driver_is_refused(
         assert skipped and int(skipped.group(1)) == len(finished), r.output
         assert _stamps(url, finished) == before  # nothing finished was redone
         assert_same_arrays(reference, url, copies, stage="retarget")
+
+
+def test_multi_clip_training_is_one_task_and_the_clips_fan_out(cluster, tmp_path, monkeypatch):
+    """--policy multi-clip on Ray: the shared policy trains in one task, each clip's fine-tune
+    and emulation in a task of its own, with the checkpoints on the store beside the catalog
+    (the toy arm, two clips, a tiny PPO budget)."""
+    import fsspec
+    from arm_reference import arm_reference
+    from toy_models import planar_arm
+
+    from msconvert.catalog.schema import STATUS_COMPLETE
+    from msconvert.convert import checkpoint_store
+    from msconvert.convert.executors import RayCluster, RaySettings
+    from msconvert.convert.pipeline import ClipOutcome, shared_policy_on_ray
+    from msconvert.datasets.amass import ClipSource
+    from msconvert.emulator.model import load_model, model_name, model_sha256, model_spec
+
+    xml = tmp_path / "arm.xml"
+    xml.write_text(model_spec(planar_arm(4)).to_xml())
+    model = load_model(xml)
+    pairs = []
+    for k in range(2):
+        clip = f"Lab/arm{k}"
+        ref = arm_reference(model, seconds=1.0, seed=k, clip_id=clip)
+        ref = dataclasses.replace(
+            ref, model_sha256=model_sha256(model), model_name=model_name(model)
+        )
+        ds = ref.to_dataset()
+        attrs, ds.attrs = dict(ds.attrs), {}
+        source = ClipSource(tmp_path / f"arm{k}.npz", f"{clip}.npz", clip, "smplh")
+        ready = ClipOutcome(clip, STATUS_COMPLETE, "retarget", data=ds, attrs=attrs, frames=50)
+        pairs.append((source, ready))
+    url = s3_url("multi")
+    options = PipelineOptions(
+        until="emulate", method="rl", policy="multi-clip", model=str(xml), agent="ppo",
+        warm_start=False, backend="cpu", n_envs=4, budget_steps=200, budget_minutes=30,
+        evaluations=0, finetune_steps=100, checkpoints=checkpoint_store.beside(url),
+    )  # fmt: skip
+    monkeypatch.setenv("MSCONVERT_CACHE", str(tmp_path / "driver-cache"))
+    with environment(cluster["env"]):
+        with RayCluster(RaySettings(address=cluster["address"], cpus=1.0)) as ray:
+            got = {o.clip_id: (o, node) for o, node in shared_policy_on_ray(ray, pairs, options)}
+        assert sorted(got) == ["Lab/arm0", "Lab/arm1"]
+        shared = None
+        for clip, (outcome, node) in got.items():
+            assert outcome.status == STATUS_COMPLETE, outcome.reason
+            assert node == socket.gethostname()  # returned by a Ray task (a lost one says '?')
+            attrs, metrics = outcome.attrs, outcome.metrics
+            assert attrs["policy_clips"] == [clip]  # the fine-tuned copy's
+            shared = shared or attrs["finetuned_from"]
+            assert shared == attrs["finetuned_from"]  # one shared policy for both
+            assert shared.startswith(f"{url}.checkpoints/multi-clip-")
+            assert attrs["checkpoint"] == f"{shared}-finetune/{clip}"
+            assert metrics["train.finetune_env_steps"] == 100
+            assert metrics["train.env_steps"] == 300  # the shared training counted too
+            qpos = outcome.data["emulated_qpos"].values
+            assert qpos.shape[0] == 50 and np.isfinite(qpos[: attrs["tracked_frames"]]).all()
+        # Every policy is on the store, each step's copy finished; none was trained here.
+        fs, _ = fsspec.core.url_to_fs(url)
+        fs.invalidate_cache()
+        for policy in (shared, *(o.attrs["checkpoint"] for o, _ in got.values())):
+            assert fs.glob(f"{policy}/*/commit_success.txt"), policy
+    assert not (tmp_path / "driver-cache").exists()
