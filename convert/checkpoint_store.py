@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,17 @@ def _remote_steps(files: list[str]) -> tuple[set[int], set[int]]:
     return done, seen - done
 
 
+def _put(fs: Any, sources: list[str], targets: list[str]) -> None:
+    """Copy local files to the store; on a local filesystem (file://) make their folders first
+    (object stores have none)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):
+        for folder in sorted({t.rsplit("/", 1)[0] for t in targets}):
+            fs.makedirs(folder, exist_ok=True)
+    fs.put(sources, targets)
+
+
 def fetch(url: str, local: str | os.PathLike[str]) -> int | None:
     """Copy the last finished step of a remote policy folder (and its top-level files, such as
     policy.json) into the local folder, unless that holds it or a later one already; the step
@@ -144,15 +156,18 @@ def push(local: str | os.PathLike[str], url: str, fetched: int | None = None) ->
         rels = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         body = [r for r in rels if r != MARKER]
         if body:
-            fs.put([str(folder / r) for r in body], [f"{root}/{step}/{r}" for r in body])
+            _put(fs, [str(folder / r) for r in body], [f"{root}/{step}/{r}" for r in body])
         if MARKER in rels:
-            fs.put_file(str(folder / MARKER), f"{root}/{step}/{MARKER}")
-        else:  # Orbax wrote none (it renames on local disks): the copy's own marker
-            fs.pipe_file(f"{root}/{step}/{MARKER}", b"copied by msconvert\n")
+            _put(fs, [str(folder / MARKER)], [f"{root}/{step}/{MARKER}"])
+        else:  # Orbax wrote none (it may rename instead, on local disks): the copy's own
+            with tempfile.TemporaryDirectory() as tmp:
+                marker = Path(tmp) / MARKER
+                marker.write_text("copied by msconvert\n")
+                _put(fs, [str(marker)], [f"{root}/{step}/{MARKER}"])
         copied.append(step)
     tops = [p for p in local.iterdir() if p.is_file()]
     if tops:
-        fs.put([str(p) for p in tops], [f"{root}/{p.name}" for p in tops])
+        _put(fs, [str(p) for p in tops], [f"{root}/{p.name}" for p in tops])
     if fetched is not None and steps[-1] <= fetched:
         return copied  # nothing trained here yet: the store's steps are all there is
     for step in sorted((done | unfinished) - set(steps)):

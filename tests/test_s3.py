@@ -264,3 +264,30 @@ def test_policy_checkpoints_go_beside_the_catalog_on_the_store(s3, tmp_path, mon
     fs.rm(f"{root}/300/commit_success.txt")
     assert checkpoint_store.fetch(remote, tmp_path / "machine-c") == 200
     assert read_meta(tmp_path / "machine-c")[1] == 200
+
+
+def test_checkpoint_copies_on_any_fsspec_url(tmp_path):
+    """The same copies on a file:// URL (folders made as needed); a step Orbax committed without
+    a marker gets one on the store, never in the local folder; dropped steps go there too."""
+    from msconvert.convert import checkpoint_store
+
+    local = tmp_path / "local"
+    (local / "100" / "state").mkdir(parents=True)
+    (local / "100" / "state" / "x").write_text("a")
+    (local / "100" / "commit_success.txt").write_text("orbax")
+    (local / "200").mkdir()
+    (local / "200" / "y").write_text("b")
+    url = f"file://{tmp_path}/store/c.zarr.checkpoints/p"
+    assert checkpoint_store.push(local, url) == [100, 200]
+    store = tmp_path / "store" / "c.zarr.checkpoints" / "p"
+    assert (store / "100" / "state" / "x").read_text() == "a"
+    assert (store / "200" / "commit_success.txt").exists()
+    assert not (local / "200" / "commit_success.txt").exists()
+    assert checkpoint_store.push(local, url) == []  # nothing new
+    shutil.rmtree(local / "100")  # Orbax moved on
+    (local / "300").mkdir()
+    (local / "300" / "z").write_text("c")
+    assert checkpoint_store.push(local, url) == [300]
+    assert sorted(p.name for p in store.iterdir()) == ["200", "300"]
+    assert checkpoint_store.fetch(url, tmp_path / "elsewhere") == 300
+    assert (tmp_path / "elsewhere" / "300" / "z").read_text() == "c"
