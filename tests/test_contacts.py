@@ -118,3 +118,23 @@ def test_the_root_is_any_six_dof_chain():
     ms = load_model(MS_HUMAN_700 / "MS-Human-700.xml")
     dofs, body = root_chain(ms)
     assert dofs.size == 6 and ms.body(body).name == "pelvis"
+
+
+def test_a_capsule_end_point_rolls_with_the_foot():
+    # MyoFullBody's feet are capsules: pitched at heel strike, the candidate must stay at the
+    # capsule end's bottom, not at the default pose's bottom carried round with the foot.
+    model = load_model()
+    points = contact_points(model, {"right": ["calcn_r", "toes_r"]})
+    rounded = np.flatnonzero(points.radius > 0)
+    assert rounded.size >= 4
+    data = mujoco.MjData(model)
+    ankle = model.joint("ankle_angle_r")
+    data.qpos[ankle.qposadr[0]] = np.deg2rad(25.0)
+    mujoco.mj_kinematics(model, data)
+    pos = points.world(model, data)[0]
+    for p in rounded:
+        centre = (
+            data.xpos[points.body[p]] + data.xmat[points.body[p]].reshape(3, 3) @ (points.local[p])
+        )
+        assert pos[p, 2] == pytest.approx(centre[2] - points.radius[p])
+        assert np.allclose(pos[p, :2], centre[:2])

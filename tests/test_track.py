@@ -117,3 +117,38 @@ def test_myofullbody_quiet_stance_is_carried_by_muscles_and_floor(tmp_path):
     assert m["track.assist_force_pct_bw"] <= 2.0
     vertical = np.nansum(result.emulation.grf[1:, :, 2], axis=1)
     assert abs(np.mean(vertical) / result.body_weight - 1.0) <= 0.03
+
+
+def test_the_simulation_touches_only_the_floor_and_starts_on_the_couplings():
+    from msconvert.emulator.model import floor_geom
+    from msconvert.emulator.muscles.track import _coupled_velocity, _floor_contacts_only
+
+    model = load_model()
+    floor = floor_geom(model)
+    sim = model.__copy__()
+    _floor_contacts_only(sim, floor)
+
+    def collide(m, a, b):
+        return bool(
+            (m.geom_contype[a] & m.geom_conaffinity[b])
+            | (m.geom_contype[b] & m.geom_conaffinity[a])
+        )
+
+    body_geoms = [g for g in range(model.ngeom) if g != floor and collide(model, g, floor)]
+    assert body_geoms and all(collide(sim, g, floor) for g in body_geoms)
+    assert not any(collide(sim, a, b) for a in body_geoms for b in body_geoms)
+    # a velocity that breaks the joint couplings is corrected with the least change
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    rng = np.random.default_rng(0)
+    qvel = rng.normal(size=model.nv)
+    fixed = _coupled_velocity(model, data, qvel)
+    data.qvel[:] = fixed
+    mujoco.mj_forward(model, data)
+    ne = model.neq
+    jac = np.zeros((data.nefc, model.nv))
+    mujoco.mju_sparse2dense(
+        jac, data.efc_J, data.efc_J_rownnz, data.efc_J_rowadr, data.efc_J_colind
+    )
+    assert np.abs(jac[:ne] @ fixed).max() < 1e-9 < np.abs(jac[:ne] @ qvel).max()
+    assert np.linalg.norm(fixed - qvel) < np.linalg.norm(qvel)

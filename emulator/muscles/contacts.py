@@ -62,7 +62,8 @@ class ContactPoints:
     friction: float
     foot_names: tuple[str, ...]
     body: np.ndarray  # (P,) body of each fixed point
-    local: np.ndarray  # (P, 3) its position in the body frame
+    local: np.ndarray  # (P, 3) the centre of its rounding in the body frame
+    radius: np.ndarray  # (P,) the rounding: the point is the bottom of this sphere (capsule ends)
     foot: np.ndarray  # (P,) the foot it belongs to
     geoms: np.ndarray  # (G,) floor-work geoms (lowest point per frame)
     geom_body_names: tuple[str, ...]
@@ -77,6 +78,7 @@ class ContactPoints:
         pos = data.xpos[self.body] + np.einsum(
             "pij,pj->pi", data.xmat[self.body].reshape(-1, 3, 3), self.local
         )
+        pos[:, 2] -= self.radius  # a capsule's end rolls: its lowest point moves on the foot
         if self.geoms.size:
             low = np.stack([_lowest_point(model, data, int(g)) for g in self.geoms])
             pos = np.concatenate([pos, low])
@@ -96,7 +98,7 @@ def contact_points(
         raise ContactError(str(exc)) from exc
     data = mujoco.MjData(model)
     mujoco.mj_kinematics(model, data)
-    bodies, local, foot = [], [], []
+    bodies, local, radius, foot = [], [], [], []
     for i, (side, names) in enumerate(feet.items()):
         try:
             geoms = foot_contact_geoms(model, list(names))
@@ -107,9 +109,10 @@ def contact_points(
         for g in geoms:
             b = int(model.geom_bodyid[g])
             rot = data.xmat[b].reshape(3, 3)
-            for p in _bottom_points(model, data, int(g)):
+            for p, r in _bottom_points(model, data, int(g)):
                 bodies.append(b)
-                local.append(rot.T @ (p - data.xpos[b]))
+                local.append(rot.T @ (p + [0.0, 0.0, r] - data.xpos[b]))
+                radius.append(r)
                 foot.append(i)
     extra = []
     for name in floor_work:
@@ -125,6 +128,7 @@ def contact_points(
         foot_names=tuple(feet),
         body=np.asarray(bodies, int),
         local=np.asarray(local, float).reshape(-1, 3),
+        radius=np.asarray(radius, float),
         foot=np.asarray(foot, int),
         geoms=np.asarray(extra, int),
         geom_body_names=tuple(
@@ -166,19 +170,25 @@ def stance(
     return mask
 
 
-def _bottom_points(model: mujoco.MjModel, data: mujoco.MjData, g: int) -> list[np.ndarray]:
-    """A geom's lowest surface points at the current pose (a capsule: both ends)."""
+def _bottom_points(
+    model: mujoco.MjModel, data: mujoco.MjData, g: int
+) -> list[tuple[np.ndarray, float]]:
+    """A geom's lowest surface points at the current pose, each with the radius of the sphere it
+    is the bottom of (a capsule: both ends; 0 for a fixed point)."""
     c, rot, size = data.geom_xpos[g], data.geom_xmat[g].reshape(3, 3), model.geom_size[g]
     down = np.array([0.0, 0.0, -1.0])
     kind = int(model.geom_type[g])
     if kind == _CAPSULE:
         axis = rot[:, 2] * size[1]
-        return [c + axis + size[0] * down, c - axis + size[0] * down]
+        r = float(size[0])
+        return [(c + axis + r * down, r), (c - axis + r * down, r)]
+    if kind == _SPHERE:
+        return [(c + size[0] * down, float(size[0]))]
     if kind == _BOX:  # the four lowest corners
         signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
         corners = c + (signs * size) @ rot.T
-        return list(corners[np.argsort(corners[:, 2])[:4]])
-    return [_lowest_point(model, data, g)]
+        return [(p, 0.0) for p in corners[np.argsort(corners[:, 2])[:4]]]
+    return [(_lowest_point(model, data, g), 0.0)]
 
 
 def _lowest_point(model: mujoco.MjModel, data: mujoco.MjData, g: int) -> np.ndarray:

@@ -44,6 +44,7 @@ from msconvert.emulator.muscles.static_opt import (
 from msconvert.emulator.retarget.reference import Reference
 
 ASSIST = ("on", "off")
+_EQUALITY = int(mujoco.mjtConstraint.mjCNSTR_EQUALITY)
 METHOD_LABEL = "tracking controller (computed muscle control, forward simulation)"
 
 
@@ -179,6 +180,8 @@ def track(
     except (StaticOptError, ContactError, ModelError) as exc:
         raise TrackError(str(exc)) from exc
     sim_model, layout = recording_model(model)
+    if setup.floor >= 0:
+        _floor_contacts_only(sim_model, setup.floor)
     sim = mujoco.MjData(sim_model)
     solver = FrameSolver(setup)
     muscles = setup.muscles
@@ -191,7 +194,9 @@ def track(
     n = qpos_ref.shape[0]
     rec = empty_recording(n, model.nq, model.nv, model.nu, model.na, len(layout.joint_names))
     assist = np.full((n, 6), np.nan)
-    sim.qpos[:], sim.qvel[:] = qpos_ref[0], qvel_ref[0]
+    sim.qpos[:] = qpos_ref[0]
+    mujoco.mj_forward(sim_model, sim)
+    sim.qvel[:] = _coupled_velocity(sim_model, sim, qvel_ref[0])
     # The first frame's own muscle solution (no reach bounds): the body starts loaded as the
     # reference's first frame needs, not from a uniform tone that the assist must make up for.
     first = solver.solve(qpos_ref[0], qvel_ref[0], qacc_ref[0], active[0])
@@ -295,6 +300,36 @@ def track(
         body_weight=body_weight,
         metrics=metrics,
     )
+
+
+def _floor_contacts_only(model: mujoco.MjModel, floor: int) -> None:
+    """Keep the floor's contacts and drop those between body parts, as the muscle problem does:
+    retargeted poses interpenetrate (an arm through the thorax), and the simulator would push
+    such parts apart with forces no plan knows of."""
+    touches = (model.geom_contype & model.geom_conaffinity[floor]) | (
+        model.geom_conaffinity & model.geom_contype[floor]
+    )
+    touches = (touches != 0) & (np.arange(model.ngeom) != floor)
+    bit = 1 << 30  # a collision bit of its own: set on the floor, sought only by those geoms
+    model.geom_contype[:] = np.where(np.arange(model.ngeom) == floor, bit, 0)
+    model.geom_conaffinity[:] = np.where(touches, bit, 0)
+
+
+def _coupled_velocity(model: mujoco.MjModel, data: mujoco.MjData, qvel: np.ndarray) -> np.ndarray:
+    """qvel made to meet the joint couplings at data's pose, with the least change: a
+    reference's finite differences break them a little, and the simulator would snap them back
+    with a jolt on its first step."""
+    ne = int(np.count_nonzero(data.efc_type[: data.nefc] == _EQUALITY))
+    if ne == 0:
+        return qvel
+    jac = np.zeros((ne, model.nv))
+    if mujoco.mj_isSparse(model):
+        mujoco.mju_sparse2dense(
+            jac, data.efc_J, data.efc_J_rownnz[:ne], data.efc_J_rowadr[:ne], data.efc_J_colind
+        )
+    else:
+        jac[:] = data.efc_J[: ne * model.nv].reshape(ne, model.nv)
+    return qvel - np.linalg.lstsq(jac, jac @ qvel, rcond=None)[0]
 
 
 def _one_dof_joints(model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:
