@@ -167,7 +167,6 @@ class FrameSolver:
     def __init__(self, setup: FrameProblem) -> None:
         self.s = setup
         self.data = mujoco.MjData(setup.model)
-        self.sparse = bool(mujoco.mj_isSparse(setup.model))
         self.act: np.ndarray | None = None  # the previous frame's activations: the warm start
         self.at_bound = np.zeros(0, dtype=int)  # -1/+1: those at their lower/upper bound
         self.edge_force: dict[tuple[int, int], np.ndarray] = {}  # ... and contact forces
@@ -414,16 +413,10 @@ class FrameSolver:
     def _coupling_space(self) -> _CouplingSpace:
         """The generalized forces the equality constraints leave to the muscles, this frame."""
         s, m, d = self.s, self.s.model, self.data
-        ne = int(np.count_nonzero(d.efc_type[: d.nefc] == _EQUALITY))
+        jac = equality_jacobian(m, d)
+        ne = jac.shape[0]
         if ne == 0:
             return _CouplingSpace(m.nv)
-        jac = np.zeros((ne, m.nv))
-        if self.sparse:  # equality rows come first in MuJoCo's constraint order
-            mujoco.mju_sparse2dense(
-                jac, d.efc_J, d.efc_J_rownnz[:ne], d.efc_J_rowadr[:ne], d.efc_J_colind
-            )
-        else:
-            jac[:] = d.efc_J[: ne * m.nv].reshape(ne, m.nv)
         dep = s.eq_dependent[d.efc_id[:ne]]
         if (dep >= 0).all() and np.unique(dep).size == ne:
             # Joint couplings: each row fixes one DoF from others, so those others span the
@@ -483,6 +476,19 @@ class _CouplingSpace:
             return np.diag(winv)
         x = self.coupled
         return np.diag(winv[self.indep]) + (x.T * winv[self.dep]) @ x
+
+
+def equality_jacobian(model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
+    """(ne, nv): the Jacobian of data's active equality constraint rows (the joint couplings)."""
+    ne = int(np.count_nonzero(data.efc_type[: data.nefc] == _EQUALITY))
+    jac = np.zeros((ne, model.nv))
+    if ne and mujoco.mj_isSparse(model):  # equality rows come first in MuJoCo's order
+        mujoco.mju_sparse2dense(
+            jac, data.efc_J, data.efc_J_rownnz[:ne], data.efc_J_rowadr[:ne], data.efc_J_colind
+        )
+    elif ne:
+        jac[:] = data.efc_J[: ne * model.nv].reshape(ne, model.nv)
+    return jac
 
 
 def reference_arrays(

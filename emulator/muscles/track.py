@@ -37,6 +37,7 @@ from msconvert.emulator.muscles.contacts import ContactError, StanceRule, stance
 from msconvert.emulator.muscles.static_opt import (
     FrameSolver,
     StaticOptError,
+    equality_jacobian,
     frame_problem,
     reference_arrays,
     weight_of,
@@ -44,7 +45,6 @@ from msconvert.emulator.muscles.static_opt import (
 from msconvert.emulator.retarget.reference import Reference
 
 ASSIST = ("on", "off")
-_EQUALITY = int(mujoco.mjtConstraint.mjCNSTR_EQUALITY)
 METHOD_LABEL = "tracking controller (computed muscle control, forward simulation)"
 
 
@@ -319,16 +319,9 @@ def _coupled_velocity(model: mujoco.MjModel, data: mujoco.MjData, qvel: np.ndarr
     """qvel made to meet the joint couplings at data's pose, with the least change: a
     reference's finite differences break them a little, and the simulator would snap them back
     with a jolt on its first step."""
-    ne = int(np.count_nonzero(data.efc_type[: data.nefc] == _EQUALITY))
-    if ne == 0:
+    jac = equality_jacobian(model, data)
+    if jac.shape[0] == 0:
         return qvel
-    jac = np.zeros((ne, model.nv))
-    if mujoco.mj_isSparse(model):
-        mujoco.mju_sparse2dense(
-            jac, data.efc_J, data.efc_J_rownnz[:ne], data.efc_J_rowadr[:ne], data.efc_J_colind
-        )
-    else:
-        jac[:] = data.efc_J[: ne * model.nv].reshape(ne, model.nv)
     return qvel - np.linalg.lstsq(jac, jac @ qvel, rcond=None)[0]
 
 
