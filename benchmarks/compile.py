@@ -76,16 +76,9 @@ def _config(quick: bool, n_envs: int):
 
     agent = flow.Config()
     if quick:
-        agent = flow.Config(
-            warmup_steps=4,
-            batch_size=8,
-            replay_size=256,
-            critic_hidden=(16,),
-            policy_hidden=(16,),
-            flow_hidden=(16,),
-            euler_steps=2,
-            ascent_steps=2,
-        )
+        from toy_tasks import tiny_flow
+
+        agent = tiny_flow()
     return TrainConfig(
         warm_start=False,
         backend="mjx",

@@ -204,10 +204,15 @@ def foot_contact_geoms(model: mujoco.MjModel, bodies: list[str] | tuple[str, ...
     in_subtree[ids] = True
     for b in range(1, model.nbody):  # parents precede children in MuJoCo's body order
         in_subtree[b] |= in_subtree[model.body_parentid[b]]
-    collides = (model.geom_contype & model.geom_conaffinity[floor]) | (
-        model.geom_conaffinity & model.geom_contype[floor]
+    return np.flatnonzero(in_subtree[model.geom_bodyid] & collides_with(model, floor))
+
+
+def collides_with(model: mujoco.MjModel, geom: int) -> np.ndarray:
+    """(ngeom,) bool: which geoms MuJoCo's contype/conaffinity filter lets touch `geom`."""
+    mask = (model.geom_contype & model.geom_conaffinity[geom]) | (
+        model.geom_conaffinity & model.geom_contype[geom]
     )
-    return np.flatnonzero(in_subtree[model.geom_bodyid] & (collides != 0))
+    return mask != 0
 
 
 _QPOS_SUFFIX = {

@@ -12,6 +12,7 @@ import numpy as np
 from msconvert.emulator.model import (
     body_regions,
     body_side,
+    collides_with,
     floor_geom,
     foot_contact_geoms,
     locked_parts,
@@ -107,10 +108,7 @@ def _feet(model: mujoco.MjModel) -> dict[str, tuple[str, ...]]:
     data = mujoco.MjData(model)
     mujoco.mj_kinematics(model, data)
     floor = floor_geom(model)
-    collides = (model.geom_contype & model.geom_conaffinity[floor]) | (
-        model.geom_conaffinity & model.geom_contype[floor]
-    )
-    geoms = np.flatnonzero((collides != 0) & (model.geom_bodyid > 0))
+    geoms = np.flatnonzero(collides_with(model, floor) & (model.geom_bodyid > 0))
     bottom = data.geom_xpos[geoms, 2] - model.geom_rbound[geoms]
     low = geoms[bottom < bottom.min() + 0.05] if geoms.size else geoms
     feet: dict[str, list[str]] = {"left": [], "right": []}

@@ -13,24 +13,12 @@ import numpy as np
 import pytest
 from arm_reference import arm_reference
 from toy_models import muscle_pendulum
+from toy_tasks import tiny_flow
 
 from msconvert.emulator.backends import make_backend
 from msconvert.emulator.learn import compiling
-from msconvert.emulator.learn.agents import flow
 from msconvert.emulator.learn.env import EnvConfig, frame_bucket
 from msconvert.emulator.learn.train import TrainConfig, make_trainer
-
-# What is compiled is the subject here, not learning: the smallest networks and model.
-TINY_FLOW = flow.Config(
-    warmup_steps=4,
-    batch_size=8,
-    replay_size=256,
-    critic_hidden=(16,),
-    policy_hidden=(16,),
-    flow_hidden=(16,),
-    euler_steps=2,
-    ascent_steps=2,
-)
 
 
 def tiny_config(backend: str) -> TrainConfig:
@@ -41,7 +29,7 @@ def tiny_config(backend: str) -> TrainConfig:
         budget_steps=8,
         chunk_steps=2,
         evaluations=0,
-        agent_config=TINY_FLOW,
+        agent_config=tiny_flow(),
         env=EnvConfig(episode_steps=50, future_steps=(1,)),
     )
 
@@ -101,6 +89,7 @@ import json, sys
 sys.path.insert(0, {tests!r})
 from arm_reference import arm_reference
 from toy_models import muscle_pendulum
+from toy_tasks import tiny_flow
 import jax, jax.numpy as jnp
 from msconvert.emulator.backends import make_backend
 from msconvert.emulator.learn import compiling

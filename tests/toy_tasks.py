@@ -83,3 +83,19 @@ def train_and_score(agent, config, steps: int, seed: int = 0, n: int = 16) -> tu
     carry, _ = jax.lax.scan(one, carry, keys)
     after = score(carry[0], jax.random.PRNGKey(99))
     return before, after
+
+
+def tiny_flow():
+    """The flow agent at its smallest: for tests and benchmarks of compiling, not learning."""
+    from msconvert.emulator.learn.agents import flow
+
+    return flow.Config(
+        warmup_steps=4,
+        batch_size=8,
+        replay_size=256,
+        critic_hidden=(16,),
+        policy_hidden=(16,),
+        flow_hidden=(16,),
+        euler_steps=2,
+        ascent_steps=2,
+    )

@@ -31,7 +31,7 @@ from msconvert.emulator.emulation import (
     empty_recording,
     tracking_metrics,
 )
-from msconvert.emulator.model import ModelError, control_frame_skip
+from msconvert.emulator.model import ModelError, collides_with, control_frame_skip
 from msconvert.emulator.muscles.activation import held_excitation
 from msconvert.emulator.muscles.contacts import ContactError, StanceRule, stance
 from msconvert.emulator.muscles.static_opt import (
@@ -306,10 +306,7 @@ def _floor_contacts_only(model: mujoco.MjModel, floor: int) -> None:
     """Keep the floor's contacts and drop those between body parts, as the muscle problem does:
     retargeted poses interpenetrate (an arm through the thorax), and the simulator would push
     such parts apart with forces no plan knows of."""
-    touches = (model.geom_contype & model.geom_conaffinity[floor]) | (
-        model.geom_conaffinity & model.geom_contype[floor]
-    )
-    touches = (touches != 0) & (np.arange(model.ngeom) != floor)
+    touches = collides_with(model, floor) & (np.arange(model.ngeom) != floor)
     bit = 1 << 30  # a collision bit of its own: set on the floor, sought only by those geoms
     model.geom_contype[:] = np.where(np.arange(model.ngeom) == floor, bit, 0)
     model.geom_conaffinity[:] = np.where(touches, bit, 0)
