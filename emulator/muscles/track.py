@@ -136,6 +136,127 @@ class TrackResult:
         )
 
 
+@dataclass(frozen=True, eq=False)
+class Command:
+    """What the controller commands for one control step."""
+
+    excitation: np.ndarray  # (nu,) held over the step; 0 for actuators outside the muscle problem
+    root_force: np.ndarray  # (nv,) generalized assist force on the root DoFs (zero elsewhere)
+    root_wrench: np.ndarray  # (6,) the same assist as a world force (N) and moment (N m)
+
+
+class Controller:
+    """The tracking controller of one clip: at any simulated state of frame k, the muscle
+    excitations and root assist of one control step. `track` runs it over the whole clip; the
+    policies' warm start (DAgger) asks it at the states a student reaches."""
+
+    def __init__(
+        self,
+        reference: Reference,
+        model: mujoco.MjModel,
+        config: TrackConfig | None = None,
+        *,
+        feet: dict[str, list[str]] | None = None,
+        floor_work: bool = True,
+    ) -> None:
+        config = config or TrackConfig()
+        try:
+            qpos_ref, qvel_ref, qacc_ref, fps = reference_arrays(reference, model)
+            steps = control_frame_skip(model, fps)
+            setup, _ = frame_problem(
+                model,
+                feet,
+                "act2",
+                config.contacts,
+                config.assist_weight,
+                1e6,
+                config.contact_weight,
+                config.contact_gap_m,
+                True,
+                False,
+                fps,
+                floor_work,
+            )
+            if setup.floor < 0:
+                raise TrackError("the model has no floor: the controller needs one to stand on")
+            if setup.points is None and config.contacts == "stance":
+                raise TrackError(
+                    "the model has no feet to stand on (no correspondence file's feet)"
+                )
+            if setup.root_dofs.size != 6:
+                raise TrackError(
+                    "the model's root is not a 6-DoF chain (free joint or 3 slides + 3 hinges)"
+                )
+            active = (
+                stance(model, setup.points, qpos_ref, fps, config.stance)
+                if setup.points is not None
+                else np.zeros((qpos_ref.shape[0], 0), bool)
+            )
+        except (StaticOptError, ContactError, ModelError) as exc:
+            raise TrackError(str(exc)) from exc
+        self.config, self.model, self.setup = config, model, setup
+        self.qpos_ref, self.qvel_ref, self.qacc_ref, self.fps = qpos_ref, qvel_ref, qacc_ref, fps
+        self.steps, self.active = steps, active
+        self.solver = FrameSolver(setup)
+        self._kinematics = mujoco.MjData(model)  # where the stance points are, at a state
+        muscles = setup.muscles
+        self._prm = model.actuator_dynprm[muscles, :3]
+        self._act_adr = model.actuator_actadr[muscles]
+        self._dq = np.zeros(model.nv)
+
+    @property
+    def n_frames(self) -> int:
+        return self.qpos_ref.shape[0]
+
+    @property
+    def body_weight(self) -> float:
+        return weight_of(self.model, self.setup.root_body)
+
+    def first_activation(self, act: np.ndarray) -> np.ndarray:
+        """act with the muscles set to the first frame's own solution (no reach bounds): the
+        body starts loaded as the reference's first frame needs, not from a uniform tone that
+        the assist must make up for."""
+        self.solver.act = None
+        first = self.solver.solve(
+            self.qpos_ref[0], self.qvel_ref[0], self.qacc_ref[0], self.active[0]
+        )
+        act = np.array(act, np.float64)
+        adr = self._act_adr
+        act[adr[adr >= 0]] = first.activation[adr >= 0]
+        return act
+
+    def command(self, k: int, qpos: np.ndarray, qvel: np.ndarray, act: np.ndarray) -> Command:
+        """The control step from frame k (0 <= k < n_frames - 1) at the simulated state."""
+        config, model, setup = self.config, self.model, self.setup
+        k = int(np.clip(k, 0, self.n_frames - 1))
+        # 1. desired accelerations: feedforward + PD towards the reference at this frame
+        mujoco.mj_differentiatePos(model, self._dq, 1.0, qpos, self.qpos_ref[k])
+        qacc = self.qacc_ref[k] + config.kp * self._dq + config.kd * (self.qvel_ref[k] - qvel)
+        # 2. the muscle problem at the simulated state, from its activations
+        act_now = np.asarray(act, np.float64)[self._act_adr]
+        self.solver.act = act_now
+        pushing = self.active[k]
+        if setup.points is not None:  # only points the simulated body has on the floor
+            kin = self._kinematics
+            kin.qpos[:] = qpos
+            mujoco.mj_kinematics(model, kin)
+            height = setup.points.world(model, kin)[0][:, 2] - setup.points.floor_z
+            pushing = pushing & (height < config.contact_gap_m)
+        frame = self.solver.solve(np.array(qpos), np.array(qvel), qacc, pushing)
+        # 3. excitations that take the activations there within the step, and the assist
+        excitation = np.zeros(model.nu)
+        excitation[setup.muscles] = held_excitation(
+            act_now, frame.activation, self._prm, model.opt.timestep, self.steps
+        )
+        root_force = np.zeros(model.nv)
+        if config.assist == "on":
+            root_force[setup.root_dofs] = frame.residual[setup.root_dofs]
+            wrench = np.asarray(frame.root_wrench, np.float64)
+        else:
+            wrench = np.zeros(6)
+        return Command(excitation, root_force, wrench)
+
+
 def track(
     reference: Reference,
     model: mujoco.MjModel,
@@ -147,46 +268,11 @@ def track(
     """Simulate the muscle model tracking the whole reference from its first frame."""
     config = config or TrackConfig()
     started = time.perf_counter()
-    try:
-        qpos_ref, qvel_ref, qacc_ref, fps = reference_arrays(reference, model)
-        steps = control_frame_skip(model, fps)
-        setup, _ = frame_problem(
-            model,
-            feet,
-            "act2",
-            config.contacts,
-            config.assist_weight,
-            1e6,
-            config.contact_weight,
-            config.contact_gap_m,
-            True,
-            False,
-            fps,
-            floor_work,
-        )
-        if setup.floor < 0:
-            raise TrackError("the model has no floor: the controller needs one to stand on")
-        if setup.points is None and config.contacts == "stance":
-            raise TrackError("the model has no feet to stand on (no correspondence file's feet)")
-        if setup.root_dofs.size != 6:
-            raise TrackError(
-                "the model's root is not a 6-DoF chain (free joint or 3 slides + 3 hinges)"
-            )
-        active = (
-            stance(model, setup.points, qpos_ref, fps, config.stance)
-            if setup.points is not None
-            else np.zeros((qpos_ref.shape[0], 0), bool)
-        )
-    except (StaticOptError, ContactError, ModelError) as exc:
-        raise TrackError(str(exc)) from exc
+    controller = Controller(reference, model, config, feet=feet, floor_work=floor_work)
+    qpos_ref, qvel_ref, fps = controller.qpos_ref, controller.qvel_ref, controller.fps
     sim_model, layout = recording_model(model)
-    if setup.floor >= 0:
-        _floor_contacts_only(sim_model, setup.floor)
+    _floor_contacts_only(sim_model, controller.setup.floor)
     sim = mujoco.MjData(sim_model)
-    solver = FrameSolver(setup)
-    muscles = setup.muscles
-    prm = model.actuator_dynprm[muscles, :3]
-    act_adr = model.actuator_actadr[muscles]
     body_ids = np.array(
         [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, b) for b in reference.body_names]
     )
@@ -197,11 +283,7 @@ def track(
     sim.qpos[:] = qpos_ref[0]
     mujoco.mj_forward(sim_model, sim)
     sim.qvel[:] = _coupled_velocity(sim_model, sim, qvel_ref[0])
-    # The first frame's own muscle solution (no reach bounds): the body starts loaded as the
-    # reference's first frame needs, not from a uniform tone that the assist must make up for.
-    first = solver.solve(qpos_ref[0], qvel_ref[0], qacc_ref[0], active[0])
-    sim.act[:] = config.initial_activation
-    sim.act[act_adr[act_adr >= 0]] = first.activation[act_adr >= 0]
+    sim.act[:] = controller.first_activation(np.full(model.na, config.initial_activation))
     mujoco.mj_forward(sim_model, sim)
     physics_s = 0.0
 
@@ -226,34 +308,16 @@ def track(
 
     fell = record(0)
     tracked = 1
-    dq = np.zeros(model.nv)
     for k in range(n - 1):
         if fell:
             break
-        # 1. desired accelerations: feedforward + PD towards the reference at this frame
-        mujoco.mj_differentiatePos(model, dq, 1.0, sim.qpos, qpos_ref[k])
-        qacc = qacc_ref[k] + config.kp * dq + config.kd * (qvel_ref[k] - sim.qvel)
-        # 2. the muscle problem at the simulated state, from its activations
-        act_now = sim.act[act_adr].copy()
-        solver.act = act_now
-        pushing = active[k]
-        if setup.points is not None:  # only points the simulated body has on the floor
-            height = setup.points.world(sim_model, sim)[0][:, 2] - setup.points.floor_z
-            pushing = pushing & (height < config.contact_gap_m)
-        frame = solver.solve(sim.qpos.copy(), sim.qvel.copy(), qacc, pushing)
-        # 3. excitations that take the activations there within the step, and the assist
-        sim.ctrl[muscles] = held_excitation(
-            act_now, frame.activation, prm, model.opt.timestep, steps
-        )
+        command = controller.command(k, sim.qpos, sim.qvel, sim.act)
+        sim.ctrl[:] = command.excitation
         rec["excitation"][k] = sim.ctrl.copy()
-        sim.qfrc_applied[:] = 0.0
-        if config.assist == "on":
-            sim.qfrc_applied[setup.root_dofs] = frame.residual[setup.root_dofs]
-            assist[k] = frame.root_wrench
-        else:
-            assist[k] = 0.0
+        sim.qfrc_applied[:] = command.root_force
+        assist[k] = command.root_wrench
         t0 = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(controller.steps):
             mujoco.mj_step(sim_model, sim)
         physics_s += time.perf_counter() - t0
         mujoco.mj_forward(sim_model, sim)  # sensors at the new state, control held
@@ -263,7 +327,7 @@ def track(
         rec["excitation"][n - 1] = rec["excitation"][n - 2]
         assist[n - 1] = assist[n - 2]
     elapsed = time.perf_counter() - started
-    body_weight = weight_of(model, setup.root_body)
+    body_weight = controller.body_weight
     ok = slice(0, tracked)
     metrics = tracking_metrics(rec, tracked)
     force_pct = np.linalg.norm(assist[ok, :3], axis=1) / body_weight * 100
