@@ -5,6 +5,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 import pytest
+from arm_reference import arm_reference
 from toy_models import planar_arm, standing_block
 
 from msconvert.emulator.model import load_model
@@ -95,11 +96,40 @@ def test_bad_settings_fail_in_one_line(settings, match):
     assert "\n" not in str(info.value)
 
 
-def test_a_model_without_a_floor_or_muscles_is_refused():
-    arm = planar_arm(4)
-    ref = Reference.from_trajectory("arm", 50.0, np.zeros((5, arm.nq)), np.zeros((5, arm.nv)))
+FLOATING_WITHOUT_FLOOR = """
+<mujoco>
+  <worldbody>
+    <body name="torso" pos="0 0 1">
+      <freejoint/>
+      <geom size="0.1" mass="10"/>
+      <body name="leg">
+        <joint name="hip" type="hinge" axis="0 1 0" range="-1 1"/>
+        <geom type="capsule" fromto="0 0 0 0 0 -0.4" size="0.03" mass="2"/>
+      </body>
+    </body>
+  </worldbody>
+  <actuator><muscle name="hip_flexor" joint="hip"/></actuator>
+</mujoco>
+"""
+
+
+def test_a_floating_model_without_a_floor_is_refused():
+    model = mujoco.MjModel.from_xml_string(FLOATING_WITHOUT_FLOOR)
+    ref = Reference.from_trajectory(
+        "float", 50.0, np.tile(model.qpos0, (5, 1)), np.zeros((5, model.nv))
+    )
     with pytest.raises(TrackError, match="floor"):
-        track(ref, arm)
+        track(ref, model)
+
+
+def test_a_model_fixed_to_the_world_needs_no_floor_and_gets_no_assist():
+    arm = planar_arm(6)
+    ref = arm_reference(arm)
+    result = track(ref, arm)
+    m = result.metrics
+    assert m["tracking.fraction_tracked"] == 1.0
+    assert m["tracking.joint_error_deg_mean"] < 3.0, m  # a feasible reference, tracked
+    assert np.all(result.assist_force[:-1] == 0.0) and m["track.assist_force_pct_bw"] == 0.0
 
 
 def test_myofullbody_quiet_stance_is_carried_by_muscles_and_floor(tmp_path):

@@ -23,12 +23,13 @@ import mujoco
 import numpy as np
 import xarray as xr
 
-from msconvert.dims import DIM_TIME, DIM_XYZ
+from msconvert.dims import DIM_TIME, DIM_XYZ, select_solution
 from msconvert.emulator.backends.base import FEET, decode, recording_model
 from msconvert.emulator.emulation import (
     Emulation,
     EmulationFormatError,
     empty_recording,
+    solution_prefix,
     tracking_metrics,
 )
 from msconvert.emulator.model import ModelError, collides_with, control_frame_skip
@@ -36,6 +37,7 @@ from msconvert.emulator.muscles.activation import held_excitation
 from msconvert.emulator.muscles.contacts import ContactError, StanceRule, stance
 from msconvert.emulator.muscles.static_opt import (
     FrameSolver,
+    MuscleCost,
     StaticOptError,
     equality_jacobian,
     frame_problem,
@@ -112,8 +114,9 @@ class TrackResult:
         return ds
 
     @classmethod
-    def from_dataset(cls, ds: xr.Dataset) -> TrackResult:
-        """The controller's result a clip's dataset holds (as `to_dataset` wrote it)."""
+    def from_dataset(cls, ds: xr.Dataset, solution: int | None = None) -> TrackResult:
+        """The controller's result a clip's dataset holds (as `to_dataset` wrote it); of a clip
+        with distinct muscle solutions (`solution` dim), solution `solution` (None: 0)."""
         clip = str(ds.attrs.get("clip_id", ""))
         missing = [v for v in ("assist_force", "assist_moment") if v not in ds]
         if missing or "track_assist" not in ds.attrs:
@@ -122,16 +125,19 @@ class TrackResult:
                 f"({', '.join(missing) or 'track_assist'} missing)"
             )
         metrics = ds.attrs.get("metrics") or {}
+        index = 0 if solution is None else solution
+        emulation = Emulation.from_dataset(ds, solution=index)
+        ds, prefix = select_solution(ds, index), solution_prefix(index)
         return cls(
-            emulation=Emulation.from_dataset(ds),
+            emulation=emulation,
             assist_force=np.asarray(ds["assist_force"].values, np.float64),
             assist_moment=np.asarray(ds["assist_moment"].values, np.float64),
             assist=str(ds.attrs["track_assist"]),
             body_weight=float(ds.attrs.get("body_weight_n", np.nan)),
             metrics={
-                k: float("nan") if v is None else float(v)
+                k.removeprefix(prefix): float("nan") if v is None else float(v)
                 for k, v in metrics.items()
-                if k.startswith(("track.", "tracking."))
+                if k.startswith((prefix + "track.", prefix + "tracking."))
             },
         )
 
@@ -158,6 +164,7 @@ class Controller:
         *,
         feet: dict[str, list[str]] | None = None,
         floor_work: bool = True,
+        muscle_cost: MuscleCost | None = None,
     ) -> None:
         config = config or TrackConfig()
         try:
@@ -177,15 +184,18 @@ class Controller:
                 fps,
                 floor_work,
             )
-            if setup.floor < 0:
-                raise TrackError("the model has no floor: the controller needs one to stand on")
-            if setup.points is None and config.contacts == "stance":
-                raise TrackError(
-                    "the model has no feet to stand on (no correspondence file's feet)"
-                )
-            if setup.root_dofs.size != 6:
+            # A model fixed to the world (an arm on a bench) has nothing to stand on and no
+            # root to assist; a free one needs its 6-DoF root, a floor and feet.
+            floating = _has_free_root(model) or setup.root_dofs.size > 0
+            if floating and setup.root_dofs.size != 6:
                 raise TrackError(
                     "the model's root is not a 6-DoF chain (free joint or 3 slides + 3 hinges)"
+                )
+            if floating and setup.floor < 0:
+                raise TrackError("the model has no floor: the controller needs one to stand on")
+            if floating and setup.points is None and config.contacts == "stance":
+                raise TrackError(
+                    "the model has no feet to stand on (no correspondence file's feet)"
                 )
             active = (
                 stance(model, setup.points, qpos_ref, fps, config.stance)
@@ -197,7 +207,19 @@ class Controller:
         self.config, self.model, self.setup = config, model, setup
         self.qpos_ref, self.qvel_ref, self.qacc_ref, self.fps = qpos_ref, qvel_ref, qacc_ref, fps
         self.steps, self.active = steps, active
-        self.solver = FrameSolver(setup)
+        # muscle_cost: Σ w·act² and a push away from other solutions (None: Σ act²)
+        self.muscle_cost = muscle_cost or MuscleCost()
+        away = self.muscle_cost.away_from
+        if away is not None and np.shape(away) != (self.n_frames, setup.muscles.size):
+            raise TrackError(
+                f"away_from is {np.shape(away)}, not (frames, muscles) = "
+                f"{(self.n_frames, setup.muscles.size)}"
+            )
+        try:
+            self.solver = FrameSolver(setup, self.muscle_cost.weight)
+        except StaticOptError as exc:
+            raise TrackError(str(exc)) from exc
+        self.solver.at_bound = np.zeros(setup.muscles.size, int)  # asked before any solve
         self._kinematics = mujoco.MjData(model)  # where the stance points are, at a state
         muscles = setup.muscles
         self._prm = model.actuator_dynprm[muscles, :3]
@@ -210,7 +232,8 @@ class Controller:
 
     @property
     def body_weight(self) -> float:
-        return weight_of(self.model, self.setup.root_body)
+        """N: the whole model's (a fixed model's moving bodies, for the % BW figures)."""
+        return weight_of(self.model, max(self.setup.root_body, 0))
 
     def first_activation(self, act: np.ndarray) -> np.ndarray:
         """act with the muscles set to the first frame's own solution (no reach bounds): the
@@ -218,7 +241,11 @@ class Controller:
         the assist must make up for."""
         self.solver.act = None
         first = self.solver.solve(
-            self.qpos_ref[0], self.qvel_ref[0], self.qacc_ref[0], self.active[0]
+            self.qpos_ref[0],
+            self.qvel_ref[0],
+            self.qacc_ref[0],
+            self.active[0],
+            self.muscle_cost.linear(0),
         )
         act = np.array(act, np.float64)
         adr = self._act_adr
@@ -242,7 +269,9 @@ class Controller:
             mujoco.mj_kinematics(model, kin)
             height = setup.points.world(model, kin)[0][:, 2] - setup.points.floor_z
             pushing = pushing & (height < config.contact_gap_m)
-        frame = self.solver.solve(np.array(qpos), np.array(qvel), qacc, pushing)
+        # the push is on the activations this step reaches: those of frame k + 1
+        linear = self.muscle_cost.linear(k + 1)
+        frame = self.solver.solve(np.array(qpos), np.array(qvel), qacc, pushing, linear)
         # 3. excitations that take the activations there within the step, and the assist
         excitation = np.zeros(model.nu)
         excitation[setup.muscles] = held_excitation(
@@ -264,14 +293,21 @@ def track(
     *,
     feet: dict[str, list[str]] | None = None,
     floor_work: bool = True,
+    muscle_cost: MuscleCost | None = None,
 ) -> TrackResult:
-    """Simulate the muscle model tracking the whole reference from its first frame."""
+    """Simulate the muscle model tracking the whole reference from its first frame.
+
+    muscle_cost: per-muscle weights and a push away from earlier solutions' activations in
+    place of Σ act² (`muscles.solutions`); None: Σ act², the single answer."""
     config = config or TrackConfig()
     started = time.perf_counter()
-    controller = Controller(reference, model, config, feet=feet, floor_work=floor_work)
+    controller = Controller(
+        reference, model, config, feet=feet, floor_work=floor_work, muscle_cost=muscle_cost
+    )
     qpos_ref, qvel_ref, fps = controller.qpos_ref, controller.qvel_ref, controller.fps
     sim_model, layout = recording_model(model)
-    _floor_contacts_only(sim_model, controller.setup.floor)
+    if controller.setup.floor >= 0:
+        _floor_contacts_only(sim_model, controller.setup.floor)
     sim = mujoco.MjData(sim_model)
     body_ids = np.array(
         [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, b) for b in reference.body_names]
@@ -386,6 +422,10 @@ def _coupled_velocity(model: mujoco.MjModel, data: mujoco.MjData, qvel: np.ndarr
     return qvel - np.linalg.lstsq(jac, jac @ qvel, rcond=None)[0]
 
 
+def _has_free_root(model: mujoco.MjModel) -> bool:
+    return model.njnt > 0 and int(model.jnt_type[0]) == int(mujoco.mjtJoint.mjJNT_FREE)
+
+
 def _one_dof_joints(model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:
     """qpos columns of the hinge and slide joints, and which are hinges (angles wrap)."""
     hinge, slide = int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)
@@ -415,6 +455,5 @@ def _errors(
         if body_ids.size
         else 0.0
     )
-    free = model.njnt > 0 and int(model.jnt_type[0]) == int(mujoco.mjtJoint.mjJNT_FREE)
-    root = float(np.linalg.norm(qpos_ref[:3] - data.qpos[:3])) if free else 0.0
+    root = float(np.linalg.norm(qpos_ref[:3] - data.qpos[:3])) if _has_free_root(model) else 0.0
     return joint, body, root
