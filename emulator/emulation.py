@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from msconvert.dims import DIM_TIME, DIM_XYZ, XYZ
+from msconvert.dims import DIM_TIME, DIM_XYZ, XYZ, select_solution
 
 _STORED = (
     "emulated_qpos",
@@ -77,6 +77,12 @@ def empty_recording(
         "body_error_mm": nan(),
         "root_error_mm": nan(),
     }
+
+
+def solution_prefix(solution: int) -> str:
+    """Where muscle solution `solution`'s own metrics sit in a clip's metrics: solution 0's (the
+    single answer) under the plain keys ('tracking.*'), solution j's under 'solution<j>.'."""
+    return "" if solution == 0 else f"solution{solution}."
 
 
 def tracking_metrics(recording: dict[str, np.ndarray], tracked: int) -> dict[str, float]:
@@ -200,10 +206,16 @@ class Emulation:
         return xr.Dataset(data_vars=data, coords=coords, attrs=attrs)
 
     @classmethod
-    def from_dataset(cls, ds: xr.Dataset, clip_id: str | None = None) -> Emulation:
+    def from_dataset(
+        cls, ds: xr.Dataset, clip_id: str | None = None, solution: int | None = None
+    ) -> Emulation:
         """The emulation a clip's dataset holds (as `to_dataset` wrote it, with the catalog's
-        attributes); its `tracking.*` metrics come from the clip's `metrics` attribute."""
+        attributes); its `tracking.*` metrics come from the clip's `metrics` attribute. Of a
+        clip with distinct muscle solutions (`solution` dim), solution `solution` (None: 0)."""
         clip = clip_id or str(ds.attrs.get("clip_id", ""))
+        index = 0 if solution is None else solution
+        ds = select_solution(ds.assign_attrs(clip_id=clip), index)
+        prefix = solution_prefix(index)
         missing = [v for v in _STORED if v not in ds]
         missing += [a for a in ("tracked_frames", "fell") if a not in ds.attrs]
         if missing:
@@ -239,12 +251,14 @@ class Emulation:
             joint_error_deg=value("tracking_joint_error_deg"),
             body_error_mm=value("tracking_body_error_mm"),
             root_error_mm=value("tracking_root_error_mm"),
-            tracked_frames=int(ds.attrs["tracked_frames"]),
-            fell=bool(ds.attrs["fell"]),
+            # each solution's own (solution_* variables), else the clip's one emulation's
+            tracked_frames=int(ds.get("solution_tracked_frames", ds.attrs["tracked_frames"])),
+            fell=bool(ds.get("solution_fell", ds.attrs["fell"])),
             metrics={
-                k: float("nan") if v is None else float(v)
+                k.removeprefix(prefix): float("nan") if v is None else float(v)
                 for k, v in metrics.items()
-                if k.startswith("tracking.") and not k.startswith("tracking.stochastic_")
+                if k.startswith(prefix + "tracking.")
+                and not k.startswith(prefix + "tracking.stochastic_")
             },
         )
 

@@ -65,10 +65,12 @@ def solve_box_qp_lowrank(
     hi: np.ndarray,
     x0: np.ndarray,
     max_iter: int = 300,
+    linear: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
-    """argmin ½Σh·x² + ½‖at·x − rhs‖²_W over lo ≤ x ≤ hi, W = winv⁻¹; (x, iterations).
+    """argmin ½Σh·x² + linearᵀx + ½‖at·x − rhs‖²_W over lo ≤ x ≤ hi, W = winv⁻¹; (x, iterations).
 
-    iterations == max_iter: not converged (x is feasible, but not optimal).
+    iterations == max_iter: not converged (x is feasible, but not optimal). linear=None is the
+    problem without a linear term, computed exactly as before it existed.
 
     A primal active-set method started from x0 (e.g. the previous frame's answer). Every linear
     solve happens in the small constraint space (Woodbury: one k × k system, k = rows of at,
@@ -89,7 +91,8 @@ def solve_box_qp_lowrank(
 
     def objective(x: np.ndarray) -> float:
         r = at @ x - rhs
-        return 0.5 * float(np.dot(h * x, x) + np.dot(r, w @ r))
+        value = 0.5 * float(np.dot(h * x, x) + np.dot(r, w @ r))
+        return value if linear is None else value + float(np.dot(linear, x))
 
     x = np.clip(x0, lo, hi)
     fixed = (x <= lo) | (x >= hi)
@@ -109,10 +112,16 @@ def solve_box_qp_lowrank(
                 updates += 1
             built_for = fixed.copy()
         fixed_part = rhs - at @ np.where(fixed, x, 0.0)
+        if linear is not None:
+            # Free variables are x = (atᵀz − linear)/h, so their linear cost shifts the prices:
+            # (winv + at·diag(1/h)·atᵀ)·z = rhs − at·x_fixed + at·(linear/h)_free.
+            fixed_part = fixed_part + at @ np.where(fixed, 0.0, hinv * linear)
         _, z, info = _posv(k, fixed_part)
         if info != 0:
             z = np.linalg.lstsq(k, fixed_part, rcond=None)[0]
         q = at_t @ z
+        if linear is not None:  # the pull of all but ½h·x² on each variable: free x = pull/h
+            q = q - linear
         target = np.where(fixed, x, hinv * q)  # the subspace optimum (fixed ones stay)
         bounded = np.clip(target, lo, hi)
         out = bounded != target  # free variables the optimum takes out of the box

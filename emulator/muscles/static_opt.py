@@ -145,6 +145,32 @@ class FrameProblem:
     points: ContactPoints | None  # contacts="stance": the candidate points
 
 
+@dataclass(frozen=True, eq=False)
+class MuscleCost:
+    """The muscle part of the frame problems' cost over a clip, in place of Σ act²:
+    Σ w_i·act_i² + push·⟨ā(t), act⟩, where ā(t) is what to push away from at frame t (the mean
+    activation of earlier solutions). Linear in act, so each frame stays a convex QP. See
+    docs/method.md#distinct-muscle-solutions."""
+
+    weight: np.ndarray | None = None  # (M,) per muscle, in muscle_actuators order; None: all 1
+    away_from: np.ndarray | None = None  # (T, M) per frame; NaN: nothing there (a fall)
+    push: float = 0.0  # cost per unit activation and unit of away_from
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.push, numbers.Real) and np.isfinite(self.push) and self.push >= 0):
+            raise StaticOptError(f"the push must be a number >= 0, not {self.push!r}")
+        if self.away_from is not None and np.asarray(self.away_from).ndim != 2:
+            raise StaticOptError("away_from holds one row of muscle activations per frame")
+
+    def linear(self, frame: int) -> np.ndarray | None:
+        """The linear cost per unit activation of each muscle at `frame` (None: none)."""
+        if self.away_from is None or self.push == 0:
+            return None
+        rows = np.asarray(self.away_from)
+        row = rows[min(max(frame, 0), rows.shape[0] - 1)]
+        return self.push * np.nan_to_num(np.asarray(row, np.float64), nan=0.0)
+
+
 @dataclass
 class _Frame:
     """One frame's answer."""
@@ -162,9 +188,24 @@ class _Frame:
 
 
 class FrameSolver:
-    """One thread's solver: its own MjData, buffers and warm start."""
+    """One thread's solver: its own MjData, buffers and warm start.
 
-    def __init__(self, setup: FrameProblem) -> None:
+    muscle_weight: (M,) per-muscle cost weights, Σ w_i·act_i² in place of Σ act_i² (cost "act2"
+    only; None: all 1). See docs/method.md#distinct-muscle-solutions.
+    """
+
+    def __init__(self, setup: FrameProblem, muscle_weight: np.ndarray | None = None) -> None:
+        if muscle_weight is not None:
+            muscle_weight = np.asarray(muscle_weight, dtype=np.float64)
+            if muscle_weight.shape != setup.muscles.shape:
+                raise StaticOptError(
+                    f"{muscle_weight.size} muscle weights for {setup.muscles.size} muscles"
+                )
+            if not (np.isfinite(muscle_weight).all() and (muscle_weight > 0).all()):
+                raise StaticOptError("muscle weights must be finite and positive")
+            if setup.cost != "act2":
+                raise StaticOptError("muscle weights need cost act2 (sum of activations squared)")
+        self.muscle_weight = muscle_weight
         self.s = setup
         self.data = mujoco.MjData(setup.model)
         self.act: np.ndarray | None = None  # the previous frame's activations: the warm start
@@ -177,11 +218,16 @@ class FrameSolver:
         qvel: np.ndarray,
         qacc: np.ndarray,
         active: np.ndarray | None = None,
+        muscle_linear: np.ndarray | None = None,
     ) -> _Frame:
         """The next frame: inverse dynamics, muscle and contact columns, the QP, the outputs.
 
-        active: contacts="stance": which candidate points may push this frame."""
+        active: contacts="stance": which candidate points may push this frame.
+        muscle_linear: (M,) a linear cost per unit activation added to the muscle cost (cost
+        "act2" only), e.g. the push away from earlier solutions' activations."""
         s, m, d = self.s, self.s.model, self.data
+        if muscle_linear is not None and s.cost != "act2":
+            raise StaticOptError("a linear muscle cost needs cost act2 (activations squared)")
         d.qpos[:], d.qvel[:], d.qacc[:] = qpos, qvel, qacc
         mujoco.mj_inverse(m, d)
         need = d.qfrc_inverse.copy()
@@ -230,8 +276,14 @@ class FrameSolver:
             if key in self.edge_force:
                 start[n_mus + 4 * k : n_mus + 4 * k + 4] = self.edge_force[key]
         if s.cost == "act2":
-            h = np.concatenate([np.full(n_mus, 2.0), h_c])
-            x, its = solve_box_qp_lowrank(at, rhs_t, winv_t, h, lo, hi, start, _QP_MAX_ITER)
+            h_mus = np.full(n_mus, 2.0) if self.muscle_weight is None else 2.0 * self.muscle_weight
+            h = np.concatenate([h_mus, h_c])
+            linear = (
+                None
+                if muscle_linear is None
+                else np.concatenate([np.asarray(muscle_linear, np.float64), np.zeros(h_c.size)])
+            )
+            x, its = solve_box_qp_lowrank(at, rhs_t, winv_t, h, lo, hi, start, _QP_MAX_ITER, linear)
             converged = its < _QP_MAX_ITER
         else:
             x, its, converged = self._solve_act3(at, rhs_t, winv_t, h_c, lo, hi, start)
