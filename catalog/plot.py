@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from msconvert.catalog.schema import DIM_TIME
+from msconvert.dims import DIM_SOLUTION, select_solution, solution_count
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -30,6 +31,8 @@ DPI = 110
 SUFFIXES = (".png", ".pdf", ".svg")
 MISSING = "not in this clip"
 MAX_TRACES = 8
+MAX_OVERLAID_MUSCLES = 4  # solutions overlaid: a colour per muscle, a line style per solution
+SOLUTION_STYLES = ("-", "--", ":", "-.")
 # Default traces: large leg muscles, by name pattern (matched on the name without its side).
 DEFAULT_TRACE_PATTERNS = (
     ("soleus", (r"^sol(eus)?$", r"^sol")),
@@ -57,13 +60,18 @@ def plot_clip(
     clip_id: str,
     out: str | os.PathLike[str],
     muscles: Sequence[str] | None = None,
+    *,
+    solution: int | None = None,
+    solutions: int = 1,
 ) -> Path:
     """Draw the clip's overview figure to `out` (.png, or .pdf/.svg) and return its path.
 
     Panels: activation heatmap of every muscle grouped by side and name prefix; activation of
     `muscles` (default: large leg muscles found by name); tracking error; vertical ground
-    reaction force per foot. A panel whose arrays the clip lacks says so. Unknown muscle names
-    raise KeyError; a bad file suffix raises ValueError.
+    reaction force per foot. A panel whose arrays the clip lacks says so. Of a clip with
+    distinct muscle solutions, the panels show `solution` (None: 0), and `solutions` > 1
+    overlays the first that many solutions' activations of the chosen muscles. Unknown muscle
+    names raise KeyError; a bad file suffix or a solution the clip lacks raises ValueError.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -73,6 +81,14 @@ def plot_clip(
         path = path.with_suffix(".png")
     if path.suffix.lower() not in SUFFIXES:
         raise ValueError(f"plot file {str(path)!r} must end in {', '.join(SUFFIXES)}")
+    every_solution = ds
+    ds = select_solution(ds, solution, clip_id)
+    count = solution_count(every_solution)
+    if solutions > count:
+        raise ValueError(
+            f"clip {clip_id!r} holds {count} muscle solution{'s' if count > 1 else ''}: "
+            f"cannot overlay {solutions}"
+        )
     muscle_names = _muscle_names(ds)
     # Asked-for muscles are checked even when the clip has none (a retarget-only clip).
     chosen = choose_muscles(ds, clip_id, muscles) if muscle_names or muscles else []
@@ -84,7 +100,10 @@ def plot_clip(
         wspace=0.28, hspace=0.5,
     )  # fmt: skip
     _heatmap(fig, fig.add_subplot(grid[:, 0]), ds)
-    _traces(fig.add_subplot(grid[0, 1]), ds, chosen)
+    if solutions > 1:
+        _overlaid(fig.add_subplot(grid[0, 1]), every_solution, chosen, solutions)
+    else:
+        _traces(fig.add_subplot(grid[0, 1]), ds, chosen)
     _tracking(fig.add_subplot(grid[1, 1]), ds)
     _grf(fig.add_subplot(grid[2, 1]), ds)
     _title(fig, ds, clip_id)
@@ -263,6 +282,45 @@ def _traces(ax: Axes, ds: xr.Dataset, chosen: list[str]) -> None:
     ax.grid(alpha=0.3)
 
 
+def _overlaid(ax: Axes, ds: xr.Dataset, chosen: list[str], solutions: int) -> None:
+    """The first `solutions` muscle solutions' activations of the chosen muscles: a colour
+    per muscle, a line style per solution, so that where they share the work differently shows."""
+    field = _muscle_field(ds)
+    ax.set_title(
+        f"Muscle activation, solutions 0-{solutions - 1} overlaid", loc="left", fontsize=11
+    )
+    if field is None or not chosen:
+        _missing(ax, "muscle activation")
+        return
+    arr = ds[field].transpose(DIM_SOLUTION, DIM_TIME, "muscle")
+    t = np.asarray(arr[DIM_TIME].values, dtype=float)
+    shown = chosen[:MAX_OVERLAID_MUSCLES]
+    for k, name in enumerate(shown):
+        values = np.asarray(arr.sel(muscle=name).values, dtype=float)
+        for j in range(solutions):
+            style = SOLUTION_STYLES[j % len(SOLUTION_STYLES)]
+            ax.plot(t, values[j], color=f"C{k}", ls=style, lw=1.3, alpha=1.0 if j == 0 else 0.8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=f"C{k}", lw=1.6, label=n) for k, n in enumerate(shown)]
+    handles += [
+        Line2D([], [], color="0.3", ls=SOLUTION_STYLES[j % len(SOLUTION_STYLES)], lw=1.3,
+               label=f"solution {j}")
+        for j in range(solutions)
+    ]  # fmt: skip
+    if len(chosen) > MAX_OVERLAID_MUSCLES:
+        ax.text(0.99, 0.02, f"first {MAX_OVERLAID_MUSCLES} of {len(chosen)} shown",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=8)  # fmt: skip
+    ax.set_ylim(-0.02, 1.3)  # headroom above 1 for the legend
+    ax.set_yticks(np.linspace(0.0, 1.0, 6))
+    if t.size > 1:
+        ax.set_xlim(t[0], t[-1])
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("activation (0–1)")
+    ax.legend(handles=handles, fontsize=8, ncol=4, loc="upper right", framealpha=0.85)
+    ax.grid(alpha=0.3)
+
+
 def _tracking(ax: Axes, ds: xr.Dataset) -> None:
     if "tracking_joint_error_deg" in ds.data_vars:
         ax.set_title("Tracking error of the emulation (mean over joints)", loc="left", fontsize=11)
@@ -338,6 +396,8 @@ def _title(fig: Figure, ds: xr.Dataset, clip_id: str) -> None:
         details.append(str(ds.attrs["method_label"]))
     if ds.attrs.get("model_name"):
         details.append(f"model {ds.attrs['model_name']}")
+    if int(ds.attrs.get("solutions") or 1) > 1:  # a clip converted with --solutions K
+        details.append(f"solution {ds.attrs.get('solution', 0)} of {ds.attrs['solutions']}")
     if DIM_TIME in ds.coords and ds.sizes[DIM_TIME] > 1:
         t = ds[DIM_TIME].values
         details.append(f"{float(t[-1] - t[0]):.2f} s, {t.size} frames")

@@ -89,6 +89,7 @@ def amass(
       msconvert amass ./AMASS --out catalog.zarr --include 'KIT/*' --limit 20 --until retarget
       msconvert amass ./AMASS --out catalog.zarr --resume      # after a crash or Ctrl-C
       msconvert amass ./AMASS --out catalog.zarr --preset gpu --agent ppo
+      msconvert amass ./AMASS --out catalog.zarr --method track --solutions 3
       msconvert amass ./AMASS --out s3://bucket/c.zarr --executor ray --ray-address auto
     """
     from msconvert.datasets.motion import MotionError
@@ -317,6 +318,7 @@ def _pipeline_options(until: str | None, conversion: dict[str, Any]):
     from msconvert.convert.pipeline import (
         PipelineOptions,
         StageNotAvailableError,
+        check_solutions,
         check_until,
         default_until,
     )
@@ -325,6 +327,7 @@ def _pipeline_options(until: str | None, conversion: dict[str, Any]):
     until = until or default_until(method)
     try:
         check_until(until, method)
+        check_solutions(conversion["solutions"], method)
     except StageNotAvailableError as exc:
         raise click.UsageError(str(exc)) from None
     model = conversion.pop("model_path")

@@ -32,6 +32,8 @@ from msconvert.convert.options import (
     MODEL,
     MUSCLES,
     SEL,
+    SOLUTION,
+    SOLUTIONS,
     SOURCE_FORMAT,
     START,
     STATUS,
@@ -146,9 +148,8 @@ def _fmt_metric(v: Any, exact: bool = False) -> str:
 @click.command(context_settings=CONTEXT)
 @click.argument("catalog")
 @click.argument("clip")
-@use(
-    FIELD, JOINTS, MUSCLES, SEL, START, END, output_format(("table", "csv", "npy", "json"), "table")
-)
+@use(FIELD, JOINTS, MUSCLES, SEL, SOLUTION, START, END)
+@use(output_format(("table", "csv", "npy", "json"), "table"))
 @out(required=False)
 def query(
     catalog: str,
@@ -157,6 +158,7 @@ def query(
     joints: tuple[str, ...],
     muscles: tuple[str, ...],
     selections: tuple[str, ...],
+    solution: int | None,
     start: float | None,
     end: float | None,
     fmt: str,
@@ -171,6 +173,7 @@ def query(
       msconvert query catalog.zarr KIT/3/walk --field source_joints --joints left_knee
       msconvert query catalog.zarr KIT/3/walk --field activation --muscles soleus_r --format csv
       msconvert query catalog.zarr KIT/3/walk --field grf --sel foot=left --sel xyz=z
+      msconvert query catalog.zarr KIT/3/walk --field activation --solution 1  # --solutions K
     """
     out_file = check_out(out, dir_okay=False)
     cat = open_catalog(catalog)
@@ -185,13 +188,34 @@ def query(
             raise click.BadParameter(f"expected DIM=LABELS, got {item!r}", param_hint="--sel")
         sel.setdefault(dim.strip(), []).extend(split_values((labels,)))
     time_range = (start, end) if start is not None or end is not None else None
+    isel = _solution_isel(cat, clip, field_name, solution)
     try:
-        arr = cat.read_variable(clip, field_name, sel=sel or None, time_range=time_range)
+        arr = cat.read_variable(clip, field_name, isel=isel, sel=sel or None, time_range=time_range)
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     _emit(arr, clip, fmt, Path(out_file) if out_file is not None else None)
+
+
+def _solution_isel(cat: Any, clip: str, field: str, solution: int | None) -> dict[str, int]:
+    """The one muscle solution to read of a field on the solution dim (None: 0, the usual
+    answer), as an isel; a solution the clip does not hold is a one-line error."""
+    from msconvert.dims import DIM_SOLUTION, SolutionError, check_solution
+
+    try:
+        attrs = cat.attrs(clip)
+    except KeyError:
+        return {}  # reading the field says what is wrong with the clip
+    count = int(attrs.get("solutions") or 1)  # written by --solutions K > 1
+    try:
+        check_solution(clip, count, 0 if solution is None else solution)
+    except SolutionError as exc:
+        raise click.ClickException(str(exc)) from None
+    if count == 1:
+        return {}
+    dims = cat.info(clip)["arrays"].get(field, {}).get("dims", [])
+    return {DIM_SOLUTION: solution or 0} if DIM_SOLUTION in dims else {}
 
 
 def _emit(arr: xr.DataArray, clip: str, fmt: str, out: Path | None) -> None:
@@ -321,9 +345,15 @@ def info(catalog: str, clip: str, fmt: str) -> None:
 @click.command(context_settings=CONTEXT)
 @click.argument("catalog")
 @click.argument("clip")
-@use(output_format(("csv", "sto", "mot", "npz")), FIELDS, out(), MODEL)
+@use(output_format(("csv", "sto", "mot", "npz")), FIELDS, SOLUTION, out(), MODEL)
 def export(
-    catalog: str, clip: str, fmt: str, fields: str | None, out: str, model_path: str | None
+    catalog: str,
+    clip: str,
+    fmt: str,
+    fields: str | None,
+    solution: int | None,
+    out: str,
+    model_path: str | None,
 ) -> None:
     """Write one clip in a format other tools read (OpenSim .sto/.mot, CSV, NumPy .npz).
 
@@ -335,6 +365,7 @@ def export(
       msconvert export catalog.zarr KIT/3/walk --format sto --out walk  # walk_activation.sto ...
       msconvert export catalog.zarr KIT/3/walk --format mot --out walk.mot  # joint angles, degrees
       msconvert export catalog.zarr KIT/3/walk --format csv --fields grf,activation --out walk
+      msconvert export catalog.zarr KIT/3/walk --format sto --solution 2 --out walk_s2
     """
     from msconvert.convert.exports import export_clip
 
@@ -345,7 +376,7 @@ def export(
 
         model = load_model(model_path)
     try:
-        paths = export_clip(ds, clip, fmt, out, fields, model=model)
+        paths = export_clip(ds, clip, fmt, out, fields, model=model, solution=solution)
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
     except ValueError as exc:
@@ -357,22 +388,39 @@ def export(
 @click.command(context_settings=CONTEXT)
 @click.argument("catalog")
 @click.argument("clip")
-@use(MUSCLES, out())
-def plot(catalog: str, clip: str, muscles: tuple[str, ...], out: str) -> None:
+@use(MUSCLES, SOLUTION, SOLUTIONS, out())
+def plot(
+    catalog: str,
+    clip: str,
+    muscles: tuple[str, ...],
+    solution: int | None,
+    solutions: int,
+    out: str,
+) -> None:
     """One figure of a clip: activation heatmap, chosen muscles, tracking error, vertical GRF.
 
-    --out is the figure file: .png, .pdf or .svg.
+    --out is the figure file: .png, .pdf or .svg. Of a clip converted with --solutions K, the
+    panels show one solution (--solution), and --solutions K overlays the first K solutions'
+    activations of the chosen muscles.
 
     \b
-    Example:
+    Examples:
       msconvert plot catalog.zarr KIT/3/walk --muscles soleus_r,tibant_r --out walk.png
+      msconvert plot catalog.zarr KIT/3/walk --solutions 3 --muscles soleus_r --out walk.png
     """
     out = check_out(out, dir_okay=False)
     from msconvert.catalog.plot import plot_clip
 
     ds = open_clip(catalog, clip)
     try:
-        path = plot_clip(ds, clip, out, muscles=split_values(muscles) or None)
+        path = plot_clip(
+            ds,
+            clip,
+            out,
+            muscles=split_values(muscles) or None,
+            solution=solution,
+            solutions=solutions,
+        )
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
     except ValueError as exc:

@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 
 from msconvert.catalog.schema import DIM_TIME, is_time_dim
+from msconvert.dims import select_solution
 
 if TYPE_CHECKING:
     import mujoco
@@ -66,16 +67,20 @@ def export_clip(
     fields: Sequence[str] | None = None,
     *,
     model: str | os.PathLike[str] | mujoco.MjModel | None = None,
+    solution: int | None = None,
 ) -> list[Path]:
     """Write one clip as csv, sto, mot or npz under the prefix `out`; return the files written.
 
     `fields` (names, or one comma-separated string) picks variables (csv, sto, npz) or the
     kinematics variable (mot). `model` (an MJCF path or MjModel) tells hinge from slide joints
-    for .mot; None loads the clip's model when it is the packaged default. Bad requests (format,
-    field, model) raise ValueError with a one-line message naming what exists.
+    for .mot; None loads the clip's model when it is the packaged default. `solution`: which
+    muscle solution of a clip converted with --solutions K (None: 0, the usual answer). Bad
+    requests (format, field, model, solution) raise ValueError with a one-line message naming
+    what exists.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    ds = select_solution(ds, solution, clip_id)
     prefix = _prefix(Path(out), clip_id, fmt)
     if fmt == "mot":
         return [_export_mot(ds, clip_id, prefix, fields, model)]

@@ -198,6 +198,31 @@ LIMIT = click.option(
 
 # --- Converting: body model, model, rates (amass, retarget) ---------------------------------------
 
+# One declaration for convert and plot: K solutions made, or the first K overlaid.
+SOLUTIONS = click.option(
+    "--solutions",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="K",
+    help="track: find K distinct muscle coordinations of each clip that all track it. Solution 0 "
+    "is the usual answer (least sum of activations squared); each further one weighs every "
+    "muscle's activation squared by a seeded random factor (--seed) and pays for using the "
+    "muscles the earlier ones used, so it shares the work out differently. Each is a full "
+    "simulation (K times the time); the emulation's arrays gain a leading 'solution' dim (read "
+    "one with --solution), the clip solution<j>.* and diversity.* metrics. rl and static-opt: "
+    "not built yet (K must be 1). plot: overlay the first K solutions' traced muscles.",
+)
+SOLUTION = click.option(
+    "--solution",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="I",
+    help="Which muscle solution of a clip converted with --solutions K: 0 (the default, the "
+    "usual answer) to K-1. Arrays all solutions share (the reference, the source) are read as "
+    "they are.",
+)
+
 conversion_options = use(
     click.option(
         "--method",
@@ -230,6 +255,7 @@ conversion_options = use(
         show_default=True,
         help="track: PD damping on the reference's velocities (1/s).",
     ),
+    SOLUTIONS,
     click.option(
         "--static-opt-cost",
         type=click.Choice(["act2", "act3"]),
@@ -318,7 +344,13 @@ training_options = use(
         show_default=True,
         help="rl: behaviour-clone static-optimization excitations before training.",
     ),
-    click.option("--seed", type=int, default=0, show_default=True, help="rl: training seed."),
+    click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="rl: training seed. track --solutions: seeds the muscle weights of solutions 1..K-1.",
+    ),
     click.option(
         "--budget-steps",
         type=click.IntRange(min=1),

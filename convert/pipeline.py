@@ -49,6 +49,7 @@ from msconvert.emulator.emulation import (
 )
 from msconvert.emulator.model import ModelError, default_model_path, load_model, model_sha256
 from msconvert.emulator.muscles.result import StaticOptFormatError
+from msconvert.emulator.muscles.solutions import SolutionsConfig, track_solutions
 from msconvert.emulator.muscles.static_opt import StaticOptError, static_optimization
 from msconvert.emulator.muscles.track import TrackConfig, TrackError, track
 from msconvert.emulator.retarget import (
@@ -100,6 +101,17 @@ def check_until(until: str, method: str = "rl") -> None:
         )
 
 
+def check_solutions(count: int, method: str) -> None:
+    """Refuse, in one line, distinct muscle solutions (`--solutions K`) that are not built."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise StageNotAvailableError(f"--solutions takes a whole number >= 1, not {count!r}")
+    if count > 1 and method != "track":
+        raise StageNotAvailableError(
+            f"--solutions {count} with --method {method}: distinct muscle solutions are built only "
+            "for --method track so far; use --method track or --solutions 1"
+        )
+
+
 def default_until(method: str) -> str:
     """The last stage the method implements."""
     return IMPLEMENTED[method][-1]
@@ -122,6 +134,7 @@ class PipelineOptions:
     assist: str = "on"  # track: the root assist on or off
     track_kp: float = 100.0  # track: PD gains on the reference
     track_kd: float = 20.0
+    solutions: int = 1  # track: distinct muscle solutions per clip (1: the single answer)
     # The rl method: a named budget (convert/presets.py), and what may override it.
     preset: str = "demo"
     agent: str = "flow"
@@ -468,9 +481,15 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
         if options.method == "track" and options.reaches("emulate"):
             clip.stage = "track"
             config = TrackConfig(kp=options.track_kp, kd=options.track_kd, assist=options.assist)
-            result = track(reference, model_for(options.model), config)
-            clip.parts.append(result.to_dataset())
-            clip.metrics.update(result.metrics)
+            if options.solutions > 1:  # K runs; solution 0 is the single answer below
+                wanted = SolutionsConfig(count=options.solutions, seed=options.seed)
+                found = track_solutions(reference, model_for(options.model), config, wanted)
+                clip.parts.append(found.to_dataset())
+                clip.metrics.update(found.metrics)
+            else:
+                result = track(reference, model_for(options.model), config)
+                clip.parts.append(result.to_dataset())
+                clip.metrics.update(result.metrics)
 
     return _run(_clip(source, options), options.until, work)
 
@@ -674,6 +693,7 @@ def run_batch(
     is called with the machine each finished clip ran on.
     """
     check_until(options.until, options.method)
+    check_solutions(options.solutions, options.method)
     report = BatchReport(total=len(sources))
     with catalog.lease():
         start = time.perf_counter()

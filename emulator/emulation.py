@@ -214,7 +214,7 @@ class Emulation:
         clip with distinct muscle solutions (`solution` dim), solution `solution` (None: 0)."""
         clip = clip_id or str(ds.attrs.get("clip_id", ""))
         index = 0 if solution is None else solution
-        ds = select_solution(ds.assign_attrs(clip_id=clip), index)
+        ds = select_solution(ds, index, clip)
         prefix = solution_prefix(index)
         missing = [v for v in _STORED if v not in ds]
         missing += [a for a in ("tracked_frames", "fell") if a not in ds.attrs]

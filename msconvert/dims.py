@@ -48,13 +48,14 @@ def check_solution(clip_id: str, count: int, solution: int) -> None:
     )
 
 
-def select_solution(ds, solution: int | None = None):  # xarray.Dataset -> xarray.Dataset
-    """One muscle solution of a clip's dataset: the arrays on the solution dim at `solution`
-    (None: 0, the single answer), the others (shared by every solution) as they are; its
-    attrs say which (`solution`). A clip without the dim holds one solution, 0."""
+def select_solution(ds, solution: int | None = None, clip_id: str | None = None):
+    """One muscle solution of a clip's xarray.Dataset: the arrays on the solution dim at
+    `solution` (None: 0, the single answer), the others (shared by every solution) as they are;
+    its attrs say which (`solution`). A clip without the dim holds one solution, 0. clip_id
+    names the clip in errors (default: its `clip_id` attribute)."""
     count = solution_count(ds)
     index = 0 if solution is None else solution
-    check_solution(str(ds.attrs.get("clip_id", "")), count, index)
+    check_solution(clip_id or str(ds.attrs.get("clip_id", "")), count, index)
     if DIM_SOLUTION not in ds.dims:
         return ds
     out = ds.isel({DIM_SOLUTION: index}, drop=True)

@@ -56,3 +56,299 @@ def test_a_zero_linear_term_gives_the_plain_answer():
     zero, its_zero = solve_box_qp_lowrank(**p, linear=np.zeros(p["h"].size))
     np.testing.assert_array_equal(plain, zero)
     assert its == its_zero
+
+
+def _redundant_block() -> mujoco.MjModel:
+    """The standing block with more muscles than joint directions: per side a second, weaker
+    ankle plantarflexor and dorsiflexor, and two hip-ankle muscles (front and back), so each
+    direction of each joint has two to three muscles to share its torque."""
+    spec = model_spec(standing_block(timestep=0.002))
+    for side, y in (("r", -0.08), ("l", 0.08)):
+        torso, leg, foot = (spec.body(b) for b in ("torso", f"leg_{side}", f"foot_{side}"))
+        wrap = {  # the block's wrapping cylinders, by joint and side (1 flexor, -1 extensor)
+            (joint, sign): (
+                spec.geom(f"{joint}_{side}_wrap"),
+                spec.site(f"{joint}_{side}_{x}_side"),
+            )
+            for joint in ("hip", "ankle")
+            for sign, x in ((1, "flexor"), (-1, "extensor"))
+        }
+
+        def site(body, name, pos, side=side):
+            return body.add_site(name=f"{name}_{side}", pos=pos)
+
+        for name, sign, x_leg, x_foot in (
+            ("ankle_plantarflexor_deep", -1, -0.025, -0.03),
+            ("ankle_dorsiflexor_deep", 1, 0.025, 0.08),
+        ):
+            path = [
+                site(leg, f"{name}_origin", [x_leg, 0, -0.37]),
+                wrap[("ankle", sign)],
+                site(foot, f"{name}_insertion", [x_foot, 0, -0.012]),
+            ]
+            _add_muscle(spec, f"{name}_{side}", path, 800.0)
+        for name, sign, x_foot in (("hip_ankle_back", -1, -0.06), ("hip_ankle_front", 1, 0.1)):
+            path = [
+                site(torso, f"{name}_origin", [0.07 * sign, y, -0.03]),
+                wrap[("hip", sign)],
+                site(leg, f"{name}_via", [0.045 * sign, 0, -0.22]),
+                wrap[("ankle", sign)],
+                site(foot, f"{name}_insertion", [x_foot, 0, -0.015]),
+            ]
+            _add_muscle(spec, f"{name}_{side}", path, 1000.0)
+    return compile_spec(spec, "redundant_block")
+
+
+def _sway_reference(model: mujoco.MjModel, seconds: float = 2.0) -> Reference:
+    """The block swaying forward and back about its ankles (±0.15 rad at 0.5 Hz), feet flat
+    and torso level (hips opposite the ankles), at 50 Hz: the ankles' torque follows the sway."""
+    n, fps = int(seconds * 50), 50.0
+    theta = 0.15 * np.sin(2 * np.pi * 0.5 * np.arange(n) / fps)
+    data = mujoco.MjData(model)
+    data.qpos[:] = model.qpos0
+    mujoco.mj_kinematics(model, data)
+    foot = model.body("foot_r").id
+    planted = data.xpos[foot].copy()
+    bodies = ("torso", "foot_l", "foot_r")
+    qpos = np.tile(model.qpos0, (n, 1))
+    body_pos = np.zeros((n, len(bodies), 3))
+    for k in range(n):
+        for side in "rl":
+            qpos[k, model.joint(f"hip_{side}").qposadr[0]] = -theta[k]
+            qpos[k, model.joint(f"ankle_{side}").qposadr[0]] = theta[k]
+        data.qpos[:] = qpos[k]
+        mujoco.mj_kinematics(model, data)
+        qpos[k, :3] += planted - data.xpos[foot]  # the feet stay where they stood
+        data.qpos[:] = qpos[k]
+        mujoco.mj_kinematics(model, data)
+        body_pos[k] = [data.xpos[model.body(b).id] for b in bodies]
+    qvel = np.zeros((n, model.nv))
+    for k in range(n):  # central differences (one-sided at the ends)
+        before, after = max(k - 1, 0), min(k + 1, n - 1)
+        mujoco.mj_differentiatePos(
+            model, qvel[k], (after - before) / fps, qpos[before], qpos[after]
+        )
+    return Reference.from_trajectory("sway", fps, qpos, qvel, body_names=bodies, body_pos=body_pos)
+
+
+@pytest.fixture(scope="module")
+def sway_solutions():
+    from msconvert.emulator.muscles.solutions import SolutionsConfig, track_solutions
+
+    model = _redundant_block()
+    reference = _sway_reference(model)
+    found = track_solutions(reference, model, solutions=SolutionsConfig(count=3), feet=FEET)
+    return model, reference, found
+
+
+def test_three_solutions_all_track_while_their_muscles_differ(sway_solutions):
+    from msconvert.emulator.muscles.track import track
+
+    model, reference, found = sway_solutions
+    for result in found.results:
+        m = result.metrics
+        assert m["tracking.fraction_tracked"] == 1.0 and not result.emulation.fell
+        assert m["tracking.joint_error_deg_mean"] < 1.0  # 0.55-0.63 deg measured
+        assert m["track.assist_force_pct_bw"] < 2.0  # test_track's bound on the block
+    m = found.metrics
+    assert m["diversity.joint_error_spread_deg"] < 1.0
+    # Measured 0.73 with the defaults (identical solutions give 1.0). With two or three
+    # muscles per joint direction, every muscle that works follows the sway's torque in time,
+    # so the block cannot go much lower; MyoFullBody's 416 muscles do (benchmarks/RESULTS.md).
+    assert m["diversity.activation_corr_mean"] < 0.85
+    # solution 1 shares the work out differently, at a higher Σ act² than the least one
+    act = [r.emulation.activation for r in found.results]
+    assert np.abs(act[1] - act[0]).max() > 0.02
+    assert m["diversity.effort_spread_pct"] > 10.0
+    # solution 0 is today's single answer, bit for bit
+    single = track(reference, model, feet=FEET)
+    np.testing.assert_array_equal(act[0], single.emulation.activation)
+    assert m["tracking.joint_error_deg_mean"] == single.metrics["tracking.joint_error_deg_mean"]
+    # each solution's own metrics under solution<j>.
+    assert (
+        m["solution2.track.assist_force_pct_bw"]
+        == (found.results[2].metrics["track.assist_force_pct_bw"])
+    )
+
+
+def test_the_solutions_weights_are_seeded_and_solution_zero_is_unweighted():
+    from msconvert.emulator.muscles.solutions import SolutionsConfig, muscle_weights
+
+    config = SolutionsConfig(count=3, seed=4)
+    np.testing.assert_array_equal(muscle_weights(6, 0, config), np.ones(6))
+    first = muscle_weights(400, 1, config)
+    np.testing.assert_array_equal(first, muscle_weights(400, 1, SolutionsConfig(count=3, seed=4)))
+    assert not np.allclose(first, muscle_weights(400, 2, config))
+    assert not np.allclose(first, muscle_weights(400, 1, SolutionsConfig(count=3, seed=5)))
+    # log-normal with σ = 1: log w has mean ~0 and spread ~1
+    assert abs(np.log(first).mean()) < 0.2 and abs(np.log(first).std() - 1.0) < 0.15
+
+
+@pytest.mark.parametrize(
+    "settings,match",
+    [
+        (dict(count=0), "whole number >= 1"),
+        (dict(count=1.5), "whole number >= 1"),
+        (dict(count=2, push=-1.0), "push must be a number >= 0"),
+        (dict(count=2, weight_sigma=float("inf")), "weight_sigma must be a number >= 0"),
+    ],
+)
+def test_bad_solution_settings_fail_in_one_line(settings, match):
+    from msconvert.emulator.muscles.solutions import SolutionsConfig
+    from msconvert.emulator.muscles.track import TrackError
+
+    with pytest.raises(TrackError, match=match) as info:
+        SolutionsConfig(**settings)
+    assert "\n" not in str(info.value)
+
+
+def test_the_solutions_round_trip_through_a_dataset(sway_solutions, tmp_path):
+    from msconvert.catalog import Catalog
+    from msconvert.emulator.emulation import Emulation
+    from msconvert.emulator.muscles.solutions import Solutions
+    from msconvert.emulator.muscles.track import TrackResult
+
+    _, _, found = sway_solutions
+    with Catalog.create(tmp_path / "c.zarr") as cat:
+        cat.write_clip("sway", found.to_dataset(), attrs={}, metrics=found.metrics)
+    ds = Catalog.open(tmp_path / "c.zarr")["sway"]
+    assert ds["activation"].dims == ("solution", "time", "muscle")
+    back = Solutions.from_dataset(ds)
+    assert len(back.results) == 3
+    for j, (got, made) in enumerate(zip(back.results, found.results, strict=True)):
+        np.testing.assert_array_equal(
+            got.emulation.activation, made.emulation.activation.astype(np.float32)
+        )
+        np.testing.assert_array_equal(got.assist_force, made.assist_force.astype(np.float32))
+        assert got.metrics == pytest.approx(made.metrics, nan_ok=True), j
+    # readers that know nothing of solutions get solution 0
+    np.testing.assert_array_equal(
+        Emulation.from_dataset(ds).activation, back.results[0].emulation.activation
+    )
+    assert TrackResult.from_dataset(ds).metrics == back.results[0].metrics
+    np.testing.assert_allclose(back.weights, found.weights.astype(np.float32))
+    with pytest.raises(ValueError, match="holds 3 muscle solutions: solution takes 0 to 2, not 3"):
+        Emulation.from_dataset(ds, solution=3)
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from msconvert.convert.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _error_line(result) -> str:
+    """The one line a failed command says why in (click prints usage lines above it)."""
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def two_solution_catalog(tmp_path_factory):
+    """A 0.6-s standing clip converted on MyoFullBody by the real CLI with --solutions 2."""
+    from msconvert.datasets.demo import standing, write_smplh_npz
+
+    root = tmp_path_factory.mktemp("solutions")
+    write_smplh_npz(root / "corpus" / "S1" / "stand_poses.npz", *standing(duration_s=0.6))
+    out = root / "c.zarr"
+    result = _cli("amass", root / "corpus", "--out", out, "--method", "track", "--solutions", 2)
+    assert result.exit_code == 0, result.output
+    return root, out, "S1/stand"
+
+
+def test_the_cli_writes_two_solutions_and_reads_either(two_solution_catalog):
+    import json
+
+    from msconvert.catalog import Catalog
+
+    root, out, clip = two_solution_catalog
+    ds = Catalog.open(out)[clip]
+    assert ds.sizes["solution"] == 2 and ds.attrs["solutions"] == 2
+    for name in ("excitation", "activation", "muscle_force", "muscle_length", "emulated_qpos"):
+        assert ds[name].dims[0] == "solution", name
+    assert "solution" not in ds["reference_qpos"].dims  # shared by both solutions
+    stored = [np.asarray(ds["activation"].isel(solution=j).values) for j in range(2)]
+    assert np.nanmax(np.abs(stored[1] - stored[0])) > 0.01  # two answers, not one twice
+
+    def query(*extra):
+        result = _cli("query", out, clip, "--field", "activation", "--format", "json", *extra)
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.output)
+        assert doc["dims"] == ["time", "muscle"]
+        return np.asarray(doc["data"], dtype=np.float32)
+
+    np.testing.assert_array_equal(query(), stored[0])
+    np.testing.assert_array_equal(query("--solution", 0), stored[0])
+    np.testing.assert_array_equal(query("--solution", 1), stored[1])
+    reference = _cli("query", out, clip, "--field", "reference_qpos", "--solution", 1)
+    assert reference.exit_code == 0, reference.output
+
+    for j in (None, 1):
+        prefix = root / f"export_{j}"
+        extra = () if j is None else ("--solution", j)
+        result = _cli("export", out, clip, "--format", "npz", "--out", prefix, *extra)
+        assert result.exit_code == 0, result.output
+        with np.load(f"{prefix}.npz") as npz:
+            np.testing.assert_array_equal(npz["activation"], stored[j or 0])
+            assert list(npz["activation__dims"]) == ["time", "muscle"]
+    sto = _cli("export", out, clip, "--format", "sto", "--solution", 1, "--out", root / "s1")
+    assert sto.exit_code == 0, sto.output
+
+    figure = root / "overlay.png"
+    plotted = _cli("plot", out, clip, "--solutions", 2, "--muscles", "soleus_r", "--out", figure)
+    assert plotted.exit_code == 0, plotted.output
+    assert figure.stat().st_size > 10_000
+
+    # a solution the clip does not hold: one line, naming what it holds
+    for command in (
+        ("query", out, clip, "--field", "activation", "--solution", 5),
+        ("export", out, clip, "--format", "npz", "--out", root / "x", "--solution", 5),
+        ("plot", out, clip, "--solution", 5, "--out", root / "x.png"),
+    ):
+        result = _cli(*command)
+        assert result.exit_code == 1
+        assert "holds 2 muscle solutions: solution takes 0 to 1, not 5" in _error_line(result)
+    too_many = _cli("plot", out, clip, "--solutions", 3, "--out", root / "x.png")
+    assert too_many.exit_code == 1 and "cannot overlay 3" in _error_line(too_many)
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (("--method", "track", "--solutions", "0"), "0 is not in the range x>=1"),
+        (("--method", "track", "--solutions", "1.5"), "'1.5' is not a valid integer"),
+        (("--method", "rl", "--solutions", "2"), "built only for --method track"),
+        (("--method", "static-opt", "--solutions", "3"), "built only for --method track"),
+    ],
+)
+def test_bad_solution_counts_are_refused_in_one_line(tmp_path, extra, match):
+    (tmp_path / "corpus").mkdir()
+    result = _cli("amass", tmp_path / "corpus", "--out", tmp_path / "c.zarr", *extra)
+    assert result.exit_code == 2
+    assert match in _error_line(result)
+    assert not (tmp_path / "c.zarr").exists()
+
+
+def test_a_clip_without_solutions_answers_solution_zero_only(two_solution_catalog, tmp_path):
+    from msconvert.catalog import Catalog
+
+    root, out, clip = two_solution_catalog
+    single = tmp_path / "one.zarr"
+    with Catalog.open(out) as cat, Catalog.create(single) as one:
+        ds = (
+            cat[clip]
+            .isel(solution=0, drop=True)
+            .drop_vars(["solution_tracked_frames", "solution_fell", "solution_muscle_weight"])
+        )
+        ds = ds.load()
+        ds.attrs = {}  # the catalog writes its own
+        one.write_clip(clip, ds, attrs={}, metrics={})
+    ok = _cli("query", single, clip, "--field", "activation", "--solution", 0)
+    assert ok.exit_code == 0, ok.output
+    refused = _cli("query", single, clip, "--field", "activation", "--solution", 1)
+    assert refused.exit_code == 1
+    assert "has no distinct muscle solutions" in _error_line(refused)

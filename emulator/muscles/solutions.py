@@ -1,0 +1,224 @@
+"""Distinct muscle solutions of one clip (`--method track --solutions K`).
+
+The same motion can be made by many coordination patterns of a redundant muscle set. Here K
+runs of the tracking controller each find one, and each still tracks the clip
+(docs/method.md#distinct-muscle-solutions):
+
+- solution 0 is the single answer: Σ act², exactly what `track` gives with no options;
+- solution j ≥ 1 weighs each muscle's activation squared by a seeded log-normal weight,
+  w_i = exp(σ·ξ_i) with ξ_i ~ N(0, 1) from the seed (seed, j), and adds a linear cost
+  push·⟨ā(t), act⟩ on what solutions 0..j-1 activated on average at that frame, ā(t): it
+  steers the muscle share towards muscles the others left idle. Both keep each frame problem a
+  convex QP, and the controller's strict joint-torque and assist weights are unchanged, so
+  the cost only chooses among the ways of meeting the same torques.
+
+Each solution is a full simulation of the clip: the controller's time grows K-fold.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from itertools import combinations
+
+import mujoco
+import numpy as np
+import xarray as xr
+
+from msconvert.dims import DIM_SOLUTION, solution_count
+from msconvert.emulator.emulation import solution_prefix
+from msconvert.emulator.model import muscle_actuators
+from msconvert.emulator.muscles.static_opt import MuscleCost
+from msconvert.emulator.muscles.track import TrackConfig, TrackError, TrackResult, track
+from msconvert.emulator.retarget.reference import Reference
+
+# The seed when no --seed is given (the CLI's --seed default is the same 0).
+DEFAULT_SEED = 0
+# Series this close to constant carry no correlation (a muscle idle at its lower bound).
+_CONSTANT = 1e-9
+
+
+@dataclass(frozen=True)
+class SolutionsConfig:
+    """How many solutions, and how they are pushed apart; the defaults are measured in
+    benchmarks/RESULTS.md (distinct muscle solutions)."""
+
+    count: int = 1  # K: solution 0 and K - 1 distinct ones
+    weight_sigma: float = 1.0  # σ of log w: a 1-σ muscle costs e ≈ 2.7 times more (or less)
+    push: float = 1.0  # cost per unit activation per unit of the earlier solutions' mean
+    seed: int = DEFAULT_SEED  # with the solution index, seeds each solution's muscle weights
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, numbers.Integral):
+            raise TrackError(f"solutions must be a whole number >= 1, not {self.count!r}")
+        if self.count < 1:
+            raise TrackError(f"solutions must be a whole number >= 1, not {self.count}")
+        for name in ("weight_sigma", "push"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and np.isfinite(value) and value >= 0):
+                raise TrackError(f"solutions {name} must be a number >= 0, not {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise TrackError(f"the solutions' seed must be an integer, not {self.seed!r}")
+
+
+def muscle_weights(n_muscles: int, solution: int, config: SolutionsConfig) -> np.ndarray:
+    """(M,) cost weights of one solution's muscles: all 1 for solution 0, else log-normal from
+    the seed (config.seed, solution), the same on every clip and machine."""
+    if solution == 0:
+        return np.ones(n_muscles)
+    # SeedSequence takes non-negative integers: a negative --seed maps to its two's complement.
+    rng = np.random.default_rng([int(config.seed) % 2**64, solution])
+    return np.exp(config.weight_sigma * rng.standard_normal(n_muscles))
+
+
+@dataclass(frozen=True, eq=False)
+class Solutions:
+    """K runs of the controller on one clip, and how they differ."""
+
+    results: tuple[TrackResult, ...]  # solution 0 first: the single answer
+    weights: np.ndarray  # (K, M) each solution's muscle weights
+    config: SolutionsConfig
+    metrics: dict[str, float]
+
+    def to_dataset(self) -> xr.Dataset:
+        """Every array of the controller's result with a leading `solution` dim, plus each
+        solution's tracked frames, fall and muscle weights; attrs as solution 0's."""
+        parts = [r.to_dataset() for r in self.results]
+        ds = xr.concat(
+            parts,
+            dim=DIM_SOLUTION,
+            data_vars="all",
+            coords="minimal",
+            compat="override",
+            combine_attrs="override",
+        )
+        ds = ds.assign_coords(
+            {
+                DIM_SOLUTION: (
+                    DIM_SOLUTION,
+                    np.arange(len(parts)),
+                    {"description": "0: the single answer (Σ act²); 1..: distinct ones"},
+                )
+            }
+        )
+        emulations = [r.emulation for r in self.results]
+        ds["solution_tracked_frames"] = (
+            (DIM_SOLUTION,),
+            np.array([e.tracked_frames for e in emulations], np.int32),
+            {"description": "frames tracked before the end of the clip or a fall"},
+        )
+        ds["solution_fell"] = ((DIM_SOLUTION,), np.array([e.fell for e in emulations], bool))
+        ds["solution_muscle_weight"] = (
+            (DIM_SOLUTION, "muscle"),
+            self.weights.astype(np.float32),
+            {"description": "weight of each muscle's activation squared in the solution's cost"},
+        )
+        ds.attrs.update(
+            solutions=len(parts),
+            solutions_weight_sigma=float(self.config.weight_sigma),
+            solutions_push=float(self.config.push),
+            solutions_seed=int(self.config.seed),
+        )
+        return ds
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset) -> Solutions:
+        """The solutions a clip's dataset holds (as `to_dataset` wrote it, or one solution)."""
+        count = solution_count(ds)
+        results = tuple(TrackResult.from_dataset(ds, j) for j in range(count))
+        n_muscles = results[0].emulation.activation.shape[1]
+        weights = (
+            np.asarray(ds["solution_muscle_weight"].values, np.float64)
+            if "solution_muscle_weight" in ds
+            else np.ones((1, n_muscles))
+        )
+        config = SolutionsConfig(
+            count=count,
+            weight_sigma=float(ds.attrs.get("solutions_weight_sigma", 0.0)),
+            push=float(ds.attrs.get("solutions_push", 0.0)),
+            seed=int(ds.attrs.get("solutions_seed", DEFAULT_SEED)),
+        )
+        metrics = {
+            k: float("nan") if v is None else float(v)
+            for k, v in (ds.attrs.get("metrics") or {}).items()
+            if k.startswith(("track.", "tracking.", "solution", "diversity."))
+        }
+        return cls(results, weights, config, metrics)
+
+
+def track_solutions(
+    reference: Reference,
+    model: mujoco.MjModel,
+    config: TrackConfig | None = None,
+    solutions: SolutionsConfig | None = None,
+    *,
+    feet: dict[str, list[str]] | None = None,
+    floor_work: bool = True,
+) -> Solutions:
+    """K controller runs on the clip, each pushed away from the ones before it (module doc)."""
+    solutions = solutions or SolutionsConfig()
+    n_muscles = muscle_actuators(model).size
+    weights = np.stack([muscle_weights(n_muscles, j, solutions) for j in range(solutions.count)])
+    results: list[TrackResult] = []
+    for j in range(solutions.count):
+        cost = None  # solution 0: today's Σ act², bit for bit
+        if j > 0:
+            cost = MuscleCost(weights[j], mean_activation(results), solutions.push)
+        results.append(
+            track(reference, model, config, feet=feet, floor_work=floor_work, muscle_cost=cost)
+        )
+    return Solutions(tuple(results), weights, solutions, solutions_metrics(results))
+
+
+def mean_activation(results: list[TrackResult]) -> np.ndarray:
+    """(T, M) the solutions' mean activation per frame, over those still tracking there (NaN
+    where none is: after every one fell)."""
+    act = np.stack([r.emulation.activation for r in results])
+    tracking = np.isfinite(act)
+    total = np.where(tracking, act, 0.0).sum(axis=0)
+    count = tracking.sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def solutions_metrics(results: list[TrackResult]) -> dict[str, float]:
+    """Solution 0's metrics under today's keys, solution j's under 'solution<j>.', and
+    `diversity.*` (see `diversity_metrics`)."""
+    metrics = dict(results[0].metrics)
+    for j, result in enumerate(results[1:], start=1):
+        metrics.update({solution_prefix(j) + k: v for k, v in result.metrics.items()})
+    metrics.update(diversity_metrics(results))
+    return metrics
+
+
+def diversity_metrics(results: list[TrackResult]) -> dict[str, float]:
+    """How far K solutions' muscles differ while they track:
+
+    - `diversity.activation_corr_mean`: Pearson correlation of a muscle's activation over time
+      between two solutions (over the frames both tracked), averaged over the muscles that are
+      constant in neither, then over the pairs; 1 = the same pattern up to scale and offset;
+    - `diversity.joint_error_spread_deg`: the largest difference of
+      `tracking.joint_error_deg_mean` between solutions;
+    - `diversity.effort_spread_pct`: the largest difference of the mean effort Σ_muscles act²
+      per frame, in % of solution 0's;
+    - `diversity.solutions`: K.
+    """
+    out = {"diversity.solutions": float(len(results))}
+    pairs = []
+    for a, b in combinations(results, 2):
+        common = min(a.emulation.tracked_frames, b.emulation.tracked_frames)
+        x, y = a.emulation.activation[:common], b.emulation.activation[:common]
+        varies = (np.std(x, axis=0) > _CONSTANT) & (np.std(y, axis=0) > _CONSTANT)
+        if not varies.any():
+            continue
+        x, y = x[:, varies] - x[:, varies].mean(0), y[:, varies] - y[:, varies].mean(0)
+        corr = (x * y).sum(0) / np.sqrt((x * x).sum(0) * (y * y).sum(0))
+        pairs.append(float(np.mean(corr)))
+    out["diversity.activation_corr_mean"] = float(np.mean(pairs)) if pairs else float("nan")
+    errors = [r.metrics["tracking.joint_error_deg_mean"] for r in results]
+    out["diversity.joint_error_spread_deg"] = float(np.max(errors) - np.min(errors))
+    effort = [
+        float(np.mean(np.sum(r.emulation.activation[: r.emulation.tracked_frames] ** 2, axis=1)))
+        for r in results
+    ]
+    out["diversity.effort_spread_pct"] = float((np.max(effort) - np.min(effort)) / effort[0] * 100)
+    return out
