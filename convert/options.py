@@ -339,11 +339,16 @@ training_options = use(
         "(ours). deepmimic: the hand-weighted sum of exponentials (baseline).",
     ),
     click.option(
-        "--warm-start/--no-warm-start",
-        default=True,
+        "--warm-start",
+        type=click.Choice(["track", "static-opt", "none"]),
+        default="track",
         show_default=True,
-        help="rl: behaviour-clone static-optimization excitations before training.",
+        help="rl: how the policy starts. track: DAgger from the tracking controller (the policy "
+        "is rolled out and taught the controller's excitations at the states it reaches). "
+        "static-opt: behaviour cloning of static-optimization excitations at reference states. "
+        "none: random networks.",
     ),
+    click.option("--no-warm-start", "warm_start", flag_value="none", hidden=True),
     click.option(
         "--seed",
         type=int,

@@ -139,7 +139,7 @@ class PipelineOptions:
     preset: str = "demo"
     agent: str = "flow"
     reward: str = "adversarial"
-    warm_start: bool = True
+    warm_start: str = "track"  # 'track' (DAgger from the controller), 'static-opt' or 'none'
     policy: str = "per-clip"  # or 'multi-clip': one policy for all the clips of the run
     # Where the policies go: a folder, or a URL on an object store (a catalog there has its
     # policies at <url>.checkpoints); None: none (the CLI puts them beside the catalog).
@@ -533,15 +533,18 @@ def retargeted(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
 def warm_start_cached(
     source: ClipSource, options: PipelineOptions, reference: Reference, model: Any
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The clip's static-optimization warm start, from the stage cache or solved (and cached)."""
+    """The clip's warm-start solution (the controller's run, or static optimization's), from the
+    stage cache or solved (and cached)."""
     slot = _cache_slot(source, options)
+    if slot is not None:  # each kind of warm start caches its own solution
+        slot = (slot[0], f"{slot[1]}:{options.warm_start}")
     hit = stage_cache.load_solution(*slot) if slot is not None else None
     if hit is not None:
         return hit
     from msconvert.emulator.learn.runs import warm_start_solutions
 
     # One process: forking after JAX has started threads can deadlock.
-    (activation,), (excitation,) = warm_start_solutions([reference], model, 1)
+    (activation,), (excitation,) = warm_start_solutions([reference], model, 1, options.warm_start)
     if slot is not None:
         stage_cache.save_solution(slot[0], activation, excitation, slot[1])
     return activation, excitation
@@ -598,7 +601,7 @@ def _run_rl_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
         reference = ready.reference()
         model = model_for(options.model)
         solutions = None
-        if options.warm_start:
+        if options.warm_start != "none":
             clip.stage = "warm-start"
             activation, excitation = warm_start_cached(source, options, reference, model)
             solutions = ([activation], [excitation])
@@ -936,7 +939,7 @@ def _train_shared(
     clip.stage = "train"
     refs = [o.reference() for _, o in pairs]
     solutions: Solutions | None = None
-    if options.warm_start:
+    if options.warm_start != "none":
         got = [
             warm_start_cached(s, options, r, model) for (s, _), r in zip(pairs, refs, strict=True)
         ]
@@ -1091,7 +1094,7 @@ def finish_shared_clip(pair: tuple[ClipSource, ClipOutcome], job: SharedPolicyJo
         trainer, base = load_policy(folder, reference, model, model_sha256(model))
         start = shared_state(trainer, base) if options.finetune_steps > 0 else None
         solution = None
-        if start is not None and options.warm_start:
+        if start is not None and options.warm_start != "none":
             solution = warm_start_cached(source, options, reference, model)
         _finish_shared(clip, job.name, reference, model, trainer, base, 0, start, solution)
 

@@ -412,7 +412,7 @@ def test_multi_clip_training_is_one_task_and_the_clips_fan_out(cluster, tmp_path
     url = s3_url("multi")
     options = PipelineOptions(
         until="emulate", method="rl", policy="multi-clip", model=str(xml), agent="ppo",
-        warm_start=False, backend="cpu", n_envs=4, budget_steps=200, budget_minutes=30,
+        warm_start="none", backend="cpu", n_envs=4, budget_steps=200, budget_minutes=30,
         evaluations=0, finetune_steps=100, checkpoints=checkpoint_store.beside(url),
     )  # fmt: skip
     monkeypatch.setenv("MSCONVERT_CACHE", str(tmp_path / "driver-cache"))

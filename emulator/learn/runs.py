@@ -16,9 +16,11 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from msconvert.emulator.backends.base import recording_model
 from msconvert.emulator.emulation import Emulation
 from msconvert.emulator.learn import checkpoint
 from msconvert.emulator.learn.checkpoint import CheckpointError, Policy
+from msconvert.emulator.learn.dagger import DaggerConfig
 from msconvert.emulator.learn.emulate import emulate
 from msconvert.emulator.learn.env import EnvConfig
 from msconvert.emulator.learn.reward import AdversarialConfig
@@ -33,21 +35,47 @@ from msconvert.emulator.learn.train import (
     train,
 )
 from msconvert.emulator.muscles.static_opt import static_optimization
+from msconvert.emulator.muscles.track import TrackConfig, TrackError, track
 from msconvert.emulator.retarget.reference import Reference
 
 Solutions = tuple[list[np.ndarray], list[np.ndarray]]  # (activations, excitations) per clip
 
 
 def warm_start_solutions(
-    references: Sequence[Reference], model: mujoco.MjModel, processes: int = 1
+    references: Sequence[Reference],
+    model: mujoco.MjModel,
+    processes: int = 1,
+    warm_start: str = "static-opt",
 ) -> Solutions:
-    """Static-optimization activations and excitations per reference (the warm start's data)."""
+    """Activations (T, na) and excitations (T, nu) per reference, the warm start's data:
+    the tracking controller's run over the clip ('track'), or static optimization's."""
     activations, excitations = [], []
     for ref in references:
-        result = static_optimization(ref, model, processes=processes)
-        activations.append(result.activation.astype(np.float32))
-        excitations.append(result.excitation.astype(np.float32))
+        if warm_start == "track":
+            activation, excitation = _controller_run(ref, model)
+        else:
+            result = static_optimization(ref, model, processes=processes)
+            activation, excitation = result.activation, result.excitation
+        activations.append(activation.astype(np.float32))
+        excitations.append(excitation.astype(np.float32))
     return activations, excitations
+
+
+def _controller_run(ref: Reference, model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:
+    """The tracking controller's activations and excitations over the clip (assist on); after a
+    fall, its last state's (resets there then start from the activations it reached)."""
+    try:
+        run = track(ref, model).emulation
+    except TrackError as exc:
+        raise TrainError(f"the track warm start cannot run: {exc}") from exc
+    layout = recording_model(model)[1]
+    last = max(run.tracked_frames - 1, 0)
+    activation = np.full((len(run.activation), model.na), TrackConfig().initial_activation)
+    activation[:, layout.muscle_act] = run.activation
+    activation[last + 1 :] = activation[last]
+    excitation = np.nan_to_num(np.array(run.excitation, np.float64))
+    excitation[last + 1 :] = excitation[last]
+    return activation, excitation
 
 
 def check_model(references: Sequence[Reference], model_sha256: str) -> None:
@@ -77,10 +105,12 @@ def train_policy(
     and train one policy for these references to the budget; a run already trained to its
     budget in out_dir is reused, a cut one resumed (resume=True)."""
     activations = excitations = None
-    if config.warm_start:
+    if config.warm_start != "none":
         # One process: forking after JAX has started threads can deadlock (and a clip's static
         # optimization takes seconds next to minutes of training).
-        activations, excitations = solutions or warm_start_solutions(references, model, 1)
+        activations, excitations = solutions or warm_start_solutions(
+            references, model, 1, config.warm_start
+        )
     trainer = make_trainer(
         model, references, config, activations=activations, excitations=excitations
     )
@@ -114,8 +144,8 @@ def finetune_policy(
         return ts._replace(agent=own[0], obs_norm=own[1], reward=own[2])
 
     solutions = ([solution[0]], [solution[1]]) if solution is not None else None
-    if config.warm_start and solutions is None:
-        solutions = warm_start_solutions([reference], model, 1)
+    if config.warm_start != "none" and solutions is None:
+        solutions = warm_start_solutions([reference], model, 1, config.warm_start)
     return train_policy(
         [reference], model, config, out_dir, solutions=solutions, resume=True, initial=initial
     )
@@ -135,6 +165,7 @@ def config_from_meta(meta: Mapping[str, Any]) -> TrainConfig:
     raw["env"] = build(EnvConfig, raw["env"])
     raw["adversarial"] = build(AdversarialConfig, raw["adversarial"])
     raw["agent_config"] = build(module.Config, raw["agent_config"])
+    raw["dagger"] = build(DaggerConfig, raw.get("dagger", {}))
     return build(TrainConfig, raw)
 
 
@@ -153,8 +184,9 @@ def load_policy(
     config = config_from_meta(meta)
     n = len(meta["clip_ids"])
     activations = excitations = None
-    if config.warm_start:
-        activations, excitations = warm_start_solutions([reference], model, 1)
+    warm_start = config.resolved().warm_start  # 'static-opt' for checkpoints that said True
+    if warm_start != "none":
+        activations, excitations = warm_start_solutions([reference], model, 1, warm_start)
         activations, excitations = activations * n, excitations * n
     trainer = make_trainer(
         model, [reference] * n, config, activations=activations, excitations=excitations

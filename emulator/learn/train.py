@@ -41,6 +41,7 @@ from msconvert.emulator.learn.agents.common import (
     norm_init,
     norm_update,
 )
+from msconvert.emulator.learn.dagger import DaggerConfig, dagger
 from msconvert.emulator.learn.env import (
     EnvConfig,
     make_env,
@@ -55,10 +56,14 @@ from msconvert.emulator.learn.reward import (
     adversarial_update,
     deepmimic_reward,
 )
+from msconvert.emulator.muscles.track import Controller, TrackError
 from msconvert.emulator.retarget.reference import Reference
 
 AGENTS = ("flow", "gaussian", "ppo")
 REWARDS = ("adversarial", "deepmimic")
+# track: DAgger from the tracking controller; static-opt: behaviour cloning of static
+# optimization's excitations at reference states; none: random networks.
+WARM_STARTS = ("track", "static-opt", "none")
 
 
 class TrainError(ValueError):
@@ -78,7 +83,7 @@ class TrainConfig:
 
     agent: str = "flow"
     reward: str = "adversarial"
-    warm_start: bool = True  # behaviour-clone static-optimization excitations before RL
+    warm_start: str = "track"  # one of WARM_STARTS
     backend: str = "auto"  # 'mjx', 'cpu' or 'auto' (mjx on an accelerator, else cpu)
     n_envs: int = 16
     budget_steps: int = 20_000  # environment steps, summed over environments
@@ -93,13 +98,22 @@ class TrainConfig:
     evaluations: int = 8
     eval_clips: int = 8  # at most this many clips per evaluation (spread over the clip list)
     bc_steps: int = 300  # warm-start gradient steps
-    bc_resets: int = 16  # warm-start data: this many resets of all environments
+    bc_resets: int = 16  # static-opt warm start's data: this many resets of all environments
+    dagger: DaggerConfig = field(default_factory=DaggerConfig)  # the track warm start's rounds
     env: EnvConfig = field(default_factory=EnvConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     agent_config: Any = None  # the agent module's Config; None = its defaults
 
     def resolved(self) -> TrainConfig:
         """A copy with the agent's default config filled in and the choices checked."""
+        if isinstance(self.warm_start, bool):  # checkpoints of msconvert <= 0.2 said True/False
+            return dataclasses.replace(
+                self, warm_start="static-opt" if self.warm_start else "none"
+            ).resolved()
+        if self.warm_start not in WARM_STARTS:
+            raise TrainError(
+                f"unknown warm start {self.warm_start!r} (warm starts: {', '.join(WARM_STARTS)})"
+            )
         if self.reward not in REWARDS:
             raise TrainError(f"unknown reward {self.reward!r} (rewards: {', '.join(REWARDS)})")
         if self.backend not in ("auto", "mjx", "cpu"):
@@ -124,7 +138,8 @@ def _graph_settings(config: TrainConfig) -> TrainConfig:
     selection and warm start blanked out."""
     return dataclasses.replace(
         config,
-        warm_start=False,
+        warm_start="none",
+        dagger=DaggerConfig(),
         budget_steps=1,
         budget_minutes=None,
         seed=0,
@@ -190,6 +205,7 @@ class Trainer:
     clip_ids: tuple[str, ...]
     model_sha256: str
     warm_targets: np.ndarray | None  # (C, T, M) static-optimization excitations, or None
+    teachers: list[Controller] | None = None  # the track warm start's controllers, per clip
     _eval_env: Any = field(default=None, init=False, repr=False)  # C-engine env for `evaluate`
     # MJX: the jitted chunk `(ts, task) -> (ts, metrics)`, shared by every trainer of the same
     # model and settings in the process; None on the C engine.
@@ -372,8 +388,11 @@ class Trainer:
         return ts._replace(best=best)
 
     def warm_start(self, ts: TrainState) -> tuple[TrainState, dict[str, float]]:
-        """Behaviour-clone the static-optimization excitations at reference states
-        (docs/method.md#warm-start)."""
+        """DAgger from the tracking controllers, or behaviour cloning of the static-optimization
+        excitations at reference states (docs/method.md#warm-start)."""
+        if self.teachers is not None:
+            cfg = self.config
+            return dagger(self, ts, self.teachers, cfg.dagger, cfg.bc_steps)
         if self.warm_targets is None:
             return ts, {}
         cfg = self.config
@@ -428,8 +447,9 @@ def make_trainer(
 ) -> Trainer:
     """The trainer for these references (one per clip).
 
-    activations / excitations: static-optimization solutions per clip, (T_c, M) each; the first
-    seeds the activation at reset, the second is the warm-start target (when enabled).
+    activations / excitations: the warm start's solutions per clip (the controller's run, or
+    static optimization's), (T_c, na) and (T_c, nu); the first seeds the activation at reset,
+    the second is the static-opt warm start's target.
     """
     config = config.resolved()
     if not references:
@@ -437,11 +457,19 @@ def make_trainer(
     body_names = references[0].body_names
     refs = make_reference_set(references, model, body_names, activations=activations)
     env = training_env(make_env(model, refs, config.env, backend=config.backend), config.n_envs)
-    warm = None
-    if config.warm_start:
+    warm, teachers = None, None
+    if config.warm_start == "track":
+        try:
+            teachers = [Controller(ref, model) for ref in references]
+        except TrackError as exc:
+            raise TrainError(f"the track warm start cannot run: {exc}") from exc
+        if any(abs(t.fps - config.env.control_hz) > 1e-6 for t in teachers):
+            raise TrainError("the track warm start needs references at the control rate")
+    if config.warm_start == "static-opt":
         if excitations is None:
             raise TrainError(
-                "warm start needs static-optimization excitations (or --no-warm-start)"
+                "the static-opt warm start needs static-optimization excitations "
+                "(or --warm-start none)"
             )
         length = max(len(e) for e in excitations)
         warm = np.zeros((len(excitations), length, env.act_dim), np.float32)
@@ -455,6 +483,7 @@ def make_trainer(
         clip_ids=tuple(r.clip_id for r in references),
         model_sha256=references[0].model_sha256,
         warm_targets=warm,
+        teachers=teachers,
     )
 
 
@@ -488,7 +517,7 @@ def train(
         bc: dict[str, float] = {}
         if initial is not None:
             ts = initial(ts)
-        elif cfg.warm_start:
+        elif cfg.warm_start != "none":
             ts, bc = trainer.warm_start(ts)
         if cfg.evaluations > 0:  # the starting policy is a candidate too (warm start, fine-tune)
             bc.update(trainer.evaluate(ts))

@@ -1,0 +1,126 @@
+"""The warm start by DAgger from the tracking controller (docs/method.md#warm-start).
+
+Behaviour cloning at reference states teaches a policy what to do where the reference is, and
+nothing about the states it drifts into: the clone falls within a second. The tracking
+controller (`emulator/muscles/track.py`) can be asked what to do at any state, so the policy
+learns from the states it reaches itself (Ross et al. 2011):
+
+    data = {}
+    for round r = 0 .. R-1:
+        β = mix^r                                  round 0: the controller alone drives
+        roll out the environments for S control steps, each step's action the controller's
+            with probability β, else the policy's
+        label every visited state with the controller's excitations; data += (obs, label)
+        fit the policy to all of data                behaviour cloning (the agent's own)
+
+The environments reset as in training (auto-reset at a random clip and frame). Each clip has its
+own controller; the excitations it commands are the labels, in the policy's action space.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from msconvert.emulator.learn.agents.common import norm_apply, norm_update
+from msconvert.emulator.muscles.track import Controller
+
+
+@dataclass(frozen=True)
+class DaggerConfig:
+    """The warm start's rounds; the defaults fit the demo budget (minutes per clip)."""
+
+    rounds: int = 4
+    steps: int = 40  # control steps per round, every environment
+    mix: float = 0.5  # the controller drives a step with probability mix^round
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.steps < 1 or not 0.0 <= self.mix <= 1.0:
+            raise ValueError("dagger rounds and steps must be >= 1 and mix within [0, 1]")
+
+
+def labels(
+    teachers: Sequence[Controller],
+    clip: np.ndarray,
+    frame: np.ndarray,
+    qpos: np.ndarray,
+    qvel: np.ndarray,
+    act: np.ndarray,
+) -> np.ndarray:
+    """The controllers' actions (n, nu) in [-1, 1] at a batch of states: a = 2u − 1."""
+    out = np.empty((len(clip), teachers[0].model.nu), np.float32)
+    for i, (c, f) in enumerate(zip(clip, frame, strict=True)):
+        command = teachers[int(c)].command(int(f), qpos[i], qvel[i], act[i])
+        out[i] = 2.0 * command.excitation - 1.0
+    return out
+
+
+def dagger(
+    trainer: Any, ts: Any, teachers: Sequence[Controller], config: DaggerConfig, bc_steps: int
+) -> tuple[Any, dict[str, float]]:
+    """ts with its policy fitted by DAgger from `teachers` (one controller per clip), and what
+    each round saw: `dagger_r{r}_terminated` (the share of steps that ended in a fall) and the
+    final fit's `bc_mse_before`/`bc_mse_after`."""
+    env, agent, acfg = trainer.env, trainer.agent, trainer.config.agent_config
+    physics = env.physics  # the batch's backend: host arrays of its states
+    act_jit = jax.jit(lambda a, norm, obs, k: agent.act(a, norm_apply(norm, obs), k, True, acfg)[0])
+    key, k_reset = jax.random.split(ts.key)
+    state = env.reset(k_reset)
+    norm, agent_state = ts.obs_norm, ts.agent
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+    obs_rows: list[np.ndarray] = []
+    label_rows: list[np.ndarray] = []
+    report: dict[str, float] = {}
+    seconds = {"label": 0.0, "fit": 0.0, "rollout": 0.0}
+    for r in range(config.rounds):
+        beta = config.mix**r
+        falls = 0
+        for _ in range(config.steps):
+            qpos, qvel, act = physics.arrays(state.sim)
+            clip, frame = np.asarray(state.clip), np.asarray(state.frame)
+            t0 = time.perf_counter()
+            label = labels(teachers, clip, frame, qpos, qvel, act)
+            t1 = time.perf_counter()
+            obs = np.asarray(state.obs)
+            obs_rows.append(obs)
+            label_rows.append(label)
+            action = label
+            if beta < 1.0:
+                key, k_act = jax.random.split(key)
+                own = np.asarray(act_jit(agent_state, norm, jnp.asarray(obs), k_act))
+                mine = rng.random(len(clip)) >= beta
+                action = np.where(mine[:, None], own, label)
+            state, info = env.step(state, jnp.asarray(action))
+            falls += int(np.asarray(info.terminated).sum())
+            seconds["label"] += t1 - t0
+            seconds["rollout"] += time.perf_counter() - t1
+        report[f"dagger_r{r}_terminated"] = falls / (config.steps * len(clip))
+        raw = jnp.asarray(np.concatenate(obs_rows))
+        norm = norm_update(norm, raw[-config.steps * len(clip) :])
+        key, k_bc = jax.random.split(key)
+        t0 = time.perf_counter()
+        agent_state, fit = agent.behaviour_clone(
+            agent_state,
+            norm_apply(norm, raw),
+            jnp.asarray(np.concatenate(label_rows)),
+            k_bc,
+            acfg,
+            bc_steps,
+        )
+        fit = {k: float(v) for k, v in fit.items()}  # waits for the fit
+        seconds["fit"] += time.perf_counter() - t0
+    report.update({f"bc_{k}": float(v) for k, v in fit.items()})
+    # What the fitted policy does on the data (the agent's deterministic action: for the flow
+    # agent, the flow's transport of the source mean, which the fit's MSE does not cover).
+    raw = jnp.asarray(np.concatenate(obs_rows))
+    acted = act_jit(agent_state, norm, raw, key)
+    report["dagger_action_mse"] = float(jnp.mean((acted - np.concatenate(label_rows)) ** 2))
+    report["dagger_labels"] = float(sum(len(x) for x in label_rows))
+    report.update({f"dagger_{k}_s": v for k, v in seconds.items()})
+    return ts._replace(agent=agent_state, obs_norm=norm, key=key), report

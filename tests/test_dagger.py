@@ -1,0 +1,86 @@
+"""The warm start by DAgger from the tracking controller, on the planar arm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from arm_reference import arm_reference
+from test_train import config, evaluate
+from toy_models import planar_arm
+
+from msconvert.emulator.learn.dagger import DaggerConfig, labels
+from msconvert.emulator.learn.runs import warm_start_solutions
+from msconvert.emulator.learn.train import TrainError, make_trainer, train
+from msconvert.emulator.muscles.track import Controller, track
+from msconvert.emulator.retarget.reference import Reference
+
+
+@pytest.fixture(scope="module")
+def arm():
+    model = planar_arm(6)
+    ref = arm_reference(model)
+    return model, ref, warm_start_solutions([ref], model, 1, "track")
+
+
+def test_dagger_reaches_the_controllers_tracking_within_four_rounds(arm):
+    model, ref, (acts, excs) = arm
+    teacher = track(ref, model).metrics["tracking.joint_error_deg_mean"]
+    cfg = config(warm_start="track", bc_steps=400, dagger=DaggerConfig(rounds=4, steps=25))
+    trainer = make_trainer(model, [ref], cfg, activations=acts, excitations=excs)
+    cold = trainer.init()
+    warm, report = trainer.warm_start(cold)
+    cold_error = evaluate(trainer, cold.agent, cold.obs_norm)["tracking.joint_error_deg_mean"]
+    warm_metrics = evaluate(trainer, warm.agent, warm.obs_norm)
+    assert cold_error > 20.0, cold_error
+    assert warm_metrics["tracking.fraction_tracked"] == 1.0
+    # Measured 1.7 deg against the controller's 0.9 (and 31 deg after one round: plain cloning
+    # of the controller's own rollout drifts off, which is why DAgger asks it again).
+    assert warm_metrics["tracking.joint_error_deg_mean"] < teacher + 2.0, (teacher, warm_metrics)
+    assert report["dagger_labels"] == 4 * 25 * cfg.n_envs
+    assert {f"dagger_r{r}_terminated" for r in range(4)} <= set(report)
+    assert report["bc_mse_after"] < report["bc_mse_before"]
+
+
+def test_the_labels_are_the_controllers_commands_as_actions(arm):
+    model, ref, _ = arm
+    teacher = Controller(ref, model)
+    rng = np.random.default_rng(0)
+    n = 3
+    qpos = ref.qpos[[5, 20, 40]] + 0.05 * rng.standard_normal((n, model.nq))
+    qvel = ref.qvel[[5, 20, 40]]
+    act = rng.uniform(0.0, 0.5, (n, model.na))
+    got = labels([teacher], np.zeros(n, int), np.array([5, 20, 40]), qpos, qvel, act)
+    assert got.shape == (n, model.nu) and got.dtype == np.float32
+    assert np.all((got >= -1.0) & (got <= 1.0))
+    again = Controller(ref, model).command(20, qpos[1], qvel[1], act[1]).excitation
+    np.testing.assert_allclose(got[1], 2.0 * again - 1.0, atol=1e-5)
+
+
+def test_a_track_warm_start_is_the_first_point_of_the_learning_curve(arm, tmp_path):
+    model, ref, (acts, excs) = arm
+    cfg = config(
+        warm_start="track",
+        bc_steps=200,
+        dagger=DaggerConfig(rounds=2, steps=10),
+        budget_steps=16 * 25,
+        evaluations=1,
+    )
+    trainer = make_trainer(model, [ref], cfg, activations=acts, excitations=excs)
+    policy = train(trainer, tmp_path / "ckpt")
+    first = policy.curve[0]
+    assert first["env_steps"] == 0.0 and "dagger_r1_terminated" in first and "eval_score" in first
+    assert policy.meta["config"]["warm_start"] == "track"
+    assert policy.meta["config"]["dagger"] == {"rounds": 2, "steps": 10, "mix": 0.5}
+
+
+def test_bad_warm_start_settings_are_clear_errors(arm):
+    model, ref, _ = arm
+    with pytest.raises(TrainError, match="unknown warm start 'bc'"):
+        make_trainer(model, [ref], config(warm_start="bc"))
+    with pytest.raises(ValueError, match="rounds"):
+        DaggerConfig(rounds=0)
+    with pytest.raises(ValueError, match="mix"):
+        DaggerConfig(mix=1.5)
+    slow = Reference.from_trajectory("arm_25hz", 25.0, ref.qpos[::2], ref.qvel[::2])
+    with pytest.raises(TrainError, match="control rate"):
+        make_trainer(model, [slow], config(warm_start="track"))
