@@ -156,6 +156,7 @@ class PipelineOptions:
 
     def train_config(self) -> TrainConfig:
         """The trainer's settings: the preset, then the explicit overrides."""
+        from msconvert.emulator.learn.dagger import DaggerConfig
         from msconvert.emulator.learn.env import EnvConfig
         from msconvert.emulator.learn.train import TrainConfig, agent_module
 
@@ -172,6 +173,11 @@ class PipelineOptions:
             seed=self.seed,
             checkpoint_every_s=self.checkpoint_every_s,
             bc_steps=preset.bc_steps,
+            dagger=DaggerConfig(
+                rounds=preset.dagger_rounds,
+                steps=preset.dagger_steps,
+                labelled_envs=preset.dagger_labelled_envs,
+            ),
             evaluations=preset.evaluations if self.evaluations is None else self.evaluations,
             env=EnvConfig(control_hz=self.control_hz),
             agent_config=self._agent_config(module, preset),

@@ -15,12 +15,17 @@ class Preset:
     n_envs: int
     budget_steps: int  # environment steps, summed over environments
     budget_minutes: float | None
-    bc_steps: int  # warm-start gradient steps
+    bc_steps: int  # warm-start gradient steps (per DAgger round)
     gpu_agent: bool  # use the agent's Config.gpu() (big networks, big batches)
     replay_size: int  # off-policy agents: transitions kept (observations are ~2,500 floats)
     # Snapshots emulated to pick the exported policy (TrainConfig.evaluations). An emulation of
     # a MyoFullBody clip costs seconds on a CPU, so the minutes-long demo affords only a few.
     evaluations: int = 8
+    # The track warm start (DAgger): rounds, control steps per round, and how many
+    # environments the CPU controller labels (None: all).
+    dagger_rounds: int = 4
+    dagger_steps: int = 40
+    dagger_labelled_envs: int | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -48,6 +53,8 @@ PRESETS: dict[str, Preset] = {
             bc_steps=2_000,
             gpu_agent=False,
             replay_size=300_000,
+            dagger_rounds=8,
+            dagger_steps=50,
         ),
         Preset(
             name="gpu",
@@ -59,6 +66,9 @@ PRESETS: dict[str, Preset] = {
             bc_steps=5_000,
             gpu_agent=True,
             replay_size=1_000_000,  # ~24 GB in float32 at MyoFullBody size (obs ~2,765)
+            dagger_rounds=8,
+            dagger_steps=50,
+            dagger_labelled_envs=32,  # the controller answers on the host CPU
         ),
     )
 }

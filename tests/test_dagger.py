@@ -61,7 +61,7 @@ def test_a_track_warm_start_is_the_first_point_of_the_learning_curve(arm, tmp_pa
     cfg = config(
         warm_start="track",
         bc_steps=200,
-        dagger=DaggerConfig(rounds=2, steps=10),
+        dagger=DaggerConfig(rounds=2, steps=10, labelled_envs=4),  # of 16
         budget_steps=16 * 25,
         evaluations=1,
     )
@@ -70,7 +70,13 @@ def test_a_track_warm_start_is_the_first_point_of_the_learning_curve(arm, tmp_pa
     first = policy.curve[0]
     assert first["env_steps"] == 0.0 and "dagger_r1_terminated" in first and "eval_score" in first
     assert policy.meta["config"]["warm_start"] == "track"
-    assert policy.meta["config"]["dagger"] == {"rounds": 2, "steps": 10, "mix": 0.5}
+    assert first["dagger_labels"] == 2 * 10 * 4  # only the labelled environments' states
+    assert policy.meta["config"]["dagger"] == {
+        "rounds": 2,
+        "steps": 10,
+        "mix": 0.5,
+        "labelled_envs": 4,
+    }
 
 
 def test_bad_warm_start_settings_are_clear_errors(arm):
@@ -81,6 +87,8 @@ def test_bad_warm_start_settings_are_clear_errors(arm):
         DaggerConfig(rounds=0)
     with pytest.raises(ValueError, match="mix"):
         DaggerConfig(mix=1.5)
+    with pytest.raises(ValueError, match="labelled_envs"):
+        DaggerConfig(labelled_envs=0)
     slow = Reference.from_trajectory("arm_25hz", 25.0, ref.qpos[::2], ref.qvel[::2])
     with pytest.raises(TrainError, match="control rate"):
         make_trainer(model, [slow], config(warm_start="track"))

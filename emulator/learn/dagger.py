@@ -39,10 +39,16 @@ class DaggerConfig:
     rounds: int = 4
     steps: int = 40  # control steps per round, every environment
     mix: float = 0.5  # the controller drives a step with probability mix^round
+    # The controller answers on the CPU in tens of ms a state (MyoFullBody): with thousands of
+    # environments only the first `labelled_envs` are labelled (and mixed); the rest run the
+    # policy alone. None: all.
+    labelled_envs: int | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.steps < 1 or not 0.0 <= self.mix <= 1.0:
             raise ValueError("dagger rounds and steps must be >= 1 and mix within [0, 1]")
+        if self.labelled_envs is not None and self.labelled_envs < 1:
+            raise ValueError("dagger labelled_envs must be >= 1 (or None: all)")
 
 
 def labels(
@@ -78,31 +84,32 @@ def dagger(
     label_rows: list[np.ndarray] = []
     report: dict[str, float] = {}
     seconds = {"label": 0.0, "fit": 0.0, "rollout": 0.0}
+    n = min(config.labelled_envs or trainer.config.n_envs, trainer.config.n_envs)
     for r in range(config.rounds):
         beta = config.mix**r
         falls = 0
         for _ in range(config.steps):
-            qpos, qvel, act = physics.arrays(state.sim)
-            clip, frame = np.asarray(state.clip), np.asarray(state.frame)
+            qpos, qvel, act = (x[:n] for x in physics.arrays(state.sim))
+            clip, frame = np.asarray(state.clip)[:n], np.asarray(state.frame)[:n]
             t0 = time.perf_counter()
             label = labels(teachers, clip, frame, qpos, qvel, act)
             t1 = time.perf_counter()
             obs = np.asarray(state.obs)
-            obs_rows.append(obs)
+            obs_rows.append(obs[:n])
             label_rows.append(label)
-            action = label
-            if beta < 1.0:
+            action = np.zeros((len(obs), label.shape[1]), np.float32)
+            if beta < 1.0 or n < len(obs):
                 key, k_act = jax.random.split(key)
-                own = np.asarray(act_jit(agent_state, norm, jnp.asarray(obs), k_act))
-                mine = rng.random(len(clip)) >= beta
-                action = np.where(mine[:, None], own, label)
+                action = np.array(act_jit(agent_state, norm, jnp.asarray(obs), k_act))
+            teach = rng.random(n) < beta
+            action[:n][teach] = label[teach]
             state, info = env.step(state, jnp.asarray(action))
             falls += int(np.asarray(info.terminated).sum())
             seconds["label"] += t1 - t0
             seconds["rollout"] += time.perf_counter() - t1
-        report[f"dagger_r{r}_terminated"] = falls / (config.steps * len(clip))
+        report[f"dagger_r{r}_terminated"] = falls / (config.steps * trainer.config.n_envs)
         raw = jnp.asarray(np.concatenate(obs_rows))
-        norm = norm_update(norm, raw[-config.steps * len(clip) :])
+        norm = norm_update(norm, raw[-config.steps * n :])
         key, k_bc = jax.random.split(key)
         t0 = time.perf_counter()
         agent_state, fit = agent.behaviour_clone(
