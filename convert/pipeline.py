@@ -177,6 +177,7 @@ class PipelineOptions:
                 rounds=preset.dagger_rounds,
                 steps=preset.dagger_steps,
                 labelled_envs=preset.dagger_labelled_envs,
+                fit_steps=preset.dagger_fit_steps,
             ),
             evaluations=preset.evaluations if self.evaluations is None else self.evaluations,
             env=EnvConfig(control_hz=self.control_hz),

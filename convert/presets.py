@@ -26,6 +26,7 @@ class Preset:
     dagger_rounds: int = 4
     dagger_steps: int = 40
     dagger_labelled_envs: int | None = None
+    dagger_fit_steps: int | None = None  # per round (None: bc_steps)
 
 
 PRESETS: dict[str, Preset] = {

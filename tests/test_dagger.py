@@ -76,6 +76,7 @@ def test_a_track_warm_start_is_the_first_point_of_the_learning_curve(arm, tmp_pa
         "steps": 10,
         "mix": 0.5,
         "labelled_envs": 4,
+        "fit_steps": None,
     }
 
 
@@ -89,6 +90,8 @@ def test_bad_warm_start_settings_are_clear_errors(arm):
         DaggerConfig(mix=1.5)
     with pytest.raises(ValueError, match="labelled_envs"):
         DaggerConfig(labelled_envs=0)
+    with pytest.raises(ValueError, match="fit_steps"):
+        DaggerConfig(fit_steps=0)
     slow = Reference.from_trajectory("arm_25hz", 25.0, ref.qpos[::2], ref.qvel[::2])
     with pytest.raises(TrainError, match="control rate"):
         make_trainer(model, [slow], config(warm_start="track"))

@@ -43,12 +43,17 @@ class DaggerConfig:
     # environments only the first `labelled_envs` are labelled (and mixed); the rest run the
     # policy alone. None: all.
     labelled_envs: int | None = None
+    # Gradient steps of the fit after each round (None: the trainer's bc_steps); each round's
+    # fit continues from the last one's networks.
+    fit_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.steps < 1 or not 0.0 <= self.mix <= 1.0:
             raise ValueError("dagger rounds and steps must be >= 1 and mix within [0, 1]")
         if self.labelled_envs is not None and self.labelled_envs < 1:
             raise ValueError("dagger labelled_envs must be >= 1 (or None: all)")
+        if self.fit_steps is not None and self.fit_steps < 1:
+            raise ValueError("dagger fit_steps must be >= 1 (or None: bc_steps)")
 
 
 def labels(
@@ -118,7 +123,7 @@ def dagger(
             jnp.asarray(np.concatenate(label_rows)),
             k_bc,
             acfg,
-            bc_steps,
+            config.fit_steps or bc_steps,
         )
         fit = {k: float(v) for k, v in fit.items()}  # waits for the fit
         seconds["fit"] += time.perf_counter() - t0
