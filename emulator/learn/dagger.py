@@ -46,6 +46,10 @@ class DaggerConfig:
     # Gradient steps of the fit after each round (None: the trainer's bc_steps); each round's
     # fit continues from the last one's networks.
     fit_steps: int | None = None
+    # Gaussian noise (std, in action units) on the controller's executed actions, never on its
+    # labels (DART, Laskey et al. 2017): the rollouts then visit the states around its own
+    # trajectory, where the student must learn the controller's feedback.
+    noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.steps < 1 or not 0.0 <= self.mix <= 1.0:
@@ -54,6 +58,8 @@ class DaggerConfig:
             raise ValueError("dagger labelled_envs must be >= 1 (or None: all)")
         if self.fit_steps is not None and self.fit_steps < 1:
             raise ValueError("dagger fit_steps must be >= 1 (or None: bc_steps)")
+        if not self.noise >= 0.0:
+            raise ValueError("dagger noise must be >= 0")
 
 
 def labels(
@@ -107,7 +113,11 @@ def dagger(
                 key, k_act = jax.random.split(key)
                 action = np.array(act_jit(agent_state, norm, jnp.asarray(obs), k_act))
             teach = rng.random(n) < beta
-            action[:n][teach] = label[teach]
+            executed = label
+            if config.noise > 0.0:
+                jitter = config.noise * rng.standard_normal(label.shape).astype(np.float32)
+                executed = np.clip(label + jitter, -1.0, 1.0)
+            action[:n][teach] = executed[teach]
             state, info = env.step(state, jnp.asarray(action))
             falls += int(np.asarray(info.terminated).sum())
             seconds["label"] += t1 - t0
