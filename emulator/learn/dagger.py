@@ -124,13 +124,14 @@ def dagger(
             seconds["rollout"] += time.perf_counter() - t1
         report[f"dagger_r{r}_terminated"] = falls / (config.steps * trainer.config.n_envs)
         raw = jnp.asarray(np.concatenate(obs_rows))
+        target = jnp.asarray(np.concatenate(label_rows))
         norm = norm_update(norm, raw[-config.steps * n :])
         key, k_bc = jax.random.split(key)
         t0 = time.perf_counter()
         agent_state, fit = agent.behaviour_clone(
             agent_state,
             norm_apply(norm, raw),
-            jnp.asarray(np.concatenate(label_rows)),
+            target,
             k_bc,
             acfg,
             config.fit_steps or bc_steps,
@@ -140,9 +141,8 @@ def dagger(
     report.update({f"bc_{k}": float(v) for k, v in fit.items()})
     # What the fitted policy does on the data (the agent's deterministic action: for the flow
     # agent, the flow's transport of the source mean, which the fit's MSE does not cover).
-    raw = jnp.asarray(np.concatenate(obs_rows))
     acted = act_jit(agent_state, norm, raw, key)
-    report["dagger_action_mse"] = float(jnp.mean((acted - np.concatenate(label_rows)) ** 2))
-    report["dagger_labels"] = float(sum(len(x) for x in label_rows))
+    report["dagger_action_mse"] = float(jnp.mean((acted - target) ** 2))
+    report["dagger_labels"] = float(len(target))
     report.update({f"dagger_{k}_s": v for k, v in seconds.items()})
     return ts._replace(agent=agent_state, obs_norm=norm, key=key), report
