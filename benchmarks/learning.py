@@ -14,12 +14,20 @@ line per run, writes a learning-curve PNG, and prints a JSON summary as the last
 is repeated over --seeds seeds (default 3); the headline figures are medians over seeds, with
 every seed's figure and the means beside them.
 
+`--throughput`: training speed against the environment's own, in one process, with the `cpu`
+preset's settings (MyoFullBody, 32 environments, the flow agent at its defaults): env steps/s of
+the training loop (acting, the C-engine step, the learner's update) and of the environment alone
+(random excitations, the same observation, reward, termination and auto-reset), measured in
+alternation, and `train_vs_env_steps_ratio`, their ratio of medians (target >= 0.5).
+
     .venv/bin/python benchmarks/learning.py --quick --json
+    .venv/bin/python benchmarks/learning.py --throughput --json [--envs 32] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -29,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import jax  # noqa: E402
 
 from msconvert.emulator.learn.agents import flow, gaussian, ppo  # noqa: E402
 from msconvert.emulator.learn.emulate import emulate  # noqa: E402
@@ -99,6 +109,47 @@ def run_one(model, ref, acts, excs, agent: str, reward: str, warm: bool, steps: 
     return final.metrics["tracking.joint_error_deg_mean"], curve, rate, seconds
 
 
+def throughput(model, ref, n_envs: int, rounds: int, chunks: int, agent_config) -> dict:
+    """Env steps/s of the CPU training loop and of its environment alone, alternated."""
+    chunk_steps = 10
+    cfg = TrainConfig(
+        backend="cpu",
+        n_envs=n_envs,
+        warm_start="none",
+        evaluations=0,
+        chunk_steps=chunk_steps,
+        agent_config=agent_config,
+    )
+    trainer = make_trainer(model, [ref], cfg)
+    ts = trainer.init()
+    env, rng = trainer.env, np.random.default_rng(0)
+    ts, _ = trainer.run_chunk(ts)  # compiles the acting and learning parts
+    jax.block_until_ready(ts.agent)
+    env_rates, train_rates = [], []
+    state = ts.env
+    for _ in range(rounds):
+        steps = chunks * chunk_steps
+        start = time.perf_counter()
+        for _ in range(steps):
+            state, _ = env.step(state, rng.uniform(0.0, 1.0, (n_envs, env.act_dim)))
+        env_rates.append(steps * n_envs / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for _ in range(chunks):
+            ts, _ = trainer.run_chunk(ts)
+        jax.block_until_ready(ts.agent)
+        train_rates.append(steps * n_envs / (time.perf_counter() - start))
+    env_rate, train_rate = float(np.median(env_rates)), float(np.median(train_rates))
+    return {
+        "n_envs": n_envs,
+        "env_steps_per_s": round(env_rate, 1),
+        "train_steps_per_s": round(train_rate, 1),
+        "env_steps_per_s_by_round": [round(x, 1) for x in env_rates],
+        "train_steps_per_s_by_round": [round(x, 1) for x in train_rates],
+        "train_vs_env_steps_ratio": round(train_rate / env_rate, 3),
+        "target_ratio": 0.5,
+    }
+
+
 def mean_curve(curves: list[list[dict]]) -> list[dict]:
     """Seed-averaged training curve (the runs log at the same env-step counts)."""
     n = min(len(c) for c in curves)
@@ -120,9 +171,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every run")
     parser.add_argument("--png", default="bench_out/learning.png")
+    parser.add_argument("--throughput", action="store_true", help="training vs env-only speed")
+    parser.add_argument("--envs", type=int, default=32, help="--throughput: environments")
+    parser.add_argument("--rounds", type=int, default=3, help="--throughput: alternations")
+    parser.add_argument("--batch", type=int, default=None, help="--throughput: learner batch")
     args = parser.parse_args()
     say = (lambda *a: None) if args.json else print
     name = args.task or ("arm" if args.quick else "myofullbody")
+    if args.throughput:
+        model, ref, label = task(name)
+        # The cpu preset's agent: flow at its defaults, the preset's replay, updates from the
+        # first step (a warm-up without updates would flatter the training rate).
+        agent = flow.Config(replay_size=300_000, warmup_steps=0)
+        if args.batch:
+            agent = dataclasses.replace(agent, batch_size=args.batch)
+        row = throughput(model, ref, args.envs, args.rounds, 6, agent)
+        say(
+            f"{label}, {args.envs} envs: env alone {row['env_steps_per_s']} env steps/s, "
+            f"training {row['train_steps_per_s']}: ratio {row['train_vs_env_steps_ratio']}"
+        )
+        print(json.dumps({"task": label, "machine": _machine(), **row}))
+        return
     steps = args.steps or (8_000 if args.quick else 200_000)
     seeds = list(range(args.seeds))
     model, ref, label = task(name)
@@ -185,6 +254,13 @@ def main() -> None:
         "png": args.png,
     }
     print(json.dumps(summary))
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    return f"{platform.machine()} {os.cpu_count()} cores, jax {jax.default_backend()}"
 
 
 def _plot(results: dict, path: str, label: str) -> None:
