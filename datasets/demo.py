@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 from scipy.integrate import cumulative_trapezoid
 from scipy.interpolate import CubicSpline
+from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 from scipy.spatial.transform import Rotation
 
 from msconvert.datasets.kinematics import forward_kinematics_arrays, mean_skeleton
@@ -160,9 +161,41 @@ def _positions(trans: np.ndarray, body_pose: np.ndarray) -> np.ndarray:
     return forward_kinematics_arrays(trans, body_pose, mean_skeleton()).positions
 
 
-def _floor_height(rel: np.ndarray) -> np.ndarray:
-    """trans z putting the lowest foot joint of either foot at the clearance, per frame."""
-    return FOOT_JOINT_CLEARANCE_M - rel[:, FOOT_JOINTS, 2].min(axis=1)
+def _sole_heights(body_pose: np.ndarray) -> np.ndarray:
+    """(T, 4) heights of each foot's heel and ball (left heel, left ball, right heel, right
+    ball) at zero root translation. The heel is the point under the ankle at the ball's height
+    in the rest pose, carried with the foot: a heel strike lands on it, not on the ankle joint
+    56 mm above (which would make the body drop onto the ball and jolt up by ~5 g)."""
+    traj = forward_kinematics_arrays(np.zeros((body_pose.shape[0], 3)), body_pose, mean_skeleton())
+    offsets = mean_skeleton().offsets
+    out = []
+    for ankle, ball in ((_L_ANKLE, _L_FOOT), (_R_ANKLE, _R_FOOT)):
+        heel = np.array([0.0, offsets[ball][1], 0.0])  # native y is up
+        out.append(traj.positions[:, ankle, 2] + traj.rotations[:, ankle, 2] @ heel)
+        out.append(traj.positions[:, ball, 2])
+    return np.stack(out, axis=1)
+
+
+def _floor_height(body_pose: np.ndarray, fps: float | None = None) -> np.ndarray:
+    """trans z putting the lowest heel or ball of either foot at the clearance, per frame.
+
+    fps: also smooth it over ~40 ms, lifting it smoothly wherever that would put a foot below
+    the clearance. A rigid heel strike stops the body within a frame; a real heel pad and knee
+    spread that over tens of ms, and the vertical ground force peaks near 1.2-1.3 body weights
+    (as measured in walking), not at several. The feet float a few mm at heel strike instead.
+    """
+    z = FOOT_JOINT_CLEARANCE_M - _sole_heights(body_pose).min(axis=1)
+    if fps is None:
+        return z
+    sigma = 0.04 * fps
+    smooth = gaussian_filter1d(z, sigma, mode="nearest")
+    width = 2 * int(round(2 * sigma)) + 1
+    for _ in range(20):
+        deficit = np.maximum(z - smooth, 0.0)
+        if deficit.max() < 1e-5:
+            break
+        smooth += gaussian_filter1d(maximum_filter1d(deficit, width), sigma, mode="nearest")
+    return np.maximum(smooth, z)
 
 
 def _planted(body_pose: np.ndarray) -> np.ndarray:
@@ -171,7 +204,7 @@ def _planted(body_pose: np.ndarray) -> np.ndarray:
     feet = rel[:, FOOT_JOINTS, :2].mean(axis=1)
     trans = np.zeros((body_pose.shape[0], 3))
     trans[:, :2] = -(feet - feet[0])
-    trans[:, 2] = _floor_height(rel)
+    trans[:, 2] = _floor_height(body_pose)
     return trans
 
 
@@ -338,7 +371,7 @@ def _gait(
     trans = np.zeros((times.size, 3))
     trans[:, 0] = distance
     trans[:, 1] = cycles * travel[-1, 1] + np.interp(within, phase, travel[:, 1])
-    trans[:, 2] = _floor_height(_positions(np.zeros((times.size, 3)), body_pose))
+    trans[:, 2] = _floor_height(body_pose, fps)
     return _to_amass(trans, body_pose)
 
 
