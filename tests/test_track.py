@@ -88,6 +88,7 @@ def test_the_result_round_trips_with_its_assist(tmp_path):
         (dict(kp=-1.0), "kp must be a number >= 0"),
         (dict(assist="maybe"), "assist must be one of"),
         (dict(kd=float("nan")), "kd must be a number >= 0"),
+        (dict(contact_lift_m=0.0), "contact_lift_m must be positive"),
     ],
 )
 def test_bad_settings_fail_in_one_line(settings, match):
@@ -147,6 +148,23 @@ def test_myofullbody_quiet_stance_is_carried_by_muscles_and_floor(tmp_path):
     assert m["track.assist_force_pct_bw"] <= 2.0
     vertical = np.nansum(result.emulation.grf[1:, :, 2], axis=1)
     assert abs(np.mean(vertical) / result.body_weight - 1.0) <= 0.03
+
+
+def test_a_point_the_plan_lifts_does_not_push_on_the_demo_walk(tmp_path):
+    """At toe-off the plan must not push through a toe its own desired motion lifts: the walk
+    then stays nearer the reference and leans less on the assist than with the rule off (a
+    lift bound no point exceeds). Measured: 4.2 vs 6.1 deg, 56 vs 130 mm, 32 vs 47 % BW."""
+    from msconvert.datasets.amass import read_amass
+    from msconvert.datasets.demo import walking, write_smplh_npz
+    from msconvert.emulator.retarget import RetargetConfig, retarget
+
+    write_smplh_npz(tmp_path / "w_poses.npz", *walking(duration_s=3.0))
+    model = load_model()
+    ref = retarget(read_amass(tmp_path / "w_poses.npz"), model, RetargetConfig(fps=50.0))
+    rule = track(ref, model).metrics
+    off = track(ref, model, TrackConfig(contact_lift_m=10.0)).metrics
+    assert rule["tracking.body_error_mm_mean"] < 0.7 * off["tracking.body_error_mm_mean"]
+    assert rule["track.assist_force_pct_bw"] < 0.8 * off["track.assist_force_pct_bw"]
 
 
 def test_the_simulation_touches_only_the_floor_and_starts_on_the_couplings():

@@ -65,6 +65,9 @@ class TrackConfig:
         "stance"  # floor forces in the problem: 'stance' (predicted) or 'soft' (MuJoCo's)
     )
     contact_gap_m: float = 0.01  # a stance point pushes only while the simulated one is this near
+    # ... and only while the step's desired motion keeps it this near: a point the plan lifts
+    # cannot push (at toe-off the toe's planned push would otherwise fling the lifted foot).
+    contact_lift_m: float = 0.005
     assist_weight: float = 100.0  # cost per (N or N m)² of root assist (vs Σ act²)
     contact_weight: float = 1e-3  # cost per N² of predicted floor force
     termination_body_error_m: float = 0.3  # a fall: key bodies this far off (as in training)
@@ -73,14 +76,14 @@ class TrackConfig:
     stance: StanceRule = field(default_factory=StanceRule)
 
     def __post_init__(self) -> None:
-        for name in ("kp", "kd", "assist_weight", "contact_weight"):
+        for name in ("kp", "kd", "assist_weight", "contact_weight", "contact_lift_m"):
             value = getattr(self, name)
             if not (isinstance(value, numbers.Real) and np.isfinite(value) and value >= 0):
                 raise TrackError(f"track {name} must be a number >= 0, not {value!r}")
         if self.assist not in ASSIST:
             raise TrackError(f"assist must be one of {', '.join(ASSIST)}, not {self.assist!r}")
-        if self.assist_weight <= 0 or self.contact_weight <= 0:
-            raise TrackError("track assist_weight and contact_weight must be positive")
+        if self.assist_weight <= 0 or self.contact_weight <= 0 or self.contact_lift_m <= 0:
+            raise TrackError("track assist_weight, contact_weight, contact_lift_m must be positive")
 
 
 @dataclass(frozen=True, eq=False)
@@ -221,6 +224,7 @@ class Controller:
             raise TrackError(str(exc)) from exc
         self.solver.at_bound = np.zeros(setup.muscles.size, int)  # asked before any solve
         self._kinematics = mujoco.MjData(model)  # where the stance points are, at a state
+        self._qpos_next = np.zeros(model.nq)
         muscles = setup.muscles
         self._prm = model.actuator_dynprm[muscles, :3]
         self._act_adr = model.actuator_actadr[muscles]
@@ -263,12 +267,20 @@ class Controller:
         act_now = np.asarray(act, np.float64)[self._act_adr]
         self.solver.act = act_now
         pushing = self.active[k]
-        if setup.points is not None:  # only points the simulated body has on the floor
-            kin = self._kinematics
+        if setup.points is not None:
+            # Only points the simulated body has on the floor and that the desired motion keeps
+            # there at the end of the step (q + v·dt + ½·qacc·dt²).
+            kin, points, dt = self._kinematics, setup.points, model.opt.timestep * self.steps
             kin.qpos[:] = qpos
             mujoco.mj_kinematics(model, kin)
-            height = setup.points.world(model, kin)[0][:, 2] - setup.points.floor_z
+            height = points.world(model, kin)[0][:, 2] - points.floor_z
             pushing = pushing & (height < config.contact_gap_m)
+            self._qpos_next[:] = qpos
+            mujoco.mj_integratePos(model, self._qpos_next, qvel + 0.5 * dt * qacc, dt)
+            kin.qpos[:] = self._qpos_next
+            mujoco.mj_kinematics(model, kin)
+            height = points.world(model, kin)[0][:, 2] - points.floor_z
+            pushing = pushing & (height < config.contact_lift_m)
         # the push is on the activations this step reaches: those of frame k + 1
         linear = self.muscle_cost.linear(k + 1)
         frame = self.solver.solve(np.array(qpos), np.array(qvel), qacc, pushing, linear)
