@@ -255,6 +255,14 @@ conversion_options = use(
         show_default=True,
         help="track: PD damping on the reference's velocities (1/s).",
     ),
+    click.option(
+        "--track-contact-lift",
+        type=click.FloatRange(min=0.0, min_open=True),
+        default=0.005,
+        show_default=True,
+        help="track: a stance point pushes on the floor only while the step's desired motion "
+        "keeps it this near it (m): a point the plan lifts cannot push.",
+    ),
     SOLUTIONS,
     click.option(
         "--static-opt-cost",

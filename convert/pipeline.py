@@ -134,6 +134,7 @@ class PipelineOptions:
     assist: str = "on"  # track: the root assist on or off
     track_kp: float = 100.0  # track: PD gains on the reference
     track_kd: float = 20.0
+    track_contact_lift: float = 0.005  # track: m, see TrackConfig.contact_lift_m
     solutions: int = 1  # track: distinct muscle solutions per clip (1: the single answer)
     # The rl method: a named budget (convert/presets.py), and what may override it.
     preset: str = "demo"
@@ -487,7 +488,12 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
             clip.metrics.update(solution.metrics)
         if options.method == "track" and options.reaches("emulate"):
             clip.stage = "track"
-            config = TrackConfig(kp=options.track_kp, kd=options.track_kd, assist=options.assist)
+            config = TrackConfig(
+                kp=options.track_kp,
+                kd=options.track_kd,
+                contact_lift_m=options.track_contact_lift,
+                assist=options.assist,
+            )
             if options.solutions > 1:  # K runs; solution 0 is the single answer below
                 wanted = SolutionsConfig(count=options.solutions, seed=options.seed)
                 found = track_solutions(reference, model_for(options.model), config, wanted)

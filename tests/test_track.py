@@ -200,3 +200,37 @@ def test_the_simulation_touches_only_the_floor_and_starts_on_the_couplings():
     )
     assert np.abs(jac[:ne] @ fixed).max() < 1e-9 < np.abs(jac[:ne] @ qvel).max()
     assert np.linalg.norm(fixed - qvel) < np.linalg.norm(qvel)
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from msconvert.convert.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_the_cli_passes_the_contact_lift_and_records_it(tmp_path):
+    from msconvert.catalog import Catalog
+    from msconvert.datasets.demo import standing, write_smplh_npz
+
+    write_smplh_npz(tmp_path / "corpus" / "S1" / "stand_poses.npz", *standing(duration_s=0.4))
+    out = tmp_path / "c.zarr"
+    args = ("--method", "track", "--track-contact-lift", "0.008")
+    result = _cli("amass", tmp_path / "corpus", "--out", out, *args)
+    assert result.exit_code == 0, result.output
+    metrics = Catalog.open(out)["S1/stand"].attrs["metrics"]
+    assert metrics["track.contact_lift_m"] == pytest.approx(0.008)
+    assert metrics["tracking.fraction_tracked"] == 1.0
+
+
+@pytest.mark.parametrize("value", ["0", "-0.01", "two"])
+def test_a_bad_contact_lift_is_refused_in_one_line(tmp_path, value):
+    (tmp_path / "corpus").mkdir()
+    out = tmp_path / "c.zarr"
+    args = ("--method", "track", "--track-contact-lift", value)
+    result = _cli("amass", tmp_path / "corpus", "--out", out, *args)
+    assert result.exit_code == 2
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error")]
+    assert len(errors) == 1 and "--track-contact-lift" in errors[0], result.output
+    assert not out.exists()

@@ -388,6 +388,7 @@ def track(
             "track.physics_fraction": physics_s / elapsed,
             "track.kp": float(config.kp),
             "track.kd": float(config.kd),
+            "track.contact_lift_m": float(config.contact_lift_m),
         }
     )
     emulation = Emulation(
