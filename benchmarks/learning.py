@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import jax  # noqa: E402
 
+from msconvert.convert.presets import PRESETS  # noqa: E402
 from msconvert.emulator.learn.agents import flow, gaussian, ppo  # noqa: E402
 from msconvert.emulator.learn.emulate import emulate  # noqa: E402
 from msconvert.emulator.learn.env import EnvConfig  # noqa: E402
@@ -172,7 +173,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every run")
     parser.add_argument("--png", default="bench_out/learning.png")
     parser.add_argument("--throughput", action="store_true", help="training vs env-only speed")
-    parser.add_argument("--envs", type=int, default=32, help="--throughput: environments")
+    parser.add_argument(
+        "--envs", type=int, default=PRESETS["cpu"].n_envs, help="--throughput: environments"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="--throughput: alternations")
     parser.add_argument("--batch", type=int, default=None, help="--throughput: learner batch")
     args = parser.parse_args()
@@ -182,7 +185,7 @@ def main() -> None:
         model, ref, label = task(name)
         # The cpu preset's agent: flow at its defaults, the preset's replay, updates from the
         # first step (a warm-up without updates would flatter the training rate).
-        agent = flow.Config(replay_size=300_000, warmup_steps=0)
+        agent = flow.Config(replay_size=PRESETS["cpu"].replay_size, warmup_steps=0)
         if args.batch:
             agent = dataclasses.replace(agent, batch_size=args.batch)
         row = throughput(model, ref, args.envs, args.rounds, 6, agent)

@@ -224,7 +224,6 @@ class Controller:
             raise TrackError(str(exc)) from exc
         self.solver.at_bound = np.zeros(setup.muscles.size, int)  # asked before any solve
         self._kinematics = mujoco.MjData(model)  # where the stance points are, at a state
-        self._qpos_next = np.zeros(model.nq)
         muscles = setup.muscles
         self._prm = model.actuator_dynprm[muscles, :3]
         self._act_adr = model.actuator_actadr[muscles]
@@ -256,6 +255,13 @@ class Controller:
         act[adr[adr >= 0]] = first.activation[adr >= 0]
         return act
 
+    def _point_heights(self, qpos: np.ndarray) -> np.ndarray:
+        """Each stance point's height above the floor at pose qpos."""
+        kin, points = self._kinematics, self.setup.points
+        kin.qpos[:] = qpos
+        mujoco.mj_kinematics(self.model, kin)
+        return points.world(self.model, kin)[0][:, 2] - points.floor_z
+
     def command(self, k: int, qpos: np.ndarray, qvel: np.ndarray, act: np.ndarray) -> Command:
         """The control step from frame k (0 <= k < n_frames - 1) at the simulated state."""
         config, model, setup = self.config, self.model, self.setup
@@ -269,18 +275,12 @@ class Controller:
         pushing = self.active[k]
         if setup.points is not None:
             # Only points the simulated body has on the floor and that the desired motion keeps
-            # there at the end of the step (q + v·dt + ½·qacc·dt²).
-            kin, points, dt = self._kinematics, setup.points, model.opt.timestep * self.steps
-            kin.qpos[:] = qpos
-            mujoco.mj_kinematics(model, kin)
-            height = points.world(model, kin)[0][:, 2] - points.floor_z
-            pushing = pushing & (height < config.contact_gap_m)
-            self._qpos_next[:] = qpos
-            mujoco.mj_integratePos(model, self._qpos_next, qvel + 0.5 * dt * qacc, dt)
-            kin.qpos[:] = self._qpos_next
-            mujoco.mj_kinematics(model, kin)
-            height = points.world(model, kin)[0][:, 2] - points.floor_z
-            pushing = pushing & (height < config.contact_lift_m)
+            # there at the end of the step (q ⊕ (v + ½·qacc·dt)·dt).
+            dt = model.opt.timestep * self.steps
+            pushing = pushing & (self._point_heights(qpos) < config.contact_gap_m)
+            ahead = np.array(qpos, np.float64)
+            mujoco.mj_integratePos(model, ahead, qvel + 0.5 * dt * qacc, dt)
+            pushing = pushing & (self._point_heights(ahead) < config.contact_lift_m)
         # the push is on the activations this step reaches: those of frame k + 1
         linear = self.muscle_cost.linear(k + 1)
         frame = self.solver.solve(np.array(qpos), np.array(qvel), qacc, pushing, linear)
