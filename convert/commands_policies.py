@@ -132,10 +132,20 @@ def train(
     evals = [r for r in policy.curve if "eval_score" in r]
     if evals:
         best = min(evals, key=lambda r: r["eval_score"])
+        scale = best.get("eval_select_scale")
+        how, error, tracked = "", best["eval_joint_error_deg"], best["eval_fraction_tracked"]
+        if scale == 0.0:
+            how = ", with the root assist off"
+            error, tracked = best["eval_off_joint_error_deg"], best["eval_off_fraction_tracked"]
+        elif scale is not None:
+            how = (
+                f", at root-assist scale {scale:.2f} ({best['eval_assist_force_pct_bw']:.1f}% "
+                "of body weight of assist force on average)"
+            )
         stderr.print(
             f"Exported the snapshot at {best['env_steps']:,.0f} env steps (best of {len(evals)} "
-            f"evaluated): emulation joint error {best['eval_joint_error_deg']:.1f}°, "
-            f"{100 * best['eval_fraction_tracked']:.0f}% of frames tracked."
+            f"evaluated): emulation joint error {error:.1f}°, {100 * tracked:.0f}% of frames "
+            f"tracked{how}."
         )
 
 

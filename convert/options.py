@@ -239,7 +239,10 @@ conversion_options = use(
         default="on",
         show_default=True,
         help="track: apply the root assist wrench the controller needs (recorded per frame), or "
-        "run with none: then a fall is recorded and the arrays after it stay NaN.",
+        "run with none: then a fall is recorded and the arrays after it stay NaN. rl: the "
+        "policy's action ends with a root assist, taught by the controller and scaled from 1 to 0 "
+        "over the first 75% of the budget; the exported policy's assist scale is in its metrics "
+        "(policy.assist_scale). Models with a fixed base have no root to assist.",
     ),
     click.option(
         "--track-kp",

@@ -131,7 +131,7 @@ class PipelineOptions:
     method: str = "rl"
     static_opt_cost: str = "act2"  # 'act2' (Σ act²) or 'act3' (Σ act³)
     static_opt_processes: int = 1  # forked processes per clip (only when clips run one at a time)
-    assist: str = "on"  # track: the root assist on or off
+    assist: str = "on"  # track: the controller's root assist; rl: the policy's (annealed to 0)
     track_kp: float = 100.0  # track: PD gains on the reference
     track_kd: float = 20.0
     track_contact_lift: float = 0.005  # track: m, see TrackConfig.contact_lift_m
@@ -181,7 +181,7 @@ class PipelineOptions:
                 fit_steps=preset.dagger_fit_steps,
             ),
             evaluations=preset.evaluations if self.evaluations is None else self.evaluations,
-            env=EnvConfig(control_hz=self.control_hz),
+            env=EnvConfig(control_hz=self.control_hz, assist=self.assist == "on"),
             agent_config=self._agent_config(module, preset),
         )
 

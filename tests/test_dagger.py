@@ -50,7 +50,8 @@ def test_the_labels_are_the_controllers_commands_as_actions(arm):
     qpos = ref.qpos[[5, 20, 40]] + 0.05 * rng.standard_normal((n, model.nq))
     qvel = ref.qvel[[5, 20, 40]]
     act = rng.uniform(0.0, 0.5, (n, model.na))
-    got = labels([teacher], np.zeros(n, int), np.array([5, 20, 40]), qpos, qvel, act)
+    env = make_trainer(model, [ref], config()).env.unwrapped
+    got = labels([teacher], env, np.zeros(n, int), np.array([5, 20, 40]), qpos, qvel, act)
     assert got.shape == (n, model.nu) and got.dtype == np.float32
     assert np.all((got >= -1.0) & (got <= 1.0))
     again = Controller(ref, model).command(20, qpos[1], qvel[1], act[1]).excitation

@@ -67,6 +67,8 @@ def test_every_array_with_named_dims_and_the_metrics(converted):
         "train.env_steps",
         "train.minutes",
         "retarget.position_error_mm",
+        "policy.assist_scale",  # the root assist it was emulated at (--assist on: the default)
+        "policy.assist_force_pct_bw",
     ):
         assert np.isfinite(row["metrics"][key]), key
     assert row["metrics"]["train.env_steps"] == 200
@@ -103,7 +105,9 @@ def test_export_checkpoint_then_emulate_reproduces_the_catalog(converted, demo_c
     result = run("export-checkpoint", converted, CLIP, "--out", ckpt)
     assert result.exit_code == 0, result.output
     layout = json.loads((ckpt / "policy.json").read_text())
-    assert layout["action_dim"] == 416 and len(layout["muscles"]) == 416
+    # One excitation per muscle, then the six root-assist components (--assist on).
+    assert layout["action_dim"] == 416 + 6 and len(layout["muscles"]) == 416
+    assert "root-assist" in layout["action"] and 0.0 <= layout["assist_scale"] <= 1.0
     again = tmp_path / "again.zarr"
     motion = next(demo_corpus.rglob("standing_poses.npz"))
     result = run("emulate", ckpt, motion, "--out", again, "--clip-id", "replay")

@@ -292,8 +292,9 @@ class Backend(abc.ABC):
         """The state with the envs in `mask` (n_envs,) restarted from the given rows."""
 
     @abc.abstractmethod
-    def step(self, state: Any, ctrl) -> Step:
-        """Advance every env by one control step with ctrl (n_envs, nu) held constant."""
+    def step(self, state: Any, ctrl, qfrc_applied=None) -> Step:
+        """Advance every env by one control step with ctrl (n_envs, nu) held constant, and the
+        generalized forces qfrc_applied (n_envs, nv) too (None: zero; the policies' root assist)."""
 
     @abc.abstractmethod
     def view(self, state: Any, ctrl, bodies) -> View:
@@ -314,10 +315,11 @@ class Backend(abc.ABC):
         act = np.zeros(self.model.na) if act is None else act
         return _first(self.init(*(np.asarray(x)[None] for x in (qpos, qvel, act))))
 
-    def step_one(self, state: Any, ctrl) -> Step:
+    def step_one(self, state: Any, ctrl, qfrc_applied=None) -> Step:
         """One env advanced by one control step; its recording rows are (n_rows, ...)."""
         self._check_one()
-        out = self.step(_batch(state), np.asarray(ctrl)[None])
+        qfrc = None if qfrc_applied is None else np.asarray(qfrc_applied)[None]
+        out = self.step(_batch(state), np.asarray(ctrl)[None], qfrc)
         return Step(_first(out.state), _first(out.recording), out.diverged[0])
 
     def view_one(self, state: Any, ctrl, bodies) -> View:

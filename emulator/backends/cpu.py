@@ -20,6 +20,9 @@ from msconvert.emulator.backends.base import (
 )
 
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
+# Every rollout sets the applied generalized forces too (zeros without an assist): a thread's
+# MjData never carries one env's forces into another's step.
+_CONTROL = int(mujoco.mjtState.mjSTATE_CTRL) | int(mujoco.mjtState.mjSTATE_QFRC_APPLIED)
 
 
 class CpuState(NamedTuple):
@@ -79,10 +82,11 @@ class CpuBackend(Backend):
         rec_rows = (frame_skip if record_physics_steps else 1) if record else 0
         plain_rows = frame_skip - rec_rows
         # Output buffers reused across calls (rollout writes into them in place).
-        self._ctrl_rec = np.zeros((n_envs, rec_rows, model.nu))
+        width = model.nu + model.nv  # ctrl, then qfrc_applied (mjtState bit order)
+        self._ctrl_rec = np.zeros((n_envs, rec_rows, width))
         self._state_rec = np.zeros((n_envs, rec_rows, self.nstate))
         self._sens_rec = np.zeros((n_envs, rec_rows, self.recording.nsensordata))
-        self._ctrl_plain = np.zeros((n_envs, plain_rows, model.nu))
+        self._ctrl_plain = np.zeros((n_envs, plain_rows, width))
         self._state_plain = np.zeros((n_envs, plain_rows, self.nstate))
         self._sens_plain = np.zeros((n_envs, plain_rows, 0))
         self.n_diverged = 0
@@ -118,6 +122,7 @@ class CpuBackend(Backend):
             data,
             start,
             ctrl,
+            control_spec=_CONTROL,
             skip_checks=True,
             nstep=ctrl.shape[1],
             state=out_state,
@@ -125,13 +130,17 @@ class CpuBackend(Backend):
             chunk_size=max(1, self.n_envs // (self.nthread * 4)),
         )
 
-    def step(self, state: CpuState, ctrl) -> Step:
-        ctrl = np.asarray(ctrl, dtype=np.float64).reshape(self.n_envs, self.model.nu)
-        bad_ctrl = ~np.isfinite(ctrl).all(axis=1)
-        ctrl = np.where(np.isfinite(ctrl), ctrl, 0.0)  # MuJoCo would zero it silently
+    def step(self, state: CpuState, ctrl, qfrc_applied=None) -> Step:
+        n, nu, nv = self.n_envs, self.model.nu, self.model.nv
+        ctrl = np.asarray(ctrl, dtype=np.float64).reshape(n, nu)
+        qfrc = np.zeros((n, nv)) if qfrc_applied is None else qfrc_applied
+        both = np.concatenate([ctrl, np.asarray(qfrc, np.float64).reshape(n, nv)], axis=1)
+        bad_ctrl = ~np.isfinite(both).all(axis=1)
+        both = np.where(np.isfinite(both), both, 0.0)  # MuJoCo would zero it silently
+        ctrl = both[:, :nu]
         start = np.ascontiguousarray(state.physics)
         if self._ctrl_plain.shape[1]:
-            self._ctrl_plain[:] = ctrl[:, None, :]
+            self._ctrl_plain[:] = both[:, None, :]
             self._rollout(
                 [self.plain] * self.n_envs,
                 self._data_plain,
@@ -153,7 +162,7 @@ class CpuBackend(Backend):
                 new[diverged] = state.physics[diverged]
                 self.n_diverged += int(diverged.sum())
             return Step(CpuState(new), None, diverged)
-        self._ctrl_rec[:] = ctrl[:, None, :]
+        self._ctrl_rec[:] = both[:, None, :]
         self._rollout(
             [self.recording] * self.n_envs,
             self._data_rec,

@@ -38,16 +38,22 @@ def default_impl() -> str:
 def make_step(
     mx: mjx.Model, layout: Layout | None, frame_skip: int, record_physics_steps: bool = False
 ) -> Callable[[mjx.Data, jax.Array], tuple[mjx.Data, Recording | None, jax.Array]]:
-    """A pure control step of one env `(data, ctrl) -> (data, recording, diverged)`: vmap it for
-    a batch. layout None: a model without the recording sensors, and no recording (None)."""
+    """A pure control step of one env `(data, ctrl, qfrc_applied) -> (data, recording,
+    diverged)`: vmap it for a batch. layout None: a model without the recording sensors, and no
+    recording (None)."""
 
     def rows(d: mjx.Data):
         return d.qpos, d.qvel, d.act, d.sensordata
 
-    def one(d: mjx.Data, ctrl: jax.Array):
-        finite_ctrl = jnp.isfinite(ctrl)
+    def one(d: mjx.Data, ctrl: jax.Array, qfrc_applied: jax.Array):
+        finite_ctrl = jnp.concatenate([jnp.isfinite(ctrl), jnp.isfinite(qfrc_applied)])
         start = d
-        d = d.replace(ctrl=jnp.where(finite_ctrl, ctrl, 0.0).astype(d.ctrl.dtype))
+        d = d.replace(
+            ctrl=jnp.where(jnp.isfinite(ctrl), ctrl, 0.0).astype(d.ctrl.dtype),
+            qfrc_applied=jnp.where(jnp.isfinite(qfrc_applied), qfrc_applied, 0.0).astype(
+                d.qfrc_applied.dtype
+            ),
+        )
         if layout is not None and record_physics_steps:
 
             def body(d, _):
@@ -153,9 +159,15 @@ class MjxBackend(Backend):
     def reset(self, state: mjx.Data, mask, qpos, qvel, act=None) -> mjx.Data:
         return self._reset(state, jnp.asarray(mask, bool), *self._rows(qpos, qvel, act))
 
-    def step(self, state: mjx.Data, ctrl) -> Step:
+    def _qfrc(self, qfrc_applied, batch: tuple[int, ...]) -> jax.Array:
+        dtype = self._data0.qfrc_applied.dtype
+        if qfrc_applied is None:
+            return jnp.zeros((*batch, self.model.nv), dtype)
+        return jnp.asarray(qfrc_applied, dtype).reshape(*batch, self.model.nv)
+
+    def step(self, state: mjx.Data, ctrl, qfrc_applied=None) -> Step:
         ctrl = jnp.asarray(ctrl, self._data0.ctrl.dtype).reshape(self.n_envs, self.model.nu)
-        data, rec, diverged = self.step_fn(state, ctrl)
+        data, rec, diverged = self.step_fn(state, ctrl, self._qfrc(qfrc_applied, (self.n_envs,)))
         self._diverged = self._diverged + diverged.sum()
         return Step(data, rec, diverged)
 
@@ -172,8 +184,8 @@ class MjxBackend(Backend):
             act=jnp.asarray(act).astype(d0.act.dtype),
         )
 
-    def step_one(self, state: mjx.Data, ctrl) -> Step:
-        return Step(*self._step_one(state, ctrl))
+    def step_one(self, state: mjx.Data, ctrl, qfrc_applied=None) -> Step:
+        return Step(*self._step_one(state, ctrl, self._qfrc(qfrc_applied, ())))
 
     def view_one(self, state: mjx.Data, ctrl, bodies) -> View:
         return self._view_one(state, ctrl, bodies)

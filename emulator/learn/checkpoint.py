@@ -45,6 +45,11 @@ class Policy:
     def clip_ids(self) -> list[str]:
         return list(self.meta["clip_ids"])
 
+    @property
+    def assist_scale(self) -> float:
+        """The root-assist scale the policy is emulated at (0: none or off)."""
+        return float(self.meta.get("assist_scale", 0.0))
+
 
 def manager(directory: str | Path, keep: int = 2) -> ocp.CheckpointManager:
     """An Orbax manager on `directory` keeping the last `keep` steps."""
@@ -146,6 +151,8 @@ def export(source: str | Path, dest: str | Path, clip: str) -> int:
         "action_dim": meta["act_dim"],
         "action": meta["action"],
         "muscles": meta["muscles"],
+        # The root assist's scale the policy is emulated at (0: none or off; see "action").
+        "assist_scale": float(meta.get("assist_scale", 0.0)),
         "config": meta["config"],
         "clip_ids": meta["clip_ids"],
         "model_sha256": meta["model_sha256"],

@@ -14,7 +14,8 @@ learns from the states it reaches itself (Ross et al. 2011):
         fit the policy to all of data                behaviour cloning (the agent's own)
 
 The environments reset as in training (auto-reset at a random clip and frame). Each clip has its
-own controller; the excitations it commands are the labels, in the policy's action space.
+own controller; the excitations it commands are the labels, in the policy's action space, and,
+where the action holds a root assist, the root assist it applies (in units of the assist limit).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from msconvert.emulator.learn.agents.common import norm_apply, norm_update
+from msconvert.emulator.learn.env import Env
 from msconvert.emulator.muscles.track import Controller
 
 
@@ -64,17 +66,23 @@ class DaggerConfig:
 
 def labels(
     teachers: Sequence[Controller],
+    env: Env,
     clip: np.ndarray,
     frame: np.ndarray,
     qpos: np.ndarray,
     qvel: np.ndarray,
     act: np.ndarray,
 ) -> np.ndarray:
-    """The controllers' actions (n, nu) in [-1, 1] at a batch of states: a = 2u − 1."""
-    out = np.empty((len(clip), teachers[0].model.nu), np.float32)
+    """The controllers' actions (n, act_dim) in [-1, 1] at a batch of states: a = 2u − 1 for
+    the excitations, then (with an assist) a = ∛(root assist / the env's assist limit)."""
+    nu = env.model.nu
+    out = np.empty((len(clip), env.act_dim), np.float32)
     for i, (c, f) in enumerate(zip(clip, frame, strict=True)):
         command = teachers[int(c)].command(int(f), qpos[i], qvel[i], act[i])
-        out[i] = 2.0 * command.excitation - 1.0
+        out[i, :nu] = 2.0 * command.excitation - 1.0
+        if env.act_dim > nu:
+            root = command.root_force[env.layout.root_dofs] / env.assist_limit
+            out[i, nu:] = np.cbrt(np.clip(root, -1.0, 1.0))
     return out
 
 
@@ -103,7 +111,7 @@ def dagger(
             qpos, qvel, act = (x[:n] for x in physics.arrays(state.sim))
             clip, frame = np.asarray(state.clip)[:n], np.asarray(state.frame)[:n]
             t0 = time.perf_counter()
-            label = labels(teachers, clip, frame, qpos, qvel, act)
+            label = labels(teachers, env.unwrapped, clip, frame, qpos, qvel, act)
             t1 = time.perf_counter()
             obs = np.asarray(state.obs)
             obs_rows.append(obs[:n])

@@ -6,6 +6,9 @@ the clip's first reference frame and never resets. It steps the environment's pu
 torques, ground reaction forces and centres of pressure per foot, and the centre of mass. When
 the body falls (the environment's termination test), the frame is recorded and the rest of the
 arrays stay NaN: nothing is invented after it (docs/method.md#emulation).
+
+A policy whose action holds a root assist is emulated at a stated assist scale, never a silent
+default: its metrics record the scale and the assist force it applied (`policy.assist_*`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def emulate(
     deterministic: bool = True,
     seed: int = 0,
     times: np.ndarray | None = None,
+    assist_scale: float | None = None,
 ) -> Emulation:
     """Rollout of the policy over clip `clip` of the environment's reference set.
 
@@ -40,8 +44,22 @@ def emulate(
     a recording C-engine backend of one env. deterministic: the policy's mean action (the
     catalog's emulation); else actions sampled from the policy with `seed` (the same seed gives
     the same rollout). times: the reference's time axis (default: frames at the control rate).
+    assist_scale: the scale of the root assist in the policy's action (0: off); required for
+    a policy with an assist, refused for one without.
     """
     base = env.unwrapped
+    if base.config.assist and assist_scale is None:
+        raise ValueError(
+            "this policy's action holds a root assist: state its assist_scale (0: off)"
+        )
+    if not base.config.assist and assist_scale not in (None, 0.0):
+        raise ValueError("this policy has no root assist to scale")
+    if assist_scale is not None and not 0.0 <= assist_scale <= 1.0:
+        raise ValueError(f"assist_scale must be within [0, 1], not {assist_scale}")
+    nu = base.model.nu
+    scale = np.ones(base.act_dim)
+    scale[nu:] = assist_scale or 0.0
+    assist_bw = np.full(int(base.refs.length[clip]), np.nan)
     physics = make_backend("cpu", base.model, 1, base.frame_skip, nthread=1)
     env = base.with_physics(physics)
     model, refs, cfg = env.model, env.refs, env.config
@@ -74,8 +92,9 @@ def emulate(
             key, act_key = jax.random.split(key)
             action, _ = agent.act(agent_state, obs, act_key, deterministic, agent_config)
             action = np.asarray(action[0], np.float64)
-            rec["excitation"][f] = excitation(action)
-            state, info = env.step(state, action)
+            rec["excitation"][f] = excitation(action[:nu])
+            state, info = env.step(state, action * scale)
+            assist_bw[f] = float(info.assist_force_bw)
             row = f + 1
             put_view(row, state.view)
             r = info.recording
@@ -92,6 +111,11 @@ def emulate(
     if not fell:  # the last command is held over the last interval: repeat it for the last row
         rec["excitation"][length - 1] = rec["excitation"][length - 2]
     metrics = tracking_metrics(rec, tracked)
+    if base.config.assist:
+        applied = assist_bw[: max(tracked - 1, 1)]
+        metrics["policy.assist_scale"] = float(assist_scale)
+        metrics["policy.assist_force_pct_bw"] = 100.0 * float(np.nanmean(applied))
+        metrics["policy.assist_force_pct_bw_max"] = 100.0 * float(np.nanmax(applied))
     return Emulation(
         clip_id=refs.clip_ids[clip],
         fps=float(cfg.control_hz),

@@ -3,6 +3,7 @@
     env = make_env(model, make_reference_set(references, model, body_names), EnvConfig())
     state = env.reset(key)                      # reference state initialization
     state, info = env.step(state, action)       # a ∈ [-1, 1]^M → excitation 0.5 + 0.5·a
+                                                # (+ 6 root-assist components with `assist`)
 
     envs = training_env(env, n_envs)            # AutoReset(VecEnv(env, n_envs))
     state = envs.reset(key)
@@ -39,6 +40,7 @@ import numpy as np
 from msconvert.emulator.backends import Backend, View, make_backend
 from msconvert.emulator.learn import compiling
 from msconvert.emulator.model import control_frame_skip, model_sha256
+from msconvert.emulator.muscles.static_opt import root_chain
 from msconvert.emulator.retarget.reference import Reference
 
 _FREE = int(mujoco.mjtJoint.mjJNT_FREE)
@@ -63,6 +65,19 @@ class EnvConfig:
     sample_by_failure: bool = False  # clip sampling weighted by recent termination rate
     failure_weight: float = 4.0  # p(clip) ∝ 1 + failure_weight · failure rate
     failure_momentum: float = 0.99
+    # The action ends with a root assist (residual force control, Yuan & Kitani 2020): six more
+    # components a in [-1, 1], generalized forces a³ × assist_limit_bw × body weight on the
+    # root's six DoFs (N, and N m per metre for the rotations). The cube gives a fitted policy's
+    # small errors around zero a thousandth of their size in force. The trainer scales
+    # them down to zero over training (`TrainConfig.assist_anneal`); the reward charges
+    # assist_weight per body weight of the force applied (and per W·m of moment).
+    assist: bool = False
+    assist_limit_bw: float = 1.0
+    assist_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.assist_limit_bw > 0 and self.assist_weight >= 0):
+            raise ValueError("assist_limit_bw must be > 0 and assist_weight >= 0")
 
 
 class ReferenceSet(NamedTuple):
@@ -185,6 +200,8 @@ class StepInfo(NamedTuple):
     clip: jax.Array
     frame: jax.Array
     recording: Any = None  # the backend's Recording of the step where it records, else None
+    assist_force_bw: Any = 0.0  # root assist force applied, in body weights (0 without assist)
+    assist_moment_bwm: Any = 0.0  # root assist moment applied, in body weight × metre
 
 
 @dataclass(frozen=True)
@@ -200,6 +217,8 @@ class Layout:
     length_span: np.ndarray
     force_max: np.ndarray
     muscle_names: tuple[str, ...]
+    root_dofs: np.ndarray  # the root's six DoFs (free joint or 3 slides + 3 hinges), or empty
+    body_weight: float  # N
 
 
 def model_layout(model: mujoco.MjModel, body_names: Sequence[str]) -> Layout:
@@ -224,6 +243,8 @@ def model_layout(model: mujoco.MjModel, body_names: Sequence[str]) -> Layout:
         length_span=span,
         force_max=np.maximum(fmax, 1.0),
         muscle_names=tuple(model.actuator(i).name for i in range(model.nu)),
+        root_dofs=root_chain(model)[0].astype(np.int32),
+        body_weight=float(model.body_subtreemass[0]) * float(np.linalg.norm(model.opt.gravity)),
     )
 
 
@@ -365,12 +386,37 @@ def excitation(action):
     return 0.5 + 0.5 * xp.clip(action, -1.0, 1.0)
 
 
-def _controls(action) -> tuple[Any, Any, Any]:
-    """Excitations, the action with non-finite entries zeroed, and the rows that had any."""
+def _controls(action, env: Env) -> tuple[Any, Any, Any, Any]:
+    """Excitations (n, nu), the root's applied generalized forces (n, nv; None without an assist
+    in the action), the action with non-finite entries zeroed, and the rows that had any."""
     xp = np if isinstance(action, np.ndarray) else jnp
+    if action.shape[-1] != env.act_dim:
+        raise ValueError(
+            f"actions have {action.shape[-1]} components, the task takes {env.act_dim}"
+        )
     finite = xp.isfinite(action)
     action = xp.where(finite, action, 0.0)
-    return excitation(action), action, ~finite.all(axis=-1)
+    nu, qfrc = env.model.nu, None
+    if env.config.assist:  # generalized forces on the root's six DoFs
+        wrench = env.assist_limit * xp.clip(action[..., nu:], -1.0, 1.0) ** 3
+        if xp is np:
+            qfrc = np.zeros(action.shape[:-1] + (env.model.nv,))
+            qfrc[..., env.layout.root_dofs] = wrench
+        else:
+            qfrc = jnp.zeros(action.shape[:-1] + (env.model.nv,), action.dtype)
+            qfrc = qfrc.at[..., env.layout.root_dofs].set(wrench.astype(action.dtype))
+    return excitation(action[..., :nu]), qfrc, action, ~finite.all(axis=-1)
+
+
+def assist_in_bw(action, nu: int, limit_bw: float) -> tuple[Any, Any]:
+    """The root assist an action applies: the force in body weights and the moment in body
+    weight × metre (norms of the translational and rotational DoFs' parts); zeros without one."""
+    xp = np if isinstance(action, np.ndarray) else jnp
+    if action.shape[-1] <= nu:
+        zero = xp.zeros(action.shape[:-1], action.dtype)
+        return zero, zero
+    a = limit_bw * xp.clip(action[..., nu : nu + 6], -1.0, 1.0) ** 3
+    return xp.linalg.norm(a[..., :3], axis=-1), xp.linalg.norm(a[..., 3:], axis=-1)
 
 
 def sample_reset(
@@ -422,7 +468,14 @@ class Env:
         self.model, self.refs, self.config = model, refs, config
         self.layout = model_layout(model, refs.body_names)
         self.frame_skip = physics.frame_skip
-        self.act_dim = model.nu
+        if config.assist and self.layout.root_dofs.size != 6:
+            raise ValueError(
+                "a root assist needs a 6-DoF root (free joint, or 3 slides + 3 hinges): "
+                "this model has none"
+            )
+        # The action: one excitation per muscle, then the root assist's six components.
+        self.act_dim = model.nu + (6 if config.assist else 0)
+        self.assist_limit = np.full(6, config.assist_limit_bw * self.layout.body_weight)
         self.muscle_names = self.layout.muscle_names
         self.clip_ids = refs.clip_ids
         lay = self.layout
@@ -530,7 +583,9 @@ class Env:
         steps = state.steps + 1
         truncated = ~term & ((frame >= task.length[state.clip] - 1) | (steps >= cfg.episode_steps))
         obs = observe(task, self.layout, cfg, view, state.clip, frame)
-        u = excitation(jnp.asarray(action, jnp.float32))
+        action = jnp.asarray(action, jnp.float32)
+        u = excitation(action[..., : self.model.nu])
+        assist_force, assist_moment = assist_in_bw(action, self.model.nu, cfg.assist_limit_bw)
         info = StepInfo(
             next_obs=obs,
             terminated=term,
@@ -547,6 +602,8 @@ class Env:
             diverged=jnp.asarray(diverged),
             clip=state.clip,
             frame=frame,
+            assist_force_bw=assist_force,
+            assist_moment_bwm=assist_moment,
         )
         return EnvState(state.sim, view, state.clip, frame, steps, obs), info
 
@@ -568,10 +625,10 @@ class Env:
         return self.reset_at(clip[0], frame[0])
 
     def step(self, state: EnvState, action, task: Task | None = None) -> tuple[EnvState, StepInfo]:
-        """One control step with action (M,) in [-1, 1]; never resets (see AutoReset)."""
+        """One control step with action (act_dim,) in [-1, 1]; never resets (see AutoReset)."""
         task = self.task if task is None else task
-        ctrl, action, bad = _controls(self.physics.control(action))
-        out = self.physics.step_one(state.sim, ctrl)
+        ctrl, qfrc, action, bad = _controls(self.physics.control(action), self)
+        out = self.physics.step_one(state.sim, ctrl, qfrc)
         view = self.physics.view_one(out.state, ctrl, self.layout.body_ids)
         new, info = self._advance(state._replace(sim=None), view, out.diverged | bad, action, task)
         return new._replace(sim=out.state), info._replace(recording=out.recording)
@@ -645,8 +702,8 @@ def _host_batch(env: Env, physics: Backend) -> tuple[Callable, Callable, Callabl
         return start_jit(view, clip, frame, task)._replace(sim=sim)
 
     def step(state, action, task):
-        ctrl, action, bad = _controls(physics.control(action))
-        out = physics.step(state.sim, ctrl)
+        ctrl, qfrc, action, bad = _controls(physics.control(action), env)
+        out = physics.step(state.sim, ctrl, qfrc)
         view = physics.view(out.state, ctrl, bodies)
         new, info = advance(state._replace(sim=None), view, out.diverged | bad, action, task)
         return new._replace(sim=out.state), info._replace(recording=out.recording)

@@ -46,13 +46,14 @@ def warm_start_solutions(
     model: mujoco.MjModel,
     processes: int = 1,
     warm_start: str = "static-opt",
+    feet: Mapping[str, list[str]] | None = None,
 ) -> Solutions:
     """Activations (T, na) and excitations (T, nu) per reference, the warm start's data:
     the tracking controller's run over the clip ('track'), or static optimization's."""
     activations, excitations = [], []
     for ref in references:
         if warm_start == "track":
-            activation, excitation = _controller_run(ref, model)
+            activation, excitation = _controller_run(ref, model, feet)
         else:
             result = static_optimization(ref, model, processes=processes)
             activation, excitation = result.activation, result.excitation
@@ -61,11 +62,13 @@ def warm_start_solutions(
     return activations, excitations
 
 
-def _controller_run(ref: Reference, model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:
+def _controller_run(
+    ref: Reference, model: mujoco.MjModel, feet: Mapping[str, list[str]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The tracking controller's activations and excitations over the clip (assist on); after a
     fall, its last state's (resets there then start from the activations it reached)."""
     try:
-        run = track(ref, model).emulation
+        run = track(ref, model, feet=feet).emulation
     except TrackError as exc:
         raise TrainError(f"the track warm start cannot run: {exc}") from exc
     layout = recording_model(model)[1]
@@ -170,13 +173,17 @@ def config_from_meta(meta: Mapping[str, Any]) -> TrainConfig:
 
 
 def load_policy(
-    checkpoint_dir: str | Path, reference: Reference, model: mujoco.MjModel, model_sha256: str
+    checkpoint_dir: str | Path,
+    reference: Reference,
+    model: mujoco.MjModel,
+    model_sha256: str,
+    feet: Mapping[str, list[str]] | None = None,
 ) -> tuple[Trainer, Policy]:
     """A saved policy, ready to emulate `reference` (clip 0 of the returned trainer).
 
     The trainer is shaped like the one that saved the checkpoint (as many clips, the same
     initial activations: static optimization's when it warm-started), so the checkpoint's
-    arrays fit it.
+    arrays fit it. feet: as for `make_trainer`.
     """
     meta, _ = checkpoint.read_meta(checkpoint_dir)
     if meta.get("model_sha256") and meta["model_sha256"] != model_sha256:
@@ -186,10 +193,15 @@ def load_policy(
     activations = excitations = None
     warm_start = config.resolved().warm_start  # 'static-opt' for checkpoints that said True
     if warm_start != "none":
-        activations, excitations = warm_start_solutions([reference], model, 1, warm_start)
+        activations, excitations = warm_start_solutions([reference], model, 1, warm_start, feet)
         activations, excitations = activations * n, excitations * n
     trainer = make_trainer(
-        model, [reference] * n, config, activations=activations, excitations=excitations
+        model,
+        [reference] * n,
+        config,
+        activations=activations,
+        excitations=excitations,
+        feet=feet,
     )
     state, meta, step = checkpoint.restore(checkpoint_dir, trainer.init())
     state = selected(trainer, state)
@@ -222,4 +234,5 @@ def emulate_policy(
         deterministic=deterministic,
         seed=seed,
         times=reference.times,
+        assist_scale=policy.assist_scale if trainer.assisted else None,
     )

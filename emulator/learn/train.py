@@ -3,8 +3,9 @@
 One control step of the loop (docs/method.md#training):
     obs  = normalize(raw observation)            running mean/std, part of the saved state
     a    = agent.act(obs)                        in [-1, 1]^M; excitation u = 0.5 + 0.5 a
+                                                 (+ 6 root-assist components, scaled by s)
     env  = env.step(a)                           auto-resets finished environments
-    r    = task reward(Δ) − effort_weight·mean(u²)
+    r    = task reward(Δ) − effort_weight·mean(u²) − assist_weight·(applied assist, in BW)
            task reward: adversarial (discriminator on the normalized tracking error Δ) or DeepMimic
     agent.learn(transition)                      replay + updates, or PPO rollout + epochs
     discriminator update on Δ                    (adversarial reward only)
@@ -56,6 +57,7 @@ from msconvert.emulator.learn.reward import (
     adversarial_update,
     deepmimic_reward,
 )
+from msconvert.emulator.muscles.static_opt import root_chain
 from msconvert.emulator.muscles.track import Controller, TrackError
 from msconvert.emulator.retarget.reference import Reference
 
@@ -103,6 +105,9 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     agent_config: Any = None  # the agent module's Config; None = its defaults
+    # With a root assist in the action (env.assist), its scale s falls linearly from 1 to 0
+    # over this fraction of the budget; the rest trains without assist.
+    assist_anneal: float = 0.75
 
     def resolved(self) -> TrainConfig:
         """A copy with the agent's default config filled in and the choices checked."""
@@ -122,6 +127,8 @@ class TrainConfig:
             raise TrainError("n_envs, budget_steps and chunk_steps must be positive")
         if self.evaluations < 0 or self.eval_clips < 1:
             raise TrainError("evaluations must be >= 0 and eval_clips >= 1")
+        if not 0.0 < self.assist_anneal <= 1.0:
+            raise TrainError("assist_anneal must be within (0, 1] (a fraction of the budget)")
         module = agent_module(self.agent)
         cfg = self.agent_config if self.agent_config is not None else module.Config()
         backend = self.backend
@@ -168,6 +175,7 @@ class BestPolicy(NamedTuple):
     policy: Any  # the agent's policy_params
     obs_norm: RunningNorm
     score: jax.Array  # selection score (`selection_score`); +inf until a snapshot is evaluated
+    assist_scale: jax.Array  # the root-assist scale it is emulated at (0: none)
 
 
 class TrainState(NamedTuple):
@@ -180,19 +188,26 @@ class TrainState(NamedTuple):
     key: jax.Array
     steps: jax.Array  # control steps done (each is n_envs environment steps)
     best: BestPolicy
+    assist_scale: jax.Array  # the scale of the action's root assist now (0 without one)
 
 
 LOST_FRAME_DEG = 90.0  # what a frame after a fall counts in the selection score
 
 
+ASSIST_DEG_PER_PCT_BW = 1.0  # what each % of body weight of mean root assist costs a snapshot
+
+
 def selection_score(metrics: Mapping[str, float]) -> float:
     """Mean joint error (deg) of an emulation with every frame lost to a fall counted as 90°,
-    so a policy that falls early never wins by tracking its few frames well."""
+    so a policy that falls early never wins by tracking its few frames well; an emulation with
+    a root assist is charged 1° per % of body weight of its mean assist force, so the assist
+    that holds a body up never passes for tracking."""
     tracked = float(metrics["tracking.fraction_tracked"])
     error = float(metrics["tracking.joint_error_deg_mean"])
     if not np.isfinite(error):
         return float("inf")
-    return tracked * error + (1.0 - tracked) * LOST_FRAME_DEG
+    assist = float(metrics.get("policy.assist_force_pct_bw", 0.0))
+    return tracked * error + (1.0 - tracked) * LOST_FRAME_DEG + ASSIST_DEG_PER_PCT_BW * assist
 
 
 @dataclass
@@ -215,19 +230,23 @@ class Trainer:
         cfg = self.config
         agent, acfg, env = self.agent, cfg.agent_config, self.env
         effort_weight = float(cfg.env.effort_weight)
+        assist_weight = float(cfg.env.assist_weight)
         adversarial = cfg.reward == "adversarial"
         rcfg = cfg.adversarial
+        nu = env.unwrapped.model.nu
 
-        def act_only(agent_state, obs_norm, raw_obs, key) -> tuple[jax.Array, ...]:
+        def act_only(agent_state, obs_norm, raw_obs, key, assist_scale) -> tuple[jax.Array, ...]:
             # Returns only new values: returning the whole state would copy the replay.
             key, k_act = jax.random.split(key)
             obs = norm_apply(obs_norm, raw_obs)
             action, extras = agent.act(agent_state, obs, k_act, False, acfg)
-            return key, action, extras, obs
+            return key, action, extras, obs, scaled_assist(action, nu, assist_scale)
 
-        def act_part(ts: TrainState) -> tuple[TrainState, jax.Array, dict, jax.Array]:
-            key, action, extras, obs = act_only(ts.agent, ts.obs_norm, ts.env.obs, ts.key)
-            return ts._replace(key=key), action, extras, obs
+        def act_part(ts: TrainState) -> tuple[TrainState, jax.Array, dict, jax.Array, jax.Array]:
+            key, action, extras, obs, applied = act_only(
+                ts.agent, ts.obs_norm, ts.env.obs, ts.key, ts.assist_scale
+            )
+            return ts._replace(key=key), action, extras, obs, applied
 
         def learn_part(
             ts: TrainState, obs, action, extras, env_state, info
@@ -241,7 +260,8 @@ class Trainer:
                 metrics.update(rm)
             else:
                 task = deepmimic_reward(info)
-            reward = task - effort_weight * info.effort
+            assist = info.assist_force_bw + info.assist_moment_bwm
+            reward = task - effort_weight * info.effort - assist_weight * assist
             batch = Transition(
                 obs=obs,
                 action=action,
@@ -261,6 +281,7 @@ class Trainer:
                 effort=info.effort.mean(),
                 terminated=info.terminated.mean(),
                 diverged=info.diverged.mean(),
+                assist_force_pct_bw=100.0 * jnp.mean(info.assist_force_bw),
             )
             new = TrainState(
                 env=env_state,
@@ -270,6 +291,7 @@ class Trainer:
                 key=key,
                 steps=ts.steps + 1,
                 best=ts.best,
+                assist_scale=ts.assist_scale,
             )
             return new, metrics
 
@@ -280,8 +302,8 @@ class Trainer:
         if cfg.backend == "mjx":
 
             def one(ts: TrainState, task: Any) -> tuple[TrainState, dict]:
-                ts, action, extras, obs = act_part(ts)
-                env_state, info = env.step(ts.env, action, task)
+                ts, action, extras, obs, applied = act_part(ts)
+                env_state, info = env.step(ts.env, applied, task)
                 return learn_part(ts, obs, action, extras, env_state, info)
 
             def chunk(ts: TrainState, task: Any) -> tuple[TrainState, dict]:
@@ -307,9 +329,11 @@ class Trainer:
                 rows = []
                 for _ in range(n):
                     sim = ts.env.sim
-                    key, action, extras, obs = act_jit(ts.agent, ts.obs_norm, ts.env.obs, ts.key)
+                    key, action, extras, obs, applied = act_jit(
+                        ts.agent, ts.obs_norm, ts.env.obs, ts.key, ts.assist_scale
+                    )
                     ts = ts._replace(key=key)
-                    env_state, info = env.step(ts.env._replace(sim=sim), action)
+                    env_state, info = env.step(ts.env._replace(sim=sim), applied)
                     sim = env_state.sim
                     ts, metrics = learn_jit(
                         ts, obs, action, extras, env_state._replace(sim=None), info
@@ -342,14 +366,42 @@ class Trainer:
             jax.tree.map(jnp.copy, self.agent.policy_params(agent_state)),
             jax.tree.map(jnp.copy, obs_norm),
             jnp.asarray(jnp.inf, jnp.float32),
+            jnp.zeros((), jnp.float32),
         )
         return TrainState(
-            env_state, agent_state, reward_state, obs_norm, key, jnp.zeros((), jnp.int32), best
+            env_state,
+            agent_state,
+            reward_state,
+            obs_norm,
+            key,
+            jnp.zeros((), jnp.int32),
+            best,
+            jnp.asarray(self.assist_scale_at(0), jnp.float32),
         )
+
+    @property
+    def assisted(self) -> bool:
+        """Whether the action holds a root assist."""
+        return bool(self.env.unwrapped.config.assist)
+
+    def assist_scale_at(self, env_steps: int, seconds: float = 0.0) -> float:
+        """The root assist's scale at this point of the budget (steps, or time when that is
+        further on): 1 falling linearly to 0 at `assist_anneal` of it; 0 without an assist."""
+        if not self.assisted:
+            return 0.0
+        cfg = self.config
+        per_chunk = cfg.n_envs * cfg.chunk_steps
+        done = env_steps / (math.ceil(cfg.budget_steps / per_chunk) * per_chunk)
+        if cfg.budget_minutes is not None:
+            done = max(done, seconds / (60.0 * cfg.budget_minutes))
+        return float(max(0.0, 1.0 - done / cfg.assist_anneal))
 
     def evaluate(self, ts: TrainState) -> dict[str, float]:
         """Deterministic emulations of (up to eval_clips of) the clips by the current policy:
-        their mean joint error, fraction tracked and selection score. Reads ts, changes nothing."""
+        their mean joint error, fraction tracked and selection score. With a root assist, at
+        the current assist scale and with the assist off (`eval_off_*`); the snapshot's score
+        is the better of the two, and `eval_select_scale` the scale it was scored at. Reads ts,
+        changes nothing."""
         from msconvert.emulator.learn.emulate import emulate
 
         if self._eval_env is None:
@@ -361,29 +413,48 @@ class Trainer:
             )
         n = len(self.clip_ids)
         clips = sorted({int(i) for i in np.linspace(0, n - 1, min(n, self.config.eval_clips))})
-        runs = [
-            emulate(self._eval_env, self.agent, ts.agent, ts.obs_norm, self.config.agent_config, c)
-            for c in clips
-        ]
-        scores = [selection_score(r.metrics) for r in runs]
-        return {
-            "eval_joint_error_deg": float(
-                np.mean([r.metrics["tracking.joint_error_deg_mean"] for r in runs])
-            ),
-            "eval_fraction_tracked": float(
-                np.mean([r.metrics["tracking.fraction_tracked"] for r in runs])
-            ),
-            "eval_score": float(np.mean(scores)),
-        }
+        acfg = self.config.agent_config
 
-    def keep_if_best(self, ts: TrainState, score: float) -> TrainState:
-        """ts with its best snapshot replaced by the current policy if it scored better."""
+        def emulations(scale: float | None) -> tuple[dict[str, float], float]:
+            runs = [
+                emulate(
+                    self._eval_env, self.agent, ts.agent, ts.obs_norm, acfg, c, assist_scale=scale
+                )
+                for c in clips
+            ]
+            mean = lambda k: float(np.mean([r.metrics[k] for r in runs]))  # noqa: E731
+            found = {
+                "joint_error_deg": mean("tracking.joint_error_deg_mean"),
+                "fraction_tracked": mean("tracking.fraction_tracked"),
+            }
+            if scale is not None:
+                found["assist_force_pct_bw"] = mean("policy.assist_force_pct_bw")
+            return found, float(np.mean([selection_score(r.metrics) for r in runs]))
+
+        if not self.assisted:
+            found, score = emulations(None)
+            return {**{f"eval_{k}": v for k, v in found.items()}, "eval_score": score}
+        scale = float(ts.assist_scale)
+        found, score = emulations(scale)
+        out = {f"eval_{k}": v for k, v in found.items()}
+        out.update(eval_assist_scale=scale, eval_score=score, eval_select_scale=scale)
+        off, off_score = (found, score) if scale == 0.0 else emulations(0.0)
+        out.update({f"eval_off_{k}": v for k, v in off.items() if k != "assist_force_pct_bw"})
+        if off_score <= score:
+            out.update(eval_score=off_score, eval_select_scale=0.0)
+        return out
+
+    def keep_if_best(self, ts: TrainState, found: Mapping[str, float]) -> TrainState:
+        """ts with its best snapshot replaced by the current policy if it scored better (an
+        evaluation's `eval_score`, at its `eval_select_scale` of the assist)."""
+        score = float(found["eval_score"])
         if not score < float(ts.best.score):
             return ts
         best = BestPolicy(
             jax.tree.map(jnp.copy, self.agent.policy_params(ts.agent)),  # training donates ts
             jax.tree.map(jnp.copy, ts.obs_norm),
             jnp.asarray(score, jnp.float32),
+            jnp.asarray(found.get("eval_select_scale", 0.0), jnp.float32),
         )
         return ts._replace(best=best)
 
@@ -413,6 +484,8 @@ class Trainer:
             target_rows.append(targets[state.clip, state.frame])
         raw = jnp.concatenate(obs_rows)
         target = jnp.clip(2.0 * jnp.concatenate(target_rows) - 1.0, -1.0, 1.0)
+        # Static optimization has no root assist to teach: the clone starts with none.
+        target = jnp.pad(target, ((0, 0), (0, self.env.act_dim - target.shape[1])))
         obs = norm_apply(norm, raw)
         key, k_bc = jax.random.split(key)
         agent_state, metrics = self.agent.behaviour_clone(
@@ -421,8 +494,15 @@ class Trainer:
         ts = ts._replace(agent=agent_state, obs_norm=norm, key=key)
         return ts, {f"bc_{k}": float(v) for k, v in metrics.items()}
 
-    def meta(self, curve: list[dict[str, float]], seconds: float) -> dict[str, Any]:
+    def meta(self, curve: list[dict[str, float]], seconds: float, ts: TrainState) -> dict[str, Any]:
         env = self.env
+        action = "excitation u = 0.5 + 0.5 * a, a in [-1, 1], one per muscle in this order"
+        if self.assisted:
+            action += (
+                "; then 6 root-assist components: generalized forces on the root's DoFs of "
+                f"a**3 * {env.config.assist_limit_bw} body weight (N, N m per metre) * "
+                "assist_scale"
+            )
         return {
             "config": self.config.to_json(),
             "clip_ids": list(self.clip_ids),
@@ -431,7 +511,9 @@ class Trainer:
             "obs_dim": int(env.obs_dim),
             "act_dim": int(env.act_dim),
             "muscles": list(getattr(env, "muscle_names", ())),
-            "action": "excitation u = 0.5 + 0.5 * a, a in [-1, 1], one per muscle in this order",
+            "action": action,
+            # The scale of the root assist the exported policy is emulated at (0: none).
+            "assist_scale": float(selected(self, ts).assist_scale),
             "seconds": float(seconds),
             "curve": curve,
         }
@@ -444,23 +526,29 @@ def make_trainer(
     *,
     activations: Sequence[np.ndarray] | None = None,
     excitations: Sequence[np.ndarray] | None = None,
+    feet: Mapping[str, list[str]] | None = None,
 ) -> Trainer:
     """The trainer for these references (one per clip).
 
     activations / excitations: the warm start's solutions per clip (the controller's run, or
     static optimization's), (T_c, na) and (T_c, nu); the first seeds the activation at reset,
-    the second is the static-opt warm start's target.
+    the second is the static-opt warm start's target. feet: the track warm start's feet
+    (body names per side), for models that no correspondence file describes.
     """
     config = config.resolved()
     if not references:
         raise TrainError("no references to train on")
+    if config.env.assist and root_chain(model)[0].size != 6:
+        # A fixed (or partial) base has no root to assist: the policy acts with muscles alone,
+        # and its saved settings say so.
+        config = dataclasses.replace(config, env=dataclasses.replace(config.env, assist=False))
     body_names = references[0].body_names
     refs = make_reference_set(references, model, body_names, activations=activations)
     env = training_env(make_env(model, refs, config.env, backend=config.backend), config.n_envs)
     warm, teachers = None, None
     if config.warm_start == "track":
         try:
-            teachers = [Controller(ref, model) for ref in references]
+            teachers = [Controller(ref, model, feet=feet) for ref in references]
         except TrackError as exc:
             raise TrainError(f"the track warm start cannot run: {exc}") from exc
         if any(abs(t.fps - config.env.control_hz) > 1e-6 for t in teachers):
@@ -521,7 +609,7 @@ def train(
             ts, bc = trainer.warm_start(ts)
         if cfg.evaluations > 0:  # the starting policy is a candidate too (warm start, fine-tune)
             bc.update(trainer.evaluate(ts))
-            ts = trainer.keep_if_best(ts, bc["eval_score"])
+            ts = trainer.keep_if_best(ts, bc)
         if bc:
             curve.append({"env_steps": 0.0, "seconds": time.perf_counter() - started, **bc})
 
@@ -548,14 +636,18 @@ def train(
             elapsed = seconds_before + time.perf_counter() - started
             if budget_s is not None and elapsed >= budget_s:
                 break
+            scale = trainer.assist_scale_at(int(ts.steps) * cfg.n_envs, elapsed)
+            ts = ts._replace(assist_scale=jnp.asarray(scale, jnp.float32))
             ts, metrics = trainer.run_chunk(ts)
             row = {k: float(v) for k, v in metrics.items()}
             env_steps = int(ts.steps) * cfg.n_envs
             row.update(env_steps=float(env_steps))
+            if trainer.assisted:
+                row.update(assist_scale=scale)
             now = seconds_before + time.perf_counter() - started
             if evaluation_due(env_steps, now, last_eval_steps, last_eval_s):
                 found = trainer.evaluate(ts)
-                ts = trainer.keep_if_best(ts, found["eval_score"])
+                ts = trainer.keep_if_best(ts, found)
                 row.update(found)
                 last_eval_steps, last_eval_s = env_steps, now
             row.update(seconds=seconds_before + time.perf_counter() - started)
@@ -564,12 +656,12 @@ def train(
                 progress(row)
             if time.perf_counter() - last_save >= cfg.checkpoint_every_s:
                 checkpoint.save(
-                    mgr, int(ts.steps) * cfg.n_envs, ts, trainer.meta(curve, row["seconds"])
+                    mgr, int(ts.steps) * cfg.n_envs, ts, trainer.meta(curve, row["seconds"], ts)
                 )
                 last_save = time.perf_counter()
         seconds = seconds_before + time.perf_counter() - started
         step = int(ts.steps) * cfg.n_envs
-        meta = trainer.meta(curve, seconds)
+        meta = trainer.meta(curve, seconds, ts)
         if mgr.latest_step() != step:  # not saved already by the last chunk
             checkpoint.save(mgr, step, ts, meta)
     chosen = selected(trainer, ts)
@@ -588,7 +680,15 @@ def selected(trainer: Trainer, ts: TrainState) -> TrainState:
     if not np.isfinite(float(ts.best.score)):
         return ts
     agent = trainer.agent.with_policy_params(ts.agent, ts.best.policy)
-    return ts._replace(agent=agent, obs_norm=ts.best.obs_norm)
+    return ts._replace(agent=agent, obs_norm=ts.best.obs_norm, assist_scale=ts.best.assist_scale)
+
+
+def scaled_assist(action: jax.Array, nu: int, scale: jax.Array) -> jax.Array:
+    """The action the environment applies: the root assist's components (after the nu
+    excitations) times the assist scale; actions without them unchanged."""
+    if action.shape[-1] == nu:
+        return action
+    return action.at[..., nu:].multiply(scale)
 
 
 def _check_compatible(meta: Mapping[str, Any], trainer: Trainer) -> None:
