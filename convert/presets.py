@@ -56,7 +56,9 @@ PRESETS: dict[str, Preset] = {
             budget_minutes=240.0,
             bc_steps=2_000,
             gpu_agent=False,
-            replay_size=300_000,
+            # 300,000 was killed for memory on a 24 GiB machine (22.6 GB resident in the DAgger
+            # warm start, 2026-12-06): about three times the replay's own 7 GB.
+            replay_size=100_000,
             dagger_rounds=8,
             dagger_steps=50,
         ),

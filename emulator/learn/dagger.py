@@ -151,6 +151,10 @@ def dagger(
     # agent, the flow's transport of the source mean, which the fit's MSE does not cover).
     acted = act_jit(agent_state, norm, raw, key)
     report["dagger_action_mse"] = float(jnp.mean((acted - target) ** 2))
+    nu = env.unwrapped.model.nu
+    if target.shape[1] > nu:  # the root assist's six components, which the mean above hides
+        report["dagger_assist_action_mse"] = float(jnp.mean((acted[:, nu:] - target[:, nu:]) ** 2))
+        report["dagger_assist_label_rms"] = float(jnp.sqrt(jnp.mean(target[:, nu:] ** 2)))
     report["dagger_labels"] = float(len(target))
     report.update({f"dagger_{k}_s": v for k, v in seconds.items()})
     return ts._replace(agent=agent_state, obs_norm=norm, key=key), report

@@ -1,0 +1,116 @@
+"""How far RL removes the root assist (issue 14 §1): one demo clip's policy trained with the `cpu`
+preset for a wall-time budget through the shipped CLI, then, per evaluation, the assist scale,
+the assist force it applied, and the tracked fraction and joint error with the assist off.
+
+    .venv/bin/python benchmarks/assist_curve.py --clip squat --minutes 60 --out bench_out/squat
+    .venv/bin/python benchmarks/assist_curve.py --out bench_out/squat --plot-only
+
+Writes OUT/catalog.zarr (retargeted), OUT/policy (the checkpoint) and OUT/assist_curve.png;
+prints one line per evaluation and a JSON summary as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from msconvert.emulator.learn.checkpoint import read_meta
+
+COLUMNS = (
+    "eval_assist_scale",
+    "eval_assist_force_pct_bw",
+    "eval_fraction_tracked",
+    "eval_joint_error_deg",
+    "eval_off_fraction_tracked",
+    "eval_off_joint_error_deg",
+)
+
+
+def msconvert(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "msconvert", *args], check=True, capture_output=True, text=True
+    )
+    return done.stdout
+
+
+def train(out: Path, clip: str, minutes: float, evaluations: int, envs: int | None) -> None:
+    corpus, catalog = out / "corpus", out / "catalog.zarr"
+    msconvert("demo-corpus", str(corpus))
+    msconvert(
+        "amass", str(corpus), "--out", str(catalog), "--include", f"*/{clip}",
+        "--until", "retarget", "--overwrite",
+    )  # fmt: skip
+    (row,) = json.loads(msconvert("ls", str(catalog), "--format", "json"))
+    more = ["--envs", str(envs)] if envs else []
+    msconvert(
+        "train", str(catalog), row["clip"], "--out", str(out / "policy"), "--preset", "cpu",
+        "--budget-minutes", str(minutes), "--evaluations", str(evaluations), *more,
+    )  # fmt: skip
+
+
+def report(out: Path) -> dict:
+    meta, step = read_meta(out / "policy")
+    rows = [r for r in meta["curve"] if "eval_score" in r]
+    for r in rows:
+        cells = "  ".join(
+            f"{k.removeprefix('eval_')} {r.get(k, float('nan')):.3f}" for k in COLUMNS
+        )
+        print(f"{r['seconds'] / 60:6.1f} min  {r['env_steps']:9,.0f} steps  {cells}")
+    plot(rows, out / "assist_curve.png")
+    best = min(rows, key=lambda r: r["eval_score"])
+    return {
+        "env_steps": step,
+        "minutes": meta["seconds"] / 60,
+        "exported_assist_scale": meta.get("assist_scale"),
+        "exported_at_env_steps": best["env_steps"],
+        "evaluations": [{k: r.get(k) for k in ("seconds", "env_steps", *COLUMNS)} for r in rows],
+        "final_off_fraction_tracked": rows[-1].get("eval_off_fraction_tracked"),
+        "best_off_fraction_tracked": max(r.get("eval_off_fraction_tracked", 0.0) for r in rows),
+    }
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [r["seconds"] / 60 for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    top.plot(minutes, [r["eval_assist_scale"] for r in rows], "k--", label="assist scale")
+    top.plot(minutes, [r["eval_off_fraction_tracked"] for r in rows], "o-", label="tracked, off")
+    top.plot(minutes, [r["eval_fraction_tracked"] for r in rows], "s:", label="tracked, at scale")
+    top.set_ylim(-0.05, 1.05)
+    top.legend(loc="best", fontsize=8)
+    top.set_ylabel("fraction / scale")
+    bottom.plot(minutes, [r["eval_assist_force_pct_bw"] for r in rows], "o-", label="assist, % BW")
+    bottom.plot(
+        minutes, [r["eval_off_joint_error_deg"] for r in rows], "s-", label="joint error, off (deg)"
+    )
+    bottom.legend(loc="best", fontsize=8)
+    bottom.set_xlabel("training wall time (min, warm start included)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clip", default="squat", help="demo clip name (squat, walking, ...)")
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--evaluations", type=int, default=12)
+    parser.add_argument("--envs", type=int, default=None, help="override the preset's 32")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--plot-only", action="store_true", help="report a finished run")
+    args = parser.parse_args()
+    if not args.plot_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+        train(args.out, args.clip, args.minutes, args.evaluations, args.envs)
+    print(json.dumps(report(args.out)))
+
+
+if __name__ == "__main__":
+    main()
