@@ -135,7 +135,8 @@ def test_the_labels_hold_the_controllers_root_assist_as_cube_roots(block):
 
 
 def test_an_assisted_policy_is_never_emulated_without_its_scale(block):
-    model, ref = block
+    model = block[0]
+    ref = sway_reference(model, seconds=0.5)  # short: the refusals need no long rollout
     trainer = make_trainer(model, [ref], config(env=ASSISTED, n_envs=2))
     ts = trainer.init()
     acfg = trainer.config.agent_config
