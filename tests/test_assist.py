@@ -59,10 +59,10 @@ def test_the_assist_pushes_the_centre_of_mass_by_its_share_of_body_weight(block)
         _, info = env.step(state, np.asarray(action, np.float32))
         return float(np.asarray(info.recording.com_vel)[-1, 2])
 
-    free_fall = com_vz(0.0)
+    free_fall, g = com_vz(0.0), float(np.linalg.norm(model.opt.gravity))
     # a³ × body weight: 1 cancels gravity, 0.5 an eighth of it.
-    assert com_vz(1.0) - free_fall == pytest.approx(9.81 * dt, rel=0.02)
-    assert com_vz(0.5) - free_fall == pytest.approx(9.81 * dt / 8, rel=0.02)
+    assert com_vz(1.0) - free_fall == pytest.approx(g * dt, rel=0.02)
+    assert com_vz(0.5) - free_fall == pytest.approx(g * dt / 8, rel=0.02)
     state = env.reset_at(0, 0)
     _, info = env.step(state, np.concatenate([relaxed, [0.6, 0, 0.8, 0, 0, 0]]).astype(np.float32))
     assert float(info.assist_force_bw) == pytest.approx(np.hypot(0.6**3, 0.8**3), rel=1e-5)
@@ -82,7 +82,8 @@ def test_both_engines_apply_the_same_root_forces(block):
     model, ref = block
     lifted = _in_flight(model, ref)
     qpos, qvel = lifted.qpos[0, 0], lifted.qvel[0, 0]
-    weight = float(model.body_subtreemass[0]) * 9.81
+    g = float(np.linalg.norm(model.opt.gravity))
+    weight = float(model.body_subtreemass[0]) * g
     qfrc = np.zeros(model.nv)
     qfrc[:6] = [0.3 * weight, 0.0, weight, 0.0, 2.0, 0.0]
     ctrl = np.zeros(model.nu)
@@ -95,7 +96,7 @@ def test_both_engines_apply_the_same_root_forces(block):
         moved[kind] = _com_velocity(model, q1[0], v1[0]) - _com_velocity(model, q0[0], v0[0])
         backend.close()
     dt = 10 * model.opt.timestep
-    np.testing.assert_allclose(moved["cpu"], [0.3 * 9.81 * dt, 0.0, 9.81 * dt], atol=2e-3)
+    np.testing.assert_allclose(moved["cpu"], [0.3 * g * dt, 0.0, g * dt], atol=2e-3)
     np.testing.assert_allclose(moved["mjx"], moved["cpu"], atol=2e-3)
 
 

@@ -398,7 +398,7 @@ def _controls(action, env: Env) -> tuple[Any, Any, Any, Any]:
     action = xp.where(finite, action, 0.0)
     nu, qfrc = env.model.nu, None
     if env.config.assist:  # generalized forces on the root's six DoFs
-        wrench = env.assist_limit * xp.clip(action[..., nu:], -1.0, 1.0) ** 3
+        wrench = env.layout.body_weight * _assist_bw(action, nu, env.config.assist_limit_bw)
         if xp is np:
             qfrc = np.zeros(action.shape[:-1] + (env.model.nv,))
             qfrc[..., env.layout.root_dofs] = wrench
@@ -415,8 +415,15 @@ def assist_in_bw(action, nu: int, limit_bw: float) -> tuple[Any, Any]:
     if action.shape[-1] <= nu:
         zero = xp.zeros(action.shape[:-1], action.dtype)
         return zero, zero
-    a = limit_bw * xp.clip(action[..., nu : nu + 6], -1.0, 1.0) ** 3
+    a = _assist_bw(action, nu, limit_bw)
     return xp.linalg.norm(a[..., :3], axis=-1), xp.linalg.norm(a[..., 3:], axis=-1)
+
+
+def _assist_bw(action, nu: int, limit_bw: float):
+    """The six root-assist components of actions as generalized forces in body weights (and
+    body weight × metre): limit_bw · clip(b, -1, 1)³."""
+    xp = np if isinstance(action, np.ndarray) else jnp
+    return limit_bw * xp.clip(action[..., nu : nu + 6], -1.0, 1.0) ** 3
 
 
 def sample_reset(

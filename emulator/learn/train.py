@@ -390,8 +390,7 @@ class Trainer:
         if not self.assisted:
             return 0.0
         cfg = self.config
-        per_chunk = cfg.n_envs * cfg.chunk_steps
-        done = env_steps / (math.ceil(cfg.budget_steps / per_chunk) * per_chunk)
+        done = env_steps / total_env_steps(cfg)
         if cfg.budget_minutes is not None:
             done = max(done, seconds / (60.0 * cfg.budget_minutes))
         return float(max(0.0, 1.0 - done / cfg.assist_anneal))
@@ -613,9 +612,7 @@ def train(
         if bc:
             curve.append({"env_steps": 0.0, "seconds": time.perf_counter() - started, **bc})
 
-    per_chunk = cfg.n_envs * cfg.chunk_steps
-    total_chunks = math.ceil(cfg.budget_steps / per_chunk)
-    total_steps = total_chunks * per_chunk
+    total_steps = total_env_steps(cfg)
     budget_s = None if cfg.budget_minutes is None else 60.0 * cfg.budget_minutes
     last_save = time.perf_counter()
 
@@ -672,6 +669,12 @@ def train(
         params=(chosen.agent, chosen.obs_norm),
         curve=curve,
     )
+
+
+def total_env_steps(config: TrainConfig) -> int:
+    """The step budget rounded up to whole chunks: what a run trains."""
+    per_chunk = config.n_envs * config.chunk_steps
+    return math.ceil(config.budget_steps / per_chunk) * per_chunk
 
 
 def selected(trainer: Trainer, ts: TrainState) -> TrainState:
