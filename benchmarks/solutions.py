@@ -8,7 +8,7 @@ error, assist % BW) and the diversity metrics. Targets from the issue: every sol
 core. Prints a line per clip, then a JSON summary as the last line.
 
     .venv/bin/python benchmarks/solutions.py [--json] [--clips walking,squat,standing]
-        [--seconds 3] [--solutions 3] [--sigma S] [--push P] [--seed N]
+        [--seconds 3] [--solutions 3] [--sigma S] [--push P] [--period S] [--seed N]
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ import time
 from pathlib import Path
 
 from msconvert.datasets.amass import read_amass
-from msconvert.datasets.demo import slow_walking, squat, standing, walking, write_smplh_npz
+from msconvert.datasets.demo import (
+    arm_raise,
+    slow_walking,
+    squat,
+    standing,
+    walking,
+    write_smplh_npz,
+)
 from msconvert.emulator.model import load_model
 from msconvert.emulator.muscles.solutions import SolutionsConfig, track_solutions
 from msconvert.emulator.retarget import RetargetConfig, retarget
@@ -31,6 +38,7 @@ CLIPS = {
     "walking": walking,
     "walking_slow": slow_walking,
     "squat": squat,
+    "arm_raise": arm_raise,
 }
 DIVERSITY = (
     "diversity.activation_corr_mean",
@@ -48,11 +56,12 @@ def main() -> None:
     parser.add_argument("--solutions", type=int, default=3, help="K")
     parser.add_argument("--sigma", type=float, default=defaults.weight_sigma)
     parser.add_argument("--push", type=float, default=defaults.push)
+    parser.add_argument("--period", type=float, default=defaults.weight_period_s)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    config = SolutionsConfig(args.solutions, args.sigma, args.push, args.seed)
+    config = SolutionsConfig(args.solutions, args.sigma, args.push, args.period, args.seed)
     model = load_model()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,6 +107,7 @@ def main() -> None:
         "solutions": config.count,
         "weight_sigma": config.weight_sigma,
         "push": config.push,
+        "weight_period_s": config.weight_period_s,
         "seed": config.seed,
         "clips": rows,
         "targets": {"joint_error_spread_deg": 1.0, "activation_corr_mean": 0.5},

@@ -120,7 +120,8 @@ def test_three_solutions_all_track_while_their_muscles_differ(sway_solutions):
         assert m["track.assist_force_pct_bw"] < 2.0  # test_track's bound on the block
     m = found.metrics
     assert m["diversity.joint_error_spread_deg"] < 1.0
-    # Measured 0.73 with the defaults; identical solutions give 1.0 (as σ = 0 does here, the
+    # Measured 0.76 with the defaults (0.79 with weights constant in time); identical solutions
+    # give 1.0 (as σ = 0 does here, the
     # push alone being absorbed by the torque rows: docs/method.md). With two or three muscles
     # per joint direction, every muscle that works follows the sway's torque in time, so the
     # block cannot go much lower (MyoFullBody's demo clips: 0.55-0.82, benchmarks/RESULTS.md).
@@ -144,13 +145,53 @@ def test_the_solutions_weights_are_seeded_and_solution_zero_is_unweighted():
     from msconvert.emulator.muscles.solutions import SolutionsConfig, muscle_weights
 
     config = SolutionsConfig(count=3, seed=4)
-    np.testing.assert_array_equal(muscle_weights(6, 0, config), np.ones(6))
-    first = muscle_weights(400, 1, config)
-    np.testing.assert_array_equal(first, muscle_weights(400, 1, SolutionsConfig(count=3, seed=4)))
-    assert not np.allclose(first, muscle_weights(400, 2, config))
-    assert not np.allclose(first, muscle_weights(400, 1, SolutionsConfig(count=3, seed=5)))
-    # log-normal with σ = 1: log w has mean ~0 and spread ~1
-    assert abs(np.log(first).mean()) < 0.2 and abs(np.log(first).std() - 1.0) < 0.15
+    np.testing.assert_array_equal(muscle_weights(6, 0, config, 30, 50.0), np.ones((30, 6)))
+    first = muscle_weights(400, 1, config, 150, 50.0)
+    again = muscle_weights(400, 1, SolutionsConfig(count=3, seed=4), 150, 50.0)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, muscle_weights(400, 2, config, 150, 50.0))
+    assert not np.allclose(
+        first, muscle_weights(400, 1, SolutionsConfig(count=3, seed=5), 150, 50.0)
+    )
+    # mean 1 over the muscles at every frame, as solution 0's
+    np.testing.assert_allclose(first.mean(axis=1), 1.0, rtol=1e-12)
+    # log-normal with σ = 1: log w spreads by ~1 across muscles, and by ~1 over time
+    log_w = np.log(first)
+    assert abs(log_w.std(axis=1).mean() - 1.0) < 0.15
+    assert 0.5 < log_w.std(axis=0).mean() < 1.2  # 3 s of a 0.3-s process: about 1
+    # smooth in time: neighbouring frames (0.02 s) nearly equal, frames 1 s apart unrelated
+    lag = lambda k: np.corrcoef(log_w[:-k].ravel(), log_w[k:].ravel())[0, 1]  # noqa: E731
+    assert lag(1) > 0.95 and abs(lag(50)) < 0.2
+    # weight_period_s = 0: one weight per muscle for the whole clip
+    still = muscle_weights(400, 1, SolutionsConfig(count=3, seed=4, weight_period_s=0.0), 150, 50.0)
+    assert (still == still[0]).all() and abs(np.log(still[0]).std() - 1.0) < 0.15
+
+
+def test_per_frame_weights_steer_each_frame_and_bad_ones_are_refused(sway_solutions):
+    from msconvert.emulator.muscles.static_opt import MuscleCost
+    from msconvert.emulator.muscles.track import Controller, TrackError, track
+
+    model, reference, found = sway_solutions
+    frames, n_muscles = found.weights.shape[1:]
+    assert found.weights[1].std(axis=0).min() > 0  # every muscle's weight moves in time
+    # the same weights per frame for the first half, then swapped to solution 2's: only the
+    # frames after the swap (and the motion they cause) change
+    weight = found.weights[1].copy()
+    half = frames // 2
+    weight[half:] = found.weights[2][half:]
+    swapped = track(reference, model, feet=FEET, muscle_cost=MuscleCost(weight))
+    plain = track(reference, model, feet=FEET, muscle_cost=MuscleCost(found.weights[1]))
+    a, b = swapped.emulation.activation, plain.emulation.activation
+    np.testing.assert_array_equal(a[:half], b[:half])
+    assert np.abs(a[half + 1 :] - b[half + 1 :]).max() > 0.01
+    for bad, match in (
+        (np.ones((frames + 1, n_muscles)), "weight is"),
+        (np.ones((frames, n_muscles + 1)), "weight is"),
+        (np.where(np.arange(n_muscles) == 0, 0.0, 1.0) * np.ones((frames, 1)), "positive"),
+        (np.full((frames, n_muscles), np.nan), "finite"),
+    ):
+        with pytest.raises(TrackError, match=match):
+            Controller(reference, model, feet=FEET, muscle_cost=MuscleCost(bad))
 
 
 @pytest.mark.parametrize(
@@ -160,6 +201,7 @@ def test_the_solutions_weights_are_seeded_and_solution_zero_is_unweighted():
         (dict(count=1.5), "whole number >= 1"),
         (dict(count=2, push=-1.0), "push must be a number >= 0"),
         (dict(count=2, weight_sigma=float("inf")), "weight_sigma must be a number >= 0"),
+        (dict(count=2, weight_period_s=-0.1), "weight_period_s must be a number >= 0"),
     ],
 )
 def test_bad_solution_settings_fail_in_one_line(settings, match):

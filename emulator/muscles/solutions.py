@@ -24,8 +24,9 @@ from itertools import combinations
 import mujoco
 import numpy as np
 import xarray as xr
+from scipy.ndimage import gaussian_filter1d
 
-from msconvert.dims import DIM_SOLUTION, solution_count
+from msconvert.dims import DIM_SOLUTION, DIM_TIME, solution_count
 from msconvert.emulator.emulation import solution_prefix
 from msconvert.emulator.model import muscle_actuators
 from msconvert.emulator.muscles.static_opt import MuscleCost
@@ -46,6 +47,9 @@ class SolutionsConfig:
     count: int = 1  # K: solution 0 and K - 1 distinct ones
     weight_sigma: float = 1.0  # σ of log w: a 1-σ muscle costs e ≈ 2.7 times more (or less)
     push: float = 1.0  # cost per unit activation per unit of the earlier solutions' mean
+    # s: the width of the Gaussian that smooths each muscle's log-weight in time (about how
+    # long a weight keeps its value); 0: one weight per muscle for the whole clip
+    weight_period_s: float = 0.3
     seed: int = DEFAULT_SEED  # with the solution index, seeds each solution's muscle weights
 
     def __post_init__(self) -> None:
@@ -53,7 +57,7 @@ class SolutionsConfig:
             raise TrackError(f"solutions must be a whole number >= 1, not {self.count!r}")
         if self.count < 1:
             raise TrackError(f"solutions must be a whole number >= 1, not {self.count}")
-        for name in ("weight_sigma", "push"):
+        for name in ("weight_sigma", "push", "weight_period_s"):
             value = getattr(self, name)
             if not (isinstance(value, numbers.Real) and np.isfinite(value) and value >= 0):
                 raise TrackError(f"solutions {name} must be a number >= 0, not {value!r}")
@@ -61,14 +65,35 @@ class SolutionsConfig:
             raise TrackError(f"the solutions' seed must be an integer, not {self.seed!r}")
 
 
-def muscle_weights(n_muscles: int, solution: int, config: SolutionsConfig) -> np.ndarray:
-    """(M,) cost weights of one solution's muscles: all 1 for solution 0, else log-normal from
-    the seed (config.seed, solution), the same on every clip and machine."""
+def muscle_weights(
+    n_muscles: int, solution: int, config: SolutionsConfig, frames: int = 1, fps: float = 1.0
+) -> np.ndarray:
+    """(frames, M) cost weights of one solution's muscles: all 1 for solution 0, else
+    log-normal from the seed (config.seed, solution), the same on every clip and machine.
+
+    With weight_period_s > 0 each muscle's log-weight is a stationary Gaussian process in time
+    (white noise smoothed by a Gaussian of that width, scaled back to unit variance): constant
+    weights change a muscle's share of a torque, not its time course, so the solutions would
+    still rise and fall together (benchmarks/RESULTS.md, distinct muscle solutions)."""
     if solution == 0:
-        return np.ones(n_muscles)
+        return np.ones((frames, n_muscles))
     # SeedSequence takes non-negative integers: a negative --seed maps to its two's complement.
     rng = np.random.default_rng([int(config.seed) % 2**64, solution])
-    return np.exp(config.weight_sigma * rng.standard_normal(n_muscles))
+    log_weight = rng.standard_normal(n_muscles)
+    width = config.weight_period_s * fps  # in frames
+    if width <= 0:
+        log_weight = np.broadcast_to(log_weight, (frames, n_muscles))
+    else:
+        noise = rng.standard_normal((frames, n_muscles))
+        smooth = gaussian_filter1d(noise, width, axis=0, mode="reflect")
+        impulse = np.zeros(2 * int(4 * width) + 1)
+        impulse[impulse.size // 2] = 1.0
+        kernel = gaussian_filter1d(impulse, width, mode="constant")  # its variance gain is Σ k²
+        log_weight = smooth / np.sqrt(np.sum(kernel**2))
+    weight = np.exp(config.weight_sigma * log_weight)
+    # mean 1 over the muscles at every frame, as solution 0's: a dearer muscle set on the
+    # whole would make the controller's assist relatively cheaper, and track worse
+    return weight / weight.mean(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,7 +101,7 @@ class Solutions:
     """K runs of the controller on one clip, and how they differ."""
 
     results: tuple[TrackResult, ...]  # solution 0 first: the single answer
-    weights: np.ndarray  # (K, M) each solution's muscle weights
+    weights: np.ndarray  # (K, T, M) each solution's muscle weights per frame
     config: SolutionsConfig
     metrics: dict[str, float]
 
@@ -109,7 +134,7 @@ class Solutions:
         )
         ds["solution_fell"] = ((DIM_SOLUTION,), np.array([e.fell for e in emulations], bool))
         ds["solution_muscle_weight"] = (
-            (DIM_SOLUTION, "muscle"),
+            (DIM_SOLUTION, DIM_TIME, "muscle"),
             self.weights.astype(np.float32),
             {"description": "weight of each muscle's activation squared in the solution's cost"},
         )
@@ -117,6 +142,7 @@ class Solutions:
             solutions=len(parts),
             solutions_weight_sigma=float(self.config.weight_sigma),
             solutions_push=float(self.config.push),
+            solutions_weight_period_s=float(self.config.weight_period_s),
             solutions_seed=int(self.config.seed),
         )
         return ds
@@ -127,15 +153,17 @@ class Solutions:
         count = solution_count(ds)
         results = tuple(TrackResult.from_dataset(ds, j) for j in range(count))
         n_muscles = results[0].emulation.activation.shape[1]
+        frames = results[0].emulation.activation.shape[0]
         weights = (
             np.asarray(ds["solution_muscle_weight"].values, np.float64)
             if "solution_muscle_weight" in ds
-            else np.ones((1, n_muscles))
+            else np.ones((1, frames, n_muscles))
         )
         config = SolutionsConfig(
             count=count,
             weight_sigma=float(ds.attrs.get("solutions_weight_sigma", 0.0)),
             push=float(ds.attrs.get("solutions_push", 0.0)),
+            weight_period_s=float(ds.attrs.get("solutions_weight_period_s", 0.0)),
             seed=int(ds.attrs.get("solutions_seed", DEFAULT_SEED)),
         )
         metrics = {
@@ -158,7 +186,10 @@ def track_solutions(
     """K controller runs on the clip, each pushed away from the ones before it (module doc)."""
     solutions = solutions or SolutionsConfig()
     n_muscles = muscle_actuators(model).size
-    weights = np.stack([muscle_weights(n_muscles, j, solutions) for j in range(solutions.count)])
+    frames, fps = reference.n_frames, float(reference.fps)
+    weights = np.stack(
+        [muscle_weights(n_muscles, j, solutions, frames, fps) for j in range(solutions.count)]
+    )
     results: list[TrackResult] = []
     for j in range(solutions.count):
         cost = None  # solution 0: today's Σ act², bit for bit

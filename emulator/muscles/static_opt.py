@@ -148,11 +148,12 @@ class FrameProblem:
 @dataclass(frozen=True, eq=False)
 class MuscleCost:
     """The muscle part of the frame problems' cost over a clip, in place of Σ act²:
-    Σ w_i·act_i² + push·⟨ā(t), act⟩, where ā(t) is what to push away from at frame t (the mean
-    activation of earlier solutions). Linear in act, so each frame stays a convex QP. See
+    Σ w_i(t)·act_i² + push·⟨ā(t), act⟩, where ā(t) is what to push away from at frame t (the
+    mean activation of earlier solutions). Linear in act, so each frame stays a convex QP. See
     docs/method.md#distinct-muscle-solutions."""
 
-    weight: np.ndarray | None = None  # (M,) per muscle, in muscle_actuators order; None: all 1
+    # (M,) per muscle in muscle_actuators order, or (T, M) per frame too; None: all 1
+    weight: np.ndarray | None = None
     away_from: np.ndarray | None = None  # (T, M) per frame; NaN: nothing there (a fall)
     push: float = 0.0  # cost per unit activation and unit of away_from
 
@@ -161,6 +162,17 @@ class MuscleCost:
             raise StaticOptError(f"the push must be a number >= 0, not {self.push!r}")
         if self.away_from is not None and np.asarray(self.away_from).ndim != 2:
             raise StaticOptError("away_from holds one row of muscle activations per frame")
+        if self.weight is not None and np.asarray(self.weight).ndim not in (1, 2):
+            raise StaticOptError("muscle weights are one per muscle, or one row per frame")
+
+    def weight_at(self, frame: int) -> np.ndarray | None:
+        """(M,) the muscle weights at `frame` (None: all 1)."""
+        if self.weight is None:
+            return None
+        weight = np.asarray(self.weight, np.float64)
+        if weight.ndim == 1:
+            return weight
+        return weight[min(max(frame, 0), weight.shape[0] - 1)]
 
     def linear(self, frame: int) -> np.ndarray | None:
         """The linear cost per unit activation of each muscle at `frame` (None: none)."""

@@ -212,14 +212,21 @@ class Controller:
         self.steps, self.active = steps, active
         # muscle_cost: Σ w·act² and a push away from other solutions (None: Σ act²)
         self.muscle_cost = muscle_cost or MuscleCost()
-        away = self.muscle_cost.away_from
-        if away is not None and np.shape(away) != (self.n_frames, setup.muscles.size):
-            raise TrackError(
-                f"away_from is {np.shape(away)}, not (frames, muscles) = "
-                f"{(self.n_frames, setup.muscles.size)}"
-            )
+        per_frame = (self.n_frames, setup.muscles.size)
+        for name in ("away_from", "weight"):
+            value = getattr(self.muscle_cost, name)
+            if value is not None and np.ndim(value) == 2 and np.shape(value) != per_frame:
+                raise TrackError(
+                    f"{name} is {np.shape(value)}, not (frames, muscles) = {per_frame}"
+                )
+        weight = self.muscle_cost.weight
+        if weight is not None and not (
+            np.isfinite(weight).all() and (np.asarray(weight) > 0).all()
+        ):
+            raise TrackError("muscle weights must be finite and positive")
         try:
-            self.solver = FrameSolver(setup, self.muscle_cost.weight)
+            # built with frame 0's weights; command() sets each step's
+            self.solver = FrameSolver(setup, self.muscle_cost.weight_at(0))
         except StaticOptError as exc:
             raise TrackError(str(exc)) from exc
         self.solver.at_bound = np.zeros(setup.muscles.size, int)  # asked before any solve
@@ -243,6 +250,7 @@ class Controller:
         body starts loaded as the reference's first frame needs, not from a uniform tone that
         the assist must make up for."""
         self.solver.act = None
+        self.solver.muscle_weight = self.muscle_cost.weight_at(0)
         first = self.solver.solve(
             self.qpos_ref[0],
             self.qvel_ref[0],
@@ -281,8 +289,9 @@ class Controller:
             ahead = np.array(qpos, np.float64)
             mujoco.mj_integratePos(model, ahead, qvel + 0.5 * dt * qacc, dt)
             pushing = pushing & (self._point_heights(ahead) < config.contact_lift_m)
-        # the push is on the activations this step reaches: those of frame k + 1
+        # the push and weights are on the activations this step reaches: those of frame k + 1
         linear = self.muscle_cost.linear(k + 1)
+        self.solver.muscle_weight = self.muscle_cost.weight_at(k + 1)
         frame = self.solver.solve(np.array(qpos), np.array(qvel), qacc, pushing, linear)
         # 3. excitations that take the activations there within the step, and the assist
         excitation = np.zeros(model.nu)
