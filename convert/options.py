@@ -407,10 +407,12 @@ training_options = use(
         type=click.Path(file_okay=False),
         default=None,
         metavar="DIR",
+        envvar="MSCONVERT_COMPILE_CACHE",
+        show_envvar=True,
         help="rl: JAX's persistent compilation cache: the compiled training code is kept here and "
         "reused by every later run with the same model and settings (a resumed run, the next "
-        "clip, another worker). Default: jax_cache in the catalog's checkpoint folder "
-        "(CATALOG.checkpoints), else ~/.cache/msconvert/jax.",
+        "clip, another worker, another catalog when they share one folder). Default: jax_cache "
+        "in the catalog's checkpoint folder (CATALOG.checkpoints), else ~/.cache/msconvert/jax.",
     ),
     click.option(
         "--checkpoint-every",

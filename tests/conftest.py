@@ -7,6 +7,24 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_compile_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One JAX compilation cache for the session's training runs (MSCONVERT_COMPILE_CACHE, as a
+    user sharing one between catalogs would set it): each catalog's own cold cache recompiled
+    the same ~290 executables, about a minute per end-to-end run. Tests of the cache itself
+    give their own folder."""
+    import os
+
+    folder = tmp_path_factory.mktemp("jax_cache")
+    before = os.environ.get("MSCONVERT_COMPILE_CACHE")
+    os.environ["MSCONVERT_COMPILE_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("MSCONVERT_COMPILE_CACHE", None)
+    else:
+        os.environ["MSCONVERT_COMPILE_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled synthetic demo corpus (good clips only)."""

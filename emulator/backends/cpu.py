@@ -16,7 +16,7 @@ from msconvert.emulator.backends.base import (
     View,
     broadcast_state,
     decode,
-    plain_model,
+    sensorless_copy,
 )
 
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -68,7 +68,7 @@ class CpuBackend(Backend):
     ):
         self._configure(model, n_envs, frame_skip, record_physics_steps, record)
         # The intermediate steps run a sensor-free copy: same physics, no sensor cost.
-        self.plain = plain_model(model)
+        self.plain = sensorless_copy(self.recording)
         self.nthread = min(nthread or available_cores(), n_envs)
         self._pool = rollout.Rollout(nthread=self.nthread)
         self._data_rec = [mujoco.MjData(self.recording) for _ in range(max(1, self.nthread))]
@@ -88,7 +88,8 @@ class CpuBackend(Backend):
         self._sens_rec = np.zeros((n_envs, rec_rows, self.recording.nsensordata))
         self._ctrl_plain = np.zeros((n_envs, plain_rows, width))
         self._state_plain = np.zeros((n_envs, plain_rows, self.nstate))
-        self._sens_plain = np.zeros((n_envs, plain_rows, 0))
+        # rollout writes every row's sensordata (zeros here) without checking the width
+        self._sens_plain = np.zeros((n_envs, plain_rows, self.plain.nsensordata))
         self.n_diverged = 0
         self._data_view: list[mujoco.MjData] = []  # for `view`, one per env
 
