@@ -337,3 +337,41 @@ def test_phantom_inertia_is_shrunk_unless_kept():
         mujoco.mj_fullM(m, data, full)
         inertia.append(full[dof, dof])
     assert inertia[0] < 0.2 < 1.5 < inertia[1]  # arm about a near-vertical axis vs 2 phantoms
+
+
+def test_the_mjx_view_skips_contacts_and_changes_nothing():
+    """The view's partial forward (kinematics, tendons, actuation; no collision or constraint
+    solve) gives what a full `mjx.forward` gives, on a block standing on the floor."""
+    import jax
+    import jax.numpy as jnp
+    from mujoco import mjx as mujoco_mjx
+
+    from msconvert.emulator.backends.mjx import make_view
+
+    block = standing_block(timestep=0.002)
+    mx = mujoco_mjx.put_model(block)
+    rng = np.random.default_rng(3)
+    d = mujoco_mjx.make_data(mx).replace(
+        qpos=jnp.asarray(block.qpos0, jnp.float32),
+        qvel=jnp.asarray(0.2 * rng.standard_normal(block.nv), jnp.float32),
+        act=jnp.asarray(rng.uniform(0, 1, block.na), jnp.float32),
+    )
+    ctrl = jnp.asarray(rng.uniform(0, 1, block.nu), jnp.float32)
+    bodies = jnp.arange(1, block.nbody)
+    view = jax.jit(make_view(mx))(d, ctrl, bodies)
+    full = jax.jit(lambda d, c: mujoco_mjx.forward(mx, d.replace(ctrl=c)))(d, ctrl)
+    assert float(full._impl.contact.dist.min()) < 0.01  # the feet touch the floor
+
+    def get(name):
+        return getattr(full._impl, name) if hasattr(full._impl, name) else getattr(full, name)
+
+    expected = {
+        "length": get("actuator_length"),
+        "velocity": get("actuator_velocity"),
+        "force": full.actuator_force,
+        "body_pos": full.xpos[bodies],
+    }
+    for name, value in expected.items():
+        got = np.asarray(getattr(view, name))
+        np.testing.assert_allclose(got, np.asarray(value), rtol=1e-6, atol=1e-7, err_msg=name)
+        assert np.abs(got).max() > 0, name

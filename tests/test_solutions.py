@@ -238,6 +238,12 @@ def test_the_solutions_round_trip_through_a_dataset(sway_solutions, tmp_path):
     )
     assert TrackResult.from_dataset(ds).metrics == back.results[0].metrics
     np.testing.assert_allclose(back.weights, found.weights.astype(np.float32))
+    # a catalog written when the weights were one per muscle, constant in time
+    old = ds.assign(solution_muscle_weight=ds["solution_muscle_weight"].isel(time=0))
+    assert old["solution_muscle_weight"].dims == ("solution", "muscle")
+    constant = Solutions.from_dataset(old).weights
+    assert constant.shape == found.weights.shape
+    np.testing.assert_array_equal(constant[:, -1], old["solution_muscle_weight"].values)
     with pytest.raises(ValueError, match="holds 3 muscle solutions: solution takes 0 to 2, not 3"):
         Emulation.from_dataset(ds, solution=3)
 

@@ -81,11 +81,32 @@ def make_step(
     return one
 
 
+def _actuation(mx: mjx.Model, d: mjx.Data) -> mjx.Data:
+    """The part of `mjx.forward` a View reads: body poses, tendon and actuator lengths, actuator
+    velocities and forces. None depends on contacts, so collision and the constraint solve are
+    left out: on MyoFullBody the same values bit for bit, with half the tracing and lowering of
+    a full forward (benchmarks/RESULTS.md, the MJX path)."""
+    d = mjx.kinematics(mx, d)
+    d = mjx.com_pos(mx, d)
+    d = mjx.tendon(mx, d)
+    d = mjx.transmission(mx, d)
+    impl = d._impl
+    velocity = impl.actuator_moment @ d.qvel  # what fwd_velocity sets, without its bias forces
+    if hasattr(impl, "actuator_velocity"):
+        d = d.replace(_impl=impl.replace(actuator_velocity=velocity))
+    else:
+        d = d.replace(actuator_velocity=velocity)
+    return mjx.fwd_actuation(mx, d)
+
+
 def make_view(mx: mjx.Model) -> Callable[[mjx.Data, jax.Array, jax.Array], View]:
-    """A pure `(data, ctrl, bodies) -> View` of one env (an `mjx.forward`, no step)."""
+    """A pure `(data, ctrl, bodies) -> View` of one env (forward kinematics and actuation, no
+    step); on Warp a full `mjx.forward`."""
+    partial = getattr(mx, "impl", None) == mjx.Impl.JAX
 
     def view(d: mjx.Data, ctrl: jax.Array, bodies: jax.Array) -> View:
-        d = mjx.forward(mx, d.replace(ctrl=jnp.asarray(ctrl).astype(d.ctrl.dtype)))
+        d = d.replace(ctrl=jnp.asarray(ctrl).astype(d.ctrl.dtype))
+        d = _actuation(mx, d) if partial else mjx.forward(mx, d)
         # Some derived fields live under `_impl` in recent MJX (direct access is deprecated).
         impl = getattr(d, "_impl", None)
         get = lambda name: getattr(impl, name) if hasattr(impl, name) else getattr(d, name)  # noqa: E731

@@ -5,8 +5,9 @@ runs of the tracking controller each find one, and each still tracks the clip
 (docs/method.md#distinct-muscle-solutions):
 
 - solution 0 is the single answer: Σ act², exactly what `track` gives with no options;
-- solution j ≥ 1 weighs each muscle's activation squared by a seeded log-normal weight,
-  w_i = exp(σ·ξ_i) with ξ_i ~ N(0, 1) from the seed (seed, j), and adds a linear cost
+- solution j ≥ 1 weighs each muscle's activation squared by a seeded log-normal weight that
+  drifts in time, w_i(t) ∝ exp(σ·ξ_i(t)) with ξ_i a smooth unit Gaussian process from the seed
+  (seed, j) (`muscle_weights`), and adds a linear cost
   push·⟨ā(t), act⟩ on what solutions 0..j-1 activated on average at that frame, ā(t): it
   steers the muscle share towards muscles the others left idle. Both keep each frame problem a
   convex QP, and the controller's strict joint-torque and assist weights are unchanged, so
@@ -159,6 +160,8 @@ class Solutions:
             if "solution_muscle_weight" in ds
             else np.ones((1, frames, n_muscles))
         )
+        if weights.ndim == 2:  # written before the weights drifted in time: one per muscle
+            weights = np.repeat(weights[:, None, :], frames, axis=1)
         config = SolutionsConfig(
             count=count,
             weight_sigma=float(ds.attrs.get("solutions_weight_sigma", 0.0)),
