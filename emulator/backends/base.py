@@ -123,8 +123,8 @@ class Layout:
 def sensorless_copy(model: mujoco.MjModel) -> mujoco.MjModel:
     """A copy of the model with its sensors and automatic reset switched off: the same physics,
     bit for bit, at no sensor cost. A copy, not a recompile: deleting MyoFullBody's 110 sensors
-    from its spec one by one took ~3.5 s per backend (the C engine's path; MJX needs
-    `plain_model`, since it refuses some sensor types even when they are switched off)."""
+    from its spec one by one took ~3.5 s per backend. The C engine's path; MJX keeps
+    `plain_model`, a one-off beside its minutes of compiling."""
     quiet = copy.copy(model)
     quiet.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_SENSOR) | int(
         mujoco.mjtDisableBit.mjDSBL_AUTORESET
