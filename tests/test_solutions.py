@@ -121,10 +121,10 @@ def test_three_solutions_all_track_while_their_muscles_differ(sway_solutions):
     m = found.metrics
     assert m["diversity.joint_error_spread_deg"] < 1.0
     # Measured 0.76 with the defaults (0.79 with weights constant in time); identical solutions
-    # give 1.0 (as σ = 0 does here, the
-    # push alone being absorbed by the torque rows: docs/method.md). With two or three muscles
-    # per joint direction, every muscle that works follows the sway's torque in time, so the
-    # block cannot go much lower (MyoFullBody's demo clips: 0.55-0.82, benchmarks/RESULTS.md).
+    # give 1.0 (as σ = 0 does here, the push alone being absorbed by the torque rows:
+    # docs/method.md). With two or three muscles per joint direction, every muscle that works
+    # follows the sway's torque in time, so the block cannot go much lower (MyoFullBody's demo
+    # clips, with 416 muscles: 0.18-0.63, benchmarks/RESULTS.md).
     assert m["diversity.activation_corr_mean"] < 0.85
     # solution 1 shares the work out differently, at a higher Σ act² than the least one
     act = [r.emulation.activation for r in found.results]
