@@ -92,10 +92,7 @@ def _actuation(mx: mjx.Model, d: mjx.Data) -> mjx.Data:
     d = mjx.transmission(mx, d)
     impl = d._impl
     velocity = impl.actuator_moment @ d.qvel  # what fwd_velocity sets, without its bias forces
-    if hasattr(impl, "actuator_velocity"):
-        d = d.replace(_impl=impl.replace(actuator_velocity=velocity))
-    else:
-        d = d.replace(actuator_velocity=velocity)
+    d = d.replace(_impl=impl.replace(actuator_velocity=velocity))
     return mjx.fwd_actuation(mx, d)
 
 
