@@ -361,6 +361,15 @@ training_options = use(
     ),
     click.option("--no-warm-start", "warm_start", flag_value="none", hidden=True),
     click.option(
+        "--residual/--no-residual",
+        default=True,
+        show_default=True,
+        help="rl with --warm-start track: the policy's action is added to the tracking "
+        "controller's run over the clip (a residual policy: it learns the feedback the "
+        "controller gives off its own run, and a policy that adds nothing replays the "
+        "controller). --no-residual: the policy's action is the whole action.",
+    ),
+    click.option(
         "--seed",
         type=int,
         default=0,

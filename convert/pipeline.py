@@ -141,6 +141,7 @@ class PipelineOptions:
     agent: str = "flow"
     reward: str = "adversarial"
     warm_start: str = "track"  # 'track' (DAgger from the controller), 'static-opt' or 'none'
+    residual: bool = True  # track warm start: the policy adds to the controller's run
     policy: str = "per-clip"  # or 'multi-clip': one policy for all the clips of the run
     # Where the policies go: a folder, or a URL on an object store (a catalog there has its
     # policies at <url>.checkpoints); None: none (the CLI puts them beside the catalog).
@@ -167,6 +168,7 @@ class PipelineOptions:
             agent=self.agent,
             reward=self.reward,
             warm_start=self.warm_start,
+            residual=self.residual,
             backend=self.backend or preset.backend,
             n_envs=self.n_envs or preset.n_envs,
             budget_steps=self.budget_steps or preset.budget_steps,

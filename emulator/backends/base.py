@@ -350,6 +350,12 @@ class Backend(abc.ABC):
         out = self.step(_batch(state), np.asarray(ctrl)[None], qfrc)
         return Step(_first(out.state), _first(out.recording), out.diverged[0])
 
+    def arrays_one(self, state: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`arrays` of one env's state: (nq,), (nv,), (na,)."""
+        self._check_one()
+        qpos, qvel, act = self.arrays(_batch(state))
+        return qpos[0], qvel[0], act[0]
+
     def view_one(self, state: Any, ctrl, bodies) -> View:
         """`view` of one env's state."""
         self._check_one()

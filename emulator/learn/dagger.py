@@ -16,6 +16,8 @@ learns from the states it reaches itself (Ross et al. 2011):
 The environments reset as in training (auto-reset at a random clip and frame). Each clip has its
 own controller; the excitations it commands are the labels, in the policy's action space, and,
 where the action holds a root assist, the root assist it applies (in units of the assist limit).
+A residual policy (`TrainConfig.residual`) adds its action to the controller's own run over the
+clip (`controller_run`), and is taught the label minus that run's action at the same frame.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from msconvert.emulator.backends import make_backend
 from msconvert.emulator.learn.agents.common import norm_apply, norm_update
-from msconvert.emulator.learn.env import Env
+from msconvert.emulator.learn.env import Env, applied_action
 from msconvert.emulator.muscles.track import Controller
 
 
@@ -86,6 +89,64 @@ def labels(
     return out
 
 
+class ControllerRun(NamedTuple):
+    """One clip's controller driving the environment from the first frame to the end: per
+    frame, the state it was in and the action it gave there."""
+
+    action: np.ndarray  # (T, act_dim)
+    qpos: np.ndarray  # (T, nq)
+    qvel: np.ndarray  # (T, nv)
+    act: np.ndarray  # (T, na)
+    tracked: int  # frames before a fall (T without one)
+
+
+def controller_run(
+    teachers: Sequence[Controller], env: Env, clips: Sequence[int] | None = None
+) -> list[ControllerRun]:
+    """Each clip's controller driving one C-engine copy of the environment from the clip's
+    first frame to its end, for `clips` (default: all). After a fall the last action is held
+    and the states are the reference's with the last activations. The feedforward of a residual
+    policy: the C engine is deterministic, so a policy whose residual is zero replays this very
+    run."""
+    env = env.unwrapped
+    physics = make_backend("cpu", env.model, 1, env.frame_skip, nthread=1)
+    runs = []
+    try:
+        one = env.with_physics(physics)
+        for c in range(len(teachers)) if clips is None else clips:
+            length = int(env.refs.length[c])
+            m = env.model
+            action = np.zeros((length, env.act_dim), np.float32)
+            qpos, qvel = env.refs.qpos[c, :length].copy(), env.refs.qvel[c, :length].copy()
+            act = np.zeros((length, m.na))
+            state, frames = one.reset_at(c, 0), length
+            for f in range(length):
+                qpos[f], qvel[f], act[f] = physics.arrays_one(state.sim)
+                if f == length - 1:
+                    break
+                action[f] = labels(
+                    [teachers[c]],
+                    one,
+                    np.array([0]),
+                    np.array([f]),
+                    qpos[f : f + 1],
+                    qvel[f : f + 1],
+                    act[f : f + 1],
+                )[0]
+                state, info = one.step(state, action[f])
+                if bool(info.terminated):
+                    frames = f + 2
+                    break
+            action[frames - 1 :] = action[frames - 2]
+            qpos[frames:] = env.refs.qpos[c, frames:length]
+            qvel[frames:] = env.refs.qvel[c, frames:length]
+            act[frames:] = act[frames - 1]
+            runs.append(ControllerRun(action, qpos, qvel, act, frames))
+    finally:
+        physics.close()
+    return runs
+
+
 def dagger(
     trainer: Any, ts: Any, teachers: Sequence[Controller], config: DaggerConfig, bc_steps: int
 ) -> tuple[Any, dict[str, float]]:
@@ -104,6 +165,8 @@ def dagger(
     report: dict[str, float] = {}
     seconds = {"label": 0.0, "fit": 0.0, "rollout": 0.0}
     n = min(config.labelled_envs or trainer.config.n_envs, trainer.config.n_envs)
+    task = env.unwrapped.task
+    zero = np.zeros((trainer.config.n_envs, env.act_dim), np.float32)
     for r in range(config.rounds):
         beta = config.mix**r
         falls = 0
@@ -115,11 +178,14 @@ def dagger(
             t1 = time.perf_counter()
             obs = np.asarray(state.obs)
             obs_rows.append(obs[:n])
-            label_rows.append(label)
-            action = np.zeros((len(obs), label.shape[1]), np.float32)
+            # A residual policy learns what the controller does beyond its own run's action.
+            feedforward = np.asarray(applied_action(task, state.clip, state.frame, zero))
+            label_rows.append(np.clip(label - feedforward[:n], -1.0, 1.0))
+            action = zero
             if beta < 1.0 or n < len(obs):
                 key, k_act = jax.random.split(key)
-                action = np.array(act_jit(agent_state, norm, jnp.asarray(obs), k_act))
+                action = act_jit(agent_state, norm, jnp.asarray(obs), k_act)
+            action = np.array(applied_action(task, state.clip, state.frame, action))
             teach = rng.random(n) < beta
             executed = label
             if config.noise > 0.0:
@@ -131,6 +197,10 @@ def dagger(
             seconds["label"] += t1 - t0
             seconds["rollout"] += time.perf_counter() - t1
         report[f"dagger_r{r}_terminated"] = falls / (config.steps * trainer.config.n_envs)
+        # How far the controller's answers are from what the policy already gives by itself
+        # (the feedforward of a residual policy): zero where the controller alone replays its run.
+        this_round = np.square(label_rows[-config.steps :])
+        report[f"dagger_r{r}_label_rms"] = float(np.sqrt(np.mean(this_round)))
         raw = jnp.asarray(np.concatenate(obs_rows))
         target = jnp.asarray(np.concatenate(label_rows))
         norm = norm_update(norm, raw[-config.steps * n :])
@@ -155,6 +225,7 @@ def dagger(
     if target.shape[1] > nu:  # the root assist's six components, which the mean above hides
         report["dagger_assist_action_mse"] = float(jnp.mean((acted[:, nu:] - target[:, nu:]) ** 2))
         report["dagger_assist_label_rms"] = float(jnp.sqrt(jnp.mean(target[:, nu:] ** 2)))
+    report["dagger_label_rms"] = float(jnp.sqrt(jnp.mean(target**2)))
     report["dagger_labels"] = float(len(target))
     report.update({f"dagger_{k}_s": v for k, v in seconds.items()})
     return ts._replace(agent=agent_state, obs_norm=norm, key=key), report

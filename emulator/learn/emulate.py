@@ -21,7 +21,7 @@ import numpy as np
 from msconvert.emulator.backends import FEET, make_backend
 from msconvert.emulator.emulation import Emulation, empty_recording, tracking_metrics
 from msconvert.emulator.learn.agents.common import norm_apply
-from msconvert.emulator.learn.env import Env, excitation
+from msconvert.emulator.learn.env import Env, applied_action, excitation
 
 
 def emulate(
@@ -91,7 +91,7 @@ def emulate(
             obs = norm_apply(obs_norm, state.obs[None])
             key, act_key = jax.random.split(key)
             action, _ = agent.act(agent_state, obs, act_key, deterministic, agent_config)
-            action = np.asarray(action[0], np.float64)
+            action = np.asarray(applied_action(env.task, clip, f, action[0]), np.float64)
             rec["excitation"][f] = excitation(action[:nu])
             state, info = env.step(state, action * scale)
             assist_bw[f] = float(info.assist_force_bw)

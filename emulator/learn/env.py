@@ -90,6 +90,13 @@ class ReferenceSet(NamedTuple):
     length: np.ndarray  # (C,) frames of each clip
     clip_ids: tuple[str, ...]
     body_names: tuple[str, ...]
+    # (C, T, act_dim): the action the policy's is added to at each frame (a residual policy:
+    # the tracking controller's run, `dagger.controller_run`); None: none.
+    feedforward: np.ndarray | None = None
+    # (C, T, nq), (C, T, nv): the states resets start in (a residual policy: the controller
+    # run's, which its feedforward belongs to); None: the reference's own qpos and qvel.
+    start_qpos: np.ndarray | None = None
+    start_qvel: np.ndarray | None = None
 
 
 def make_reference_set(
@@ -294,6 +301,16 @@ class Task(NamedTuple):
     length_lo: jax.Array
     length_span: jax.Array
     force_max: jax.Array
+    feedforward: jax.Array  # (C, T, act_dim), or (C, 1, act_dim) zeros without a feedforward
+    start_qpos: jax.Array  # (C, T, nq): where resets start (the reference's qpos by default)
+    start_qvel: jax.Array
+
+
+def applied_action(task: Task, clip, frame, action) -> jax.Array:
+    """The action the environment gets for a policy's: with a feedforward (a residual policy),
+    the feedforward's action at (clip, frame) plus the policy's, within [-1, 1]."""
+    feedforward = task.feedforward[clip, jnp.minimum(frame, task.feedforward.shape[1] - 1)]
+    return jnp.clip(jnp.asarray(action) + feedforward, -1.0, 1.0)
 
 
 def _root(layout: Layout, view: View) -> tuple[jax.Array, jax.Array]:
@@ -499,6 +516,9 @@ class Env:
             length_lo=jnp.asarray(lay.length_lo, jnp.float32),
             length_span=jnp.asarray(lay.length_span, jnp.float32),
             force_max=jnp.asarray(lay.force_max, jnp.float32),
+            feedforward=self._feedforward(refs, frames),
+            start_qpos=_pad_frames(_given(refs.start_qpos, refs.qpos, "start_qpos"), frames),
+            start_qvel=_pad_frames(_given(refs.start_qvel, refs.qvel, "start_qvel"), frames),
         )
         self._set_physics(physics)
         self._model_key = (model_sha256(model), refs.body_names, config)
@@ -524,6 +544,20 @@ class Env:
         self.error_dim = int(
             jax.eval_shape(lambda v: tracking(self.task, lay, v, 0, 0)["error"], probe).shape[0]
         )
+
+    def _feedforward(self, refs: ReferenceSet, frames: int) -> jax.Array:
+        n_clips = len(refs.length)
+        if refs.feedforward is None:
+            return jnp.zeros((n_clips, 1, self.act_dim), jnp.float32)
+        ff = np.asarray(refs.feedforward, np.float32)
+        if ff.shape != (n_clips, refs.qpos.shape[1], self.act_dim):
+            raise ValueError(
+                f"feedforward has shape {ff.shape}, the task needs "
+                f"({n_clips}, {refs.qpos.shape[1]}, {self.act_dim})"
+            )
+        if not np.isfinite(ff).all() or np.abs(ff).max() > 1.0:
+            raise ValueError("feedforward actions must be finite and within [-1, 1]")
+        return _pad_frames(ff, frames)
 
     @property
     def signature(self) -> tuple:
@@ -555,12 +589,13 @@ class Env:
         """Δ and the scalar errors of one state against frame `frame` of clip `clip`."""
         return self._track(view, clip, frame, self.task)
 
-    def reference_state(
+    def start_state(
         self, clip, frame, task: Task | None = None
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """qpos, qvel and activation at reference frames (any shape of clip and frame)."""
+        """qpos, qvel and activation that resets at reference frames start in (any shape of clip
+        and frame): the reference's, or the residual's controller run's."""
         t = self.task if task is None else task
-        return t.qpos[clip, frame], t.qvel[clip, frame], t.activation[clip, frame]
+        return t.start_qpos[clip, frame], t.start_qvel[clip, frame], t.activation[clip, frame]
 
     # -- the task: pure, no physics ---------------------------------------------------------
 
@@ -620,7 +655,7 @@ class Env:
         """The environment in the reference state of frame `frame` of clip `clip`."""
         task = self.task if task is None else task
         clip, frame = jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32)
-        sim = self.physics.init_one(*self.reference_state(clip, frame, task))
+        sim = self.physics.init_one(*self.start_state(clip, frame, task))
         zero = self.physics.control(np.zeros(self.model.nu))
         view = self.physics.view_one(sim, zero, self.layout.body_ids)
         return self._start(view, clip, frame, task)._replace(sim=sim)
@@ -649,6 +684,15 @@ def frame_bucket(frames: int, smallest: int = 512) -> int:
     `smallest`), so that clips of different lengths share one compiled graph. The padding is
     the last frame repeated, never read: every frame index is masked by the clip's length."""
     return max(smallest, 1 << max(int(frames) - 1, 0).bit_length())
+
+
+def _given(start: np.ndarray | None, reference: np.ndarray, name: str) -> np.ndarray:
+    """A reference set's start states, checked, or its reference's own."""
+    if start is None:
+        return reference
+    if np.shape(start) != reference.shape or not np.isfinite(start).all():
+        raise ValueError(f"{name} must be finite with the reference's shape {reference.shape}")
+    return start
 
 
 def _pad_frames(a: np.ndarray, frames: int) -> jax.Array:
@@ -704,7 +748,7 @@ def _host_batch(env: Env, physics: Backend) -> tuple[Callable, Callable, Callabl
     zero, bodies = np.zeros((physics.n_envs, env.model.nu)), env.layout.body_ids
 
     def reset_at(clip, frame, task):
-        sim = physics.init(*env.reference_state(clip, frame, task))
+        sim = physics.init(*env.start_state(clip, frame, task))
         view = physics.view(sim, zero, bodies)
         return start_jit(view, clip, frame, task)._replace(sim=sim)
 
@@ -719,7 +763,7 @@ def _host_batch(env: Env, physics: Backend) -> tuple[Callable, Callable, Callabl
         mask_np = np.asarray(mask)
         if not mask_np.any():
             return state
-        sim = physics.reset(state.sim, mask_np, *env.reference_state(clip, frame, task))
+        sim = physics.reset(state.sim, mask_np, *env.start_state(clip, frame, task))
         view = physics.view(sim, zero, bodies)  # only the rows in mask are used
         return restart(state._replace(sim=None), view, mask, clip, frame, task)._replace(sim=sim)
 
@@ -873,6 +917,7 @@ __all__ = [
     "StepInfo",
     "VecEnv",
     "View",
+    "applied_action",
     "excitation",
     "frame_bucket",
     "make_env",

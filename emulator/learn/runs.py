@@ -157,6 +157,7 @@ def finetune_policy(
 def config_from_meta(meta: Mapping[str, Any]) -> TrainConfig:
     """The TrainConfig a checkpoint was trained with (from its JSON meta)."""
     raw = dict(meta["config"])
+    raw.setdefault("residual", False)  # policies of msconvert <= 0.3 act alone
     module = agent_module(raw["agent"])
 
     def build(cls: Any, values: Mapping[str, Any]) -> Any:

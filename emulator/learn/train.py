@@ -42,9 +42,10 @@ from msconvert.emulator.learn.agents.common import (
     norm_init,
     norm_update,
 )
-from msconvert.emulator.learn.dagger import DaggerConfig, dagger
+from msconvert.emulator.learn.dagger import DaggerConfig, controller_run, dagger
 from msconvert.emulator.learn.env import (
     EnvConfig,
+    applied_action,
     make_env,
     make_reference_set,
     sample_reset,
@@ -108,6 +109,10 @@ class TrainConfig:
     # With a root assist in the action (env.assist), its scale s falls linearly from 1 to 0
     # over this fraction of the budget; the rest trains without assist.
     assist_anneal: float = 0.75
+    # With the track warm start, the policy acts as a residual: its action is added to the
+    # tracking controller's run over the clip (`dagger.controller_run`), so a policy that has
+    # learned nothing beyond it replays the controller's tracking, and DAgger teaches feedback.
+    residual: bool = True
 
     def resolved(self) -> TrainConfig:
         """A copy with the agent's default config filled in and the choices checked."""
@@ -134,7 +139,8 @@ class TrainConfig:
         backend = self.backend
         if backend == "auto":
             backend = "mjx" if jax.default_backend() != "cpu" else "cpu"
-        return dataclasses.replace(self, agent_config=cfg, backend=backend)
+        residual = self.residual and self.warm_start == "track"  # no controller run without it
+        return dataclasses.replace(self, agent_config=cfg, backend=backend, residual=residual)
 
     def to_json(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -219,7 +225,7 @@ class Trainer:
     agent: ModuleType
     clip_ids: tuple[str, ...]
     model_sha256: str
-    warm_targets: np.ndarray | None  # (C, T, M) static-optimization excitations, or None
+    warm_targets: np.ndarray | None  # (C, T, nu) static-optimization excitations, or None
     teachers: list[Controller] | None = None  # the track warm start's controllers, per clip
     _eval_env: Any = field(default=None, init=False, repr=False)  # C-engine env for `evaluate`
     # MJX: the jitted chunk `(ts, task) -> (ts, metrics)`, shared by every trainer of the same
@@ -235,16 +241,21 @@ class Trainer:
         rcfg = cfg.adversarial
         nu = env.unwrapped.model.nu
 
-        def act_only(agent_state, obs_norm, raw_obs, key, assist_scale) -> tuple[jax.Array, ...]:
+        def act_only(
+            agent_state, obs_norm, env_state, key, assist_scale, task
+        ) -> tuple[jax.Array, ...]:
             # Returns only new values: returning the whole state would copy the replay.
             key, k_act = jax.random.split(key)
-            obs = norm_apply(obs_norm, raw_obs)
+            obs = norm_apply(obs_norm, env_state.obs)
             action, extras = agent.act(agent_state, obs, k_act, False, acfg)
-            return key, action, extras, obs, scaled_assist(action, nu, assist_scale)
+            applied = applied_action(task, env_state.clip, env_state.frame, action)
+            return key, action, extras, obs, scaled_assist(applied, nu, assist_scale)
 
-        def act_part(ts: TrainState) -> tuple[TrainState, jax.Array, dict, jax.Array, jax.Array]:
+        def act_part(
+            ts: TrainState, task: Any
+        ) -> tuple[TrainState, jax.Array, dict, jax.Array, jax.Array]:
             key, action, extras, obs, applied = act_only(
-                ts.agent, ts.obs_norm, ts.env.obs, ts.key, ts.assist_scale
+                ts.agent, ts.obs_norm, _task_view(ts.env), ts.key, ts.assist_scale, task
             )
             return ts._replace(key=key), action, extras, obs, applied
 
@@ -302,7 +313,7 @@ class Trainer:
         if cfg.backend == "mjx":
 
             def one(ts: TrainState, task: Any) -> tuple[TrainState, dict]:
-                ts, action, extras, obs, applied = act_part(ts)
+                ts, action, extras, obs, applied = act_part(ts, task)
                 env_state, info = env.step(ts.env, applied, task)
                 return learn_part(ts, obs, action, extras, env_state, info)
 
@@ -330,7 +341,12 @@ class Trainer:
                 for _ in range(n):
                     sim = ts.env.sim
                     key, action, extras, obs, applied = act_jit(
-                        ts.agent, ts.obs_norm, ts.env.obs, ts.key, ts.assist_scale
+                        ts.agent,
+                        ts.obs_norm,
+                        _task_view(ts.env),
+                        ts.key,
+                        ts.assist_scale,
+                        env.unwrapped.task,
                     )
                     ts = ts._replace(key=key)
                     env_state, info = env.step(ts.env._replace(sim=sim), applied)
@@ -543,7 +559,6 @@ def make_trainer(
         config = dataclasses.replace(config, env=dataclasses.replace(config.env, assist=False))
     body_names = references[0].body_names
     refs = make_reference_set(references, model, body_names, activations=activations)
-    env = training_env(make_env(model, refs, config.env, backend=config.backend), config.n_envs)
     warm, teachers = None, None
     if config.warm_start == "track":
         try:
@@ -552,17 +567,30 @@ def make_trainer(
             raise TrainError(f"the track warm start cannot run: {exc}") from exc
         if any(abs(t.fps - config.env.control_hz) > 1e-6 for t in teachers):
             raise TrainError("the track warm start needs references at the control rate")
+    if config.residual:
+        assert teachers is not None  # resolved(): a residual needs the track warm start
+        # One run per distinct reference (a loaded policy's trainer repeats its clip).
+        first = {id(r): c for c, r in reversed(list(enumerate(references)))}
+        clips = sorted(set(first.values()))
+        cpu = make_env(model, refs, config.env, backend="cpu")
+        done = dict(zip(clips, controller_run(teachers, cpu, clips), strict=True))
+        runs = [done[first[id(r)]] for r in references]
+        # Resets start where the controller's run was at the frame, so that its feedforward
+        # there fits the state.
+        refs = refs._replace(
+            feedforward=_padded([r.action for r in runs]),
+            start_qpos=_padded([r.qpos for r in runs]),
+            start_qvel=_padded([r.qvel for r in runs]),
+            activation=_padded([r.act for r in runs]),
+        )
+    env = training_env(make_env(model, refs, config.env, backend=config.backend), config.n_envs)
     if config.warm_start == "static-opt":
         if excitations is None:
             raise TrainError(
                 "the static-opt warm start needs static-optimization excitations "
                 "(or --warm-start none)"
             )
-        length = max(len(e) for e in excitations)
-        warm = np.zeros((len(excitations), length, env.act_dim), np.float32)
-        for c, e in enumerate(excitations):
-            warm[c, : len(e)] = e
-            warm[c, len(e) :] = e[-1]
+        warm = _padded(excitations)
     return Trainer(
         config=config,
         env=env,
@@ -572,6 +600,15 @@ def make_trainer(
         warm_targets=warm,
         teachers=teachers,
     )
+
+
+def _padded(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-clip (T_c, k) arrays stacked as (C, T, k) float32, each clip's last row repeated."""
+    length = max(len(r) for r in rows)
+    out = np.empty((len(rows), length, rows[0].shape[1]), np.float32)
+    for c, r in enumerate(rows):
+        out[c, : len(r)], out[c, len(r) :] = r, r[-1]
+    return out
 
 
 def train(
@@ -684,6 +721,12 @@ def selected(trainer: Trainer, ts: TrainState) -> TrainState:
         return ts
     agent = trainer.agent.with_policy_params(ts.agent, ts.best.policy)
     return ts._replace(agent=agent, obs_norm=ts.best.obs_norm, assist_scale=ts.best.assist_scale)
+
+
+def _task_view(env_state: Any) -> Any:
+    """What acting reads of the environments' state (never the physics, which on the C engine
+    stays in float64 NumPy outside JAX)."""
+    return env_state._replace(sim=None)
 
 
 def scaled_assist(action: jax.Array, nu: int, scale: jax.Array) -> jax.Array:
