@@ -11,7 +11,7 @@ from toy_models import planar_arm
 from msconvert.emulator.backends import make_backend
 from msconvert.emulator.learn.dagger import DaggerConfig, controller_run, labels
 from msconvert.emulator.learn.env import applied_action, make_env
-from msconvert.emulator.learn.runs import warm_start_solutions
+from msconvert.emulator.learn.runs import config_from_meta, warm_start_solutions
 from msconvert.emulator.learn.train import TrainError, make_trainer, train
 from msconvert.emulator.muscles.track import Controller, track
 from msconvert.emulator.retarget.reference import Reference
@@ -167,3 +167,14 @@ def test_bad_warm_start_settings_are_clear_errors(arm):
     slow = Reference.from_trajectory("arm_25hz", 25.0, ref.qpos[::2], ref.qvel[::2])
     with pytest.raises(TrainError, match="control rate"):
         make_trainer(model, [slow], config(warm_start="track"))
+
+
+def test_policies_saved_before_the_residual_load_as_acting_alone():
+    saved = config(warm_start="track").resolved().to_json()
+    assert saved["residual"] is True
+    old = {k: v for k, v in saved.items() if k != "residual"}
+    assert config_from_meta({"config": old}).resolved().residual is False
+    assert config_from_meta({"config": saved}).resolved().residual is True
+    # Only the track warm start has a controller run to add to.
+    for warm_start in ("static-opt", "none"):
+        assert not config(warm_start=warm_start, residual=True).resolved().residual

@@ -518,6 +518,11 @@ class Trainer:
                 f"a**3 * {env.config.assist_limit_bw} body weight (N, N m per metre) * "
                 "assist_scale"
             )
+        if self.config.residual:
+            action = (
+                "a = clip(policy output + f_t, -1, 1), where f_t is the action of the tracking "
+                "controller's run over the clip at frame t (computed again on loading); " + action
+            )
         return {
             "config": self.config.to_json(),
             "clip_ids": list(self.clip_ids),
