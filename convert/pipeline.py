@@ -610,13 +610,13 @@ def _run_rl_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
         return replace(ready, summary={**ready.summary, "until": options.until})
 
     def work(clip: _Clip) -> None:
-        from msconvert.emulator.learn.runs import train_policy
+        from msconvert.emulator.learn.runs import needs_solutions, train_policy
 
         clip.stage = "train"
         reference = ready.reference()
         model = model_for(options.model)
         solutions = None
-        if options.warm_start != "none":
+        if needs_solutions(options.train_config()):
             clip.stage = "warm-start"
             activation, excitation = warm_start_cached(source, options, reference, model)
             solutions = ([activation], [excitation])
@@ -949,12 +949,12 @@ def _train_shared(
 ) -> dict[str, Any]:
     """Train the shared policy on every retargeted clip (warm starts from the stage cache); its
     trainer, policy, references, warm starts, and the state fine-tunes start from."""
-    from msconvert.emulator.learn.runs import shared_state, train_policy
+    from msconvert.emulator.learn.runs import needs_solutions, shared_state, train_policy
 
     clip.stage = "train"
     refs = [o.reference() for _, o in pairs]
     solutions: Solutions | None = None
-    if options.warm_start != "none":
+    if needs_solutions(options.train_config()):
         got = [
             warm_start_cached(s, options, r, model) for (s, _), r in zip(pairs, refs, strict=True)
         ]
@@ -1094,7 +1094,7 @@ def finish_shared_clip(pair: tuple[ClipSource, ClipOutcome], job: SharedPolicyJo
     """A Ray task: one clip of a multi-clip run after the shared training: the shared policy
     loaded from its checkpoint (fetched from the store), fine-tuned on the clip with
     --finetune-steps, and emulated."""
-    from msconvert.emulator.learn.runs import load_policy, shared_state
+    from msconvert.emulator.learn.runs import load_policy, needs_solutions, shared_state
 
     _in_driver_dir(job.cwd)
     source, ready = pair
@@ -1109,7 +1109,7 @@ def finish_shared_clip(pair: tuple[ClipSource, ClipOutcome], job: SharedPolicyJo
         trainer, base = load_policy(folder, reference, model, model_sha256(model))
         start = shared_state(trainer, base) if options.finetune_steps > 0 else None
         solution = None
-        if start is not None and options.warm_start != "none":
+        if start is not None and needs_solutions(options.train_config()):
             solution = warm_start_cached(source, options, reference, model)
         _finish_shared(clip, job.name, reference, model, trainer, base, 0, start, solution)
 

@@ -81,6 +81,13 @@ def _controller_run(
     return activation, excitation
 
 
+def needs_solutions(config: TrainConfig) -> bool:
+    """Whether the warm start reads each clip's solution (`warm_start_solutions`): a residual
+    policy's resets and feedforward come from the controller's run in `make_trainer` instead."""
+    resolved = config.resolved()
+    return resolved.warm_start != "none" and not resolved.residual
+
+
 def check_model(references: Sequence[Reference], model_sha256: str) -> None:
     """The references must have been retargeted onto this very model."""
     for ref in references:
@@ -108,7 +115,7 @@ def train_policy(
     and train one policy for these references to the budget; a run already trained to its
     budget in out_dir is reused, a cut one resumed (resume=True)."""
     activations = excitations = None
-    if config.warm_start != "none":
+    if needs_solutions(config):
         # One process: forking after JAX has started threads can deadlock (and a clip's static
         # optimization takes seconds next to minutes of training).
         activations, excitations = solutions or warm_start_solutions(
@@ -147,7 +154,7 @@ def finetune_policy(
         return ts._replace(agent=own[0], obs_norm=own[1], reward=own[2])
 
     solutions = ([solution[0]], [solution[1]]) if solution is not None else None
-    if config.warm_start != "none" and solutions is None:
+    if needs_solutions(config) and solutions is None:
         solutions = warm_start_solutions([reference], model, 1, config.warm_start)
     return train_policy(
         [reference], model, config, out_dir, solutions=solutions, resume=True, initial=initial
@@ -193,7 +200,7 @@ def load_policy(
     n = len(meta["clip_ids"])
     activations = excitations = None
     warm_start = config.resolved().warm_start  # 'static-opt' for checkpoints that said True
-    if warm_start != "none":
+    if needs_solutions(config):
         activations, excitations = warm_start_solutions([reference], model, 1, warm_start, feet)
         activations, excitations = activations * n, excitations * n
     trainer = make_trainer(
