@@ -115,10 +115,9 @@ def controller_run(
         one = env.with_physics(physics)
         for c in range(len(teachers)) if clips is None else clips:
             length = int(env.refs.length[c])
-            m = env.model
             action = np.zeros((length, env.act_dim), np.float32)
             qpos, qvel = env.refs.qpos[c, :length].copy(), env.refs.qvel[c, :length].copy()
-            act = np.zeros((length, m.na))
+            act = np.zeros((length, env.model.na))
             state, frames = one.reset_at(c, 0), length
             for f in range(length):
                 qpos[f], qvel[f], act[f] = physics.arrays_one(state.sim)
@@ -197,8 +196,8 @@ def dagger(
             seconds["label"] += t1 - t0
             seconds["rollout"] += time.perf_counter() - t1
         report[f"dagger_r{r}_terminated"] = falls / (config.steps * trainer.config.n_envs)
-        # How far the controller's answers are from what the policy already gives by itself
-        # (the feedforward of a residual policy): zero where the controller alone replays its run.
+        # The round's labels: for a residual policy, what the controller adds to its own run's
+        # action (zero where the controller alone drives from the run's states).
         this_round = np.square(label_rows[-config.steps :])
         report[f"dagger_r{r}_label_rms"] = float(np.sqrt(np.mean(this_round)))
         raw = jnp.asarray(np.concatenate(obs_rows))

@@ -652,7 +652,7 @@ class Env:
     # -- one environment ----------------------------------------------------------------------
 
     def reset_at(self, clip, frame, task: Task | None = None) -> EnvState:
-        """The environment in the reference state of frame `frame` of clip `clip`."""
+        """The environment in the start state of frame `frame` of clip `clip` (`start_state`)."""
         task = self.task if task is None else task
         clip, frame = jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32)
         sim = self.physics.init_one(*self.start_state(clip, frame, task))
