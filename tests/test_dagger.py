@@ -11,7 +11,7 @@ from toy_models import planar_arm
 from msconvert.emulator.backends import make_backend
 from msconvert.emulator.learn.dagger import DaggerConfig, controller_run, labels
 from msconvert.emulator.learn.env import applied_action, make_env
-from msconvert.emulator.learn.runs import config_from_meta, warm_start_solutions
+from msconvert.emulator.learn.runs import config_from_meta, load_policy, warm_start_solutions
 from msconvert.emulator.learn.train import TrainError, make_trainer, train
 from msconvert.emulator.muscles.track import Controller, track
 from msconvert.emulator.retarget.reference import Reference
@@ -179,3 +179,24 @@ def test_policies_saved_before_the_residual_load_as_acting_alone():
     # Only the track warm start has a controller run to add to.
     for warm_start in ("static-opt", "none"):
         assert not config(warm_start=warm_start, residual=True).resolved().residual
+
+
+def test_a_residual_policy_loads_only_with_the_controller_run_it_was_trained_with(arm, tmp_path):
+    model, ref, _ = arm
+    cfg = config(
+        warm_start="track",
+        bc_steps=50,
+        dagger=DaggerConfig(rounds=1, steps=5),
+        budget_steps=16 * 25,
+        evaluations=0,
+    )
+    trainer = make_trainer(model, [ref], cfg)
+    policy = train(trainer, tmp_path / "ckpt")
+    saved = policy.meta["feedforward_sha256"]
+    assert set(saved) == {ref.clip_id} and len(saved[ref.clip_id]) == 64
+    again, _ = load_policy(tmp_path / "ckpt", ref, model, trainer.model_sha256)
+    assert again.feedforward_sha256() == saved
+    # Another motion under the same clip id: its controller run is not the policy's.
+    other = Reference.from_trajectory(ref.clip_id, ref.fps, ref.qpos + 0.05, ref.qvel)
+    with pytest.raises(TrainError, match="not the one this residual policy was trained with"):
+        load_policy(tmp_path / "ckpt", other, model, trainer.model_sha256)

@@ -211,6 +211,13 @@ def load_policy(
         excitations=excitations,
         feet=feet,
     )
+    saved = meta.get("feedforward_sha256", {}).get(reference.clip_id)
+    if saved is not None and trainer.feedforward_sha256()[reference.clip_id] != saved:
+        raise TrainError(
+            f"the tracking controller's run on {reference.clip_id!r} is not the one this residual "
+            "policy was trained with (another msconvert or MuJoCo build, or another reference): "
+            "train the policy again"
+        )
     state, meta, step = checkpoint.restore(checkpoint_dir, trainer.init())
     state = selected(trainer, state)
     policy = Policy(str(checkpoint_dir), step, meta, params=(state.agent, state.obs_norm))

@@ -19,6 +19,7 @@ its last checkpoint and, with a fixed seed, continues as the uninterrupted run w
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import math
 import time
@@ -509,6 +510,15 @@ class Trainer:
         ts = ts._replace(agent=agent_state, obs_norm=norm, key=key)
         return ts, {f"bc_{k}": float(v) for k, v in metrics.items()}
 
+    def feedforward_sha256(self) -> dict[str, str]:
+        """Per clip, the SHA-256 of its feedforward table (float32, its frames only)."""
+        env = self.env.unwrapped
+        table = np.asarray(env.task.feedforward, np.float32)
+        return {
+            clip: hashlib.sha256(table[c, : int(env.refs.length[c])].tobytes()).hexdigest()
+            for c, clip in enumerate(self.clip_ids)
+        }
+
     def meta(self, curve: list[dict[str, float]], seconds: float, ts: TrainState) -> dict[str, Any]:
         env = self.env
         action = "excitation u = 0.5 + 0.5 * a, a in [-1, 1], one per muscle in this order"
@@ -534,6 +544,8 @@ class Trainer:
             "action": action,
             # The scale of the root assist the exported policy is emulated at (0: none).
             "assist_scale": float(selected(self, ts).assist_scale),
+            # What a loaded residual policy's recomputed controller runs must match.
+            "feedforward_sha256": self.feedforward_sha256() if self.config.residual else {},
             "seconds": float(seconds),
             "curve": curve,
         }
