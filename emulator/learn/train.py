@@ -575,7 +575,10 @@ def make_trainer(
         # and its saved settings say so.
         config = dataclasses.replace(config, env=dataclasses.replace(config.env, assist=False))
     body_names = references[0].body_names
-    refs = make_reference_set(references, model, body_names, activations=activations)
+    # A residual policy's resets take the controller run's activations: its run must start the
+    # same whatever the caller passes, or a loaded policy's run would not be the trained one.
+    given = None if config.residual else activations
+    refs = make_reference_set(references, model, body_names, activations=given)
     warm, teachers = None, None
     if config.warm_start == "track":
         try:
