@@ -53,7 +53,7 @@ def warm_start_solutions(
     activations, excitations = [], []
     for ref in references:
         if warm_start == "track":
-            activation, excitation = _controller_run(ref, model, feet)
+            activation, excitation = _track_solution(ref, model, feet)
         else:
             result = static_optimization(ref, model, processes=processes)
             activation, excitation = result.activation, result.excitation
@@ -62,7 +62,7 @@ def warm_start_solutions(
     return activations, excitations
 
 
-def _controller_run(
+def _track_solution(
     ref: Reference, model: mujoco.MjModel, feet: Mapping[str, list[str]] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The tracking controller's activations and excitations over the clip (assist on); after a
@@ -212,7 +212,7 @@ def load_policy(
         feet=feet,
     )
     saved = meta.get("feedforward_sha256", {}).get(reference.clip_id)
-    if saved is not None and trainer.feedforward_sha256()[reference.clip_id] != saved:
+    if saved is not None and trainer.feedforward_sha256[reference.clip_id] != saved:
         raise TrainError(
             f"the tracking controller's run on {reference.clip_id!r} is not the one this residual "
             "policy was trained with (another msconvert or MuJoCo build, or another reference): "

@@ -19,6 +19,7 @@ its last checkpoint and, with a fixed seed, continues as the uninterrupted run w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import math
@@ -510,8 +511,10 @@ class Trainer:
         ts = ts._replace(agent=agent_state, obs_norm=norm, key=key)
         return ts, {f"bc_{k}": float(v) for k, v in metrics.items()}
 
+    @functools.cached_property
     def feedforward_sha256(self) -> dict[str, str]:
-        """Per clip, the SHA-256 of its feedforward table (float32, its frames only)."""
+        """Per clip, the SHA-256 of its feedforward table (float32, its frames only); fixed
+        for the trainer's life, so hashed once, not at every checkpoint."""
         env = self.env.unwrapped
         table = np.asarray(env.task.feedforward, np.float32)
         return {
@@ -545,7 +548,7 @@ class Trainer:
             # The scale of the root assist the exported policy is emulated at (0: none).
             "assist_scale": float(selected(self, ts).assist_scale),
             # What a loaded residual policy's recomputed controller runs must match.
-            "feedforward_sha256": self.feedforward_sha256() if self.config.residual else {},
+            "feedforward_sha256": self.feedforward_sha256 if self.config.residual else {},
             "seconds": float(seconds),
             "curve": curve,
         }
@@ -579,19 +582,23 @@ def make_trainer(
     # same whatever the caller passes, or a loaded policy's run would not be the trained one.
     given = None if config.residual else activations
     refs = make_reference_set(references, model, body_names, activations=given)
+    # A loaded policy's trainer repeats its clip: one controller and one run per distinct
+    # reference, shared by its repeats (a controller answers each query afresh).
+    first: dict[int, int] = {}  # id(reference) -> the first clip that holds it
+    for c, ref in enumerate(references):
+        first.setdefault(id(ref), c)
+    clips = sorted(first.values())
     warm, teachers = None, None
     if config.warm_start == "track":
         try:
-            teachers = [Controller(ref, model, feet=feet) for ref in references]
+            made = {c: Controller(references[c], model, feet=feet) for c in clips}
+            teachers = [made[first[id(ref)]] for ref in references]
         except TrackError as exc:
             raise TrainError(f"the track warm start cannot run: {exc}") from exc
         if any(abs(t.fps - config.env.control_hz) > 1e-6 for t in teachers):
             raise TrainError("the track warm start needs references at the control rate")
     if config.residual:
         assert teachers is not None  # resolved(): a residual needs the track warm start
-        # One run per distinct reference (a loaded policy's trainer repeats its clip).
-        first = {id(r): c for c, r in reversed(list(enumerate(references)))}
-        clips = sorted(set(first.values()))
         cpu = make_env(model, refs, config.env, backend="cpu")
         done = dict(zip(clips, controller_run(teachers, cpu, clips), strict=True))
         runs = [done[first[id(r)]] for r in references]
