@@ -1,6 +1,15 @@
 """msconvert: batch converter from motion-capture corpora to muscle-driven emulations."""
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# XLA:CPU's fusion emitters (jax >= 0.7) turn MJX's unrolled kinematic tree into kernels that
+# recompute it exponentially: one MyoFullBody physics step took minutes on a CPU, against
+# 19 ms with the older emitters (benchmarks/RESULTS.md, the MJX path). Set before JAX starts
+# its CPU backend, and inherited by worker processes; a user's own setting of it wins.
+_CPU_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_CPU_EMITTERS}".strip()
 
 try:
     __version__ = version("msconvert")

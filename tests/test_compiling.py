@@ -4,6 +4,7 @@ second process; MuJoCo Warp where it can run."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,81 @@ def test_mujoco_warp_steps_like_the_c_engine():
     for x, y in zip(cpu.arrays(a), warp.arrays(b), strict=True):
         np.testing.assert_allclose(np.asarray(y), x, atol=2e-3)
     cpu.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, "--xla_cpu_use_fusion_emitters=false"),
+        (
+            "--xla_force_host_platform_device_count=2",
+            "--xla_force_host_platform_device_count=2 --xla_cpu_use_fusion_emitters=false",
+        ),
+        ("--xla_cpu_use_fusion_emitters=true", "--xla_cpu_use_fusion_emitters=true"),
+    ],
+)
+def test_importing_msconvert_turns_off_the_cpu_fusion_emitters_unless_the_user_chose(
+    given, expected
+):
+    """XLA:CPU's fusion emitters made one MJX MyoFullBody step take minutes (RESULTS.md): a
+    fresh process that imports msconvert runs without them, and keeps a user's own choice."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if given is not None:
+        env["XLA_FLAGS"] = given
+    code = "import os, msconvert; print(os.environ['XLA_FLAGS'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert done.stdout.strip() == expected
+
+
+_CHUNK_PROCESS = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from arm_reference import arm_reference
+from test_compiling import tiny_config
+from toy_models import muscle_pendulum
+from msconvert.emulator.learn import compiling
+from msconvert.emulator.learn.train import make_trainer
+
+compiling.use_cache({cache!r})
+model = muscle_pendulum()
+trainer = make_trainer(model, [arm_reference(model, seconds=1.0, seed=0)], tiny_config("mjx"))
+ts = trainer.init()
+with compiling.watch() as compiles:
+    ts, metrics = trainer.run_chunk(ts)
+    ts, metrics = trainer.run_chunk(ts)
+print(json.dumps({{
+    "source": trainer.chunk_fn.last_source,
+    "metrics": {{k: float(v) for k, v in metrics.items()}},
+    "compiles": [[c.name, c.cache_hit] for c in compiles],
+}}))
+"""
+
+
+def _chunk_process(cache: Path) -> dict:
+    code = _CHUNK_PROCESS.format(tests=str(Path(__file__).parent), cache=str(cache))
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_new_process_runs_the_kept_chunk_program_without_tracing_it(tmp_path):
+    """The MJX training chunk is kept on disk once traced (`compiling.Persisted`): a second
+    process with the same code and settings loads it, XLA serves its executable from the cache,
+    and it computes the same training step; a damaged file is traced and written again."""
+    cache = tmp_path / "jax_cache"
+    first = _chunk_process(cache)
+    assert first["source"] == "exported"
+    kept = sorted((cache / compiling.EXPORT_FOLDER).glob("train_chunk-*.jaxexport"))
+    assert len(kept) == 1
+    second = _chunk_process(cache)
+    assert second["source"] == "disk"
+    assert second["metrics"] == first["metrics"]  # the same program on the same seed
+    assert second["compiles"] and all(hit for _, hit in second["compiles"]), second
+    kept[0].write_bytes(kept[0].read_bytes()[:100])  # truncated
+    third = _chunk_process(cache)
+    assert third["source"] == "exported"
+    assert third["metrics"] == first["metrics"]
+    assert kept[0].stat().st_size > 100

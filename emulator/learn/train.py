@@ -323,9 +323,22 @@ class Trainer:
                 ts, metrics = jax.lax.scan(lambda ts, _: one(ts, task), ts, None, length=n)
                 return ts, jax.tree.map(jnp.mean, metrics)
 
-            # Donated: the replay is updated in place.
+            # Donated: the replay is updated in place. Kept on disk as well as in XLA's cache:
+            # a new process then skips tracing and lowering the chunk too.
             jitted = compiling.shared(
-                ("train chunk", graph), lambda: jax.jit(chunk, donate_argnums=0)
+                ("train chunk", graph),
+                lambda: compiling.Persisted(
+                    "train_chunk",
+                    ("train chunk", graph),
+                    jax.jit(chunk, donate_argnums=0),
+                    out_structure=lambda args, names: jax.tree.structure(
+                        (args[0], dict.fromkeys(names, 0))
+                    ),
+                    recorded=lambda structure: list(
+                        jax.tree.unflatten(structure, range(structure.num_leaves))[1]
+                    ),
+                    donate_argnums=(0,),
+                ),
             )
             self.chunk_fn = jitted  # (ts, task) -> (ts, metrics)
             self.run_chunk = lambda ts: jitted(ts, env.unwrapped.task)
