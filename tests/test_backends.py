@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import mujoco
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from toy_models import planar_arm, standing_block
 from msconvert.emulator.backends import DIMS, FEET, Recording, make_backend
 from msconvert.emulator.model import (
     ModelError,
+    compile_spec,
     control_frame_skip,
     load_model,
     muscle_fmax,
@@ -375,3 +378,37 @@ def test_the_mjx_view_skips_contacts_and_changes_nothing():
         got = np.asarray(getattr(view, name))
         np.testing.assert_allclose(got, np.asarray(value), rtol=1e-6, atol=1e-7, err_msg=name)
         assert np.abs(got).max() > 0, name
+
+
+def _mesh_on_a_floor(margin: float) -> mujoco.MjModel:
+    """A muscle-free box mesh resting on a floor, both with a contact margin (MS-Human-700's
+    pelvis and skull meshes carry 1 mm)."""
+    spec = mujoco.MjSpec()
+    corners = [[x, y, z] for x in (-0.1, 0.1) for y in (-0.1, 0.1) for z in (-0.1, 0.1)]
+    spec.add_mesh(name="box", uservert=np.ravel(corners).tolist())
+    spec.worldbody.add_geom(
+        name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1, 1, 0.1], margin=margin
+    )
+    body = spec.worldbody.add_body(name="block", pos=[0, 0, 0.1])
+    body.add_freejoint()
+    body.add_geom(name="block", type=mujoco.mjtGeom.mjGEOM_MESH, meshname="box", margin=margin)
+    return compile_spec(spec, "mesh_on_a_floor")
+
+
+def test_mjx_collides_meshes_that_carry_a_margin_without_it_and_says_so():
+    """MJX's JAX implementation has no mesh collision with a margin: the MJX backend drops the
+    margins it would meet (with a warning naming the geoms), the block still rests on the floor,
+    and the C engine's model keeps them."""
+    model = _mesh_on_a_floor(0.001)
+    with pytest.warns(UserWarning, match="block, floor"):
+        mjx_backend = make_backend("mjx", model, 1, 10, record=False)
+    assert model.geom_margin.tolist() == [0.001, 0.001]
+    state = mjx_backend.init(model.qpos0[None], np.zeros((1, model.nv)))
+    for _ in range(20):
+        state = mjx_backend.step(state, np.zeros((1, 0))).state
+    z = float(np.asarray(mjx_backend.arrays(state)[0])[0, 2])
+    assert 0.095 < z < 0.101, z  # resting, neither sunk nor fallen through
+    quiet = _mesh_on_a_floor(0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_backend("mjx", quiet, 1, 10, record=False)

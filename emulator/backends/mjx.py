@@ -120,6 +120,42 @@ def make_view(mx: mjx.Model) -> Callable[[mjx.Data, jax.Array, jax.Array], View]
     return view
 
 
+def without_mesh_margins(model: mujoco.MjModel) -> mujoco.MjModel:
+    """The model with no contact margin or gap on the geoms that can collide with a mesh or
+    height field (a copy; the model itself when none has one), with a warning naming them: MJX's
+    JAX implementation has no such collision with a margin (MS-Human-700's pelvis, sacrum and
+    skull meshes and its floor carry 1 mm). Those contacts then act from touching, not from
+    1 mm apart, so bodies rest up to 1 mm lower on this backend than on the C engine."""
+    import copy
+    import warnings
+
+    from mujoco.mjx._src import collision_driver
+
+    rough = {int(mujoco.mjtGeom.mjGEOM_MESH), int(mujoco.mjtGeom.mjGEOM_HFIELD)}
+    geoms, pairs = set(), set()
+    for g1, g2, pair in collision_driver.geom_pairs(model):
+        if not rough & {int(model.geom_type[g1]), int(model.geom_type[g2])}:
+            continue
+        if pair != -1 and (model.pair_margin[pair] or model.pair_gap[pair]):
+            pairs.add(int(pair))
+        # MJX sums the two geoms' margins: both must be 0 (the floor's too).
+        geoms |= {int(g) for g in (g1, g2) if model.geom_margin[g] or model.geom_gap[g]}
+    if not geoms and not pairs:
+        return model
+    model = copy.copy(model)
+    for g in geoms:
+        model.geom_margin[g] = model.geom_gap[g] = 0.0
+    for p in pairs:
+        model.pair_margin[p] = model.pair_gap[p] = 0.0
+    names = sorted(model.geom(g).name or f"geom {g}" for g in geoms)
+    warnings.warn(
+        f"MJX (JAX) cannot collide meshes with a margin: contact margin and gap set to 0 on "
+        f"{', '.join(names)}{f' and {len(pairs)} contact pairs' if pairs else ''} for this backend",
+        stacklevel=3,
+    )
+    return model
+
+
 class MjxBackend(Backend):
     """Batched environments as one vmapped `mjx.Data`; `step_fn` is the pure jitted batched
     step, and the `*_one` methods are pure functions of one env (vmap, jit and scan them)."""
@@ -139,7 +175,10 @@ class MjxBackend(Backend):
         self._configure(model, n_envs, frame_skip, record_physics_steps, record)
         self.impl = impl or default_impl()
         # Without recording, the sensor-free model: the same physics, no sensor cost.
-        self.mx = mjx.put_model(self.recording if record else plain_model(model), impl=self.impl)
+        physics = self.recording if record else plain_model(model)
+        if self.impl == "jax":
+            physics = without_mesh_margins(physics)
+        self.mx = mjx.put_model(physics, impl=self.impl)
         self._data0 = mjx.make_data(self.mx, impl=self.impl)
         self._step_one = make_step(
             self.mx, self.layout if record else None, frame_skip, self.record_physics_steps
