@@ -244,8 +244,22 @@ def test_a_new_process_runs_the_kept_chunk_program_without_tracing_it(tmp_path):
     assert second["source"] == "disk"
     assert second["metrics"] == first["metrics"]  # the same program on the same seed
     assert second["compiles"] and all(hit for _, hit in second["compiles"]), second
+    assert "jit(train_chunk)" in {name for name, _ in second["compiles"]}  # as progress says it
     kept[0].write_bytes(kept[0].read_bytes()[:100])  # truncated
     third = _chunk_process(cache)
     assert third["source"] == "exported"
     assert third["metrics"] == first["metrics"]
     assert kept[0].stat().st_size > 100
+
+
+def test_importing_msconvert_after_jax_started_warns_that_the_flag_comes_too_late():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    code = "import jax; jax.devices(); import msconvert"
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    assert "import msconvert first" in done.stderr

@@ -306,7 +306,12 @@ class Persisted:
         sizes = [len(jax.tree.leaves(a)) for a in args]
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         donate = tuple(i for a in self._donate for i in range(starts[a], starts[a + 1]))
-        call = jax.jit(exported.call, donate_argnums=donate)
+
+        def run(*leaves: Any) -> Any:
+            return exported.call(*leaves)
+
+        run.__name__ = run.__qualname__ = self.name  # what compile reports and XLA call it
+        call = jax.jit(run, donate_argnums=donate)
         return _Program(call, structure)
 
 
