@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -10,6 +12,7 @@ import mujoco
 import numpy as np
 from jax import lax
 from mujoco import mjx
+from mujoco.mjx._src import collision_driver  # its candidate pairs: what put_model checks
 
 from msconvert.emulator.backends.base import (
     MAX_ABS_STATE,
@@ -126,11 +129,6 @@ def without_mesh_margins(model: mujoco.MjModel) -> mujoco.MjModel:
     JAX implementation has no such collision with a margin (MS-Human-700's pelvis, sacrum and
     skull meshes and its floor carry 1 mm). Those contacts then act from touching, not from
     1 mm apart, so bodies rest up to 1 mm lower on this backend than on the C engine."""
-    import copy
-    import warnings
-
-    from mujoco.mjx._src import collision_driver
-
     rough = {int(mujoco.mjtGeom.mjGEOM_MESH), int(mujoco.mjtGeom.mjGEOM_HFIELD)}
     geoms, pairs = set(), set()
     for g1, g2, pair in collision_driver.geom_pairs(model):
