@@ -218,3 +218,25 @@ def test_one_environment_is_pure_on_mjx_and_never_resets(arm):
     np.testing.assert_array_equal(np.asarray(info.error[0]), np.asarray(rows[0].error))
     assert info.recording is None  # training envs do not record
     vec.close()
+
+
+def test_mjx_resets_read_their_view_from_tables_the_c_engine_computed(arm):
+    """A reset on MJX takes the actuators' lengths, velocities and forces and the body positions
+    of its start state from the task's tables: the same as MJX and the C engine compute, and no
+    kinematics in the reset's graph."""
+    model, refs, *_ = arm
+    mjx, cpu = make_env(model, refs, EnvConfig(), "mjx"), make_env(model, refs, EnvConfig(), "cpu")
+    assert cpu.task.start_length is None and mjx.task.start_length is not None
+    clips, frames = np.array([0, 1, 1]), np.array([0, 7, int(refs.length[1]) - 1])
+    states = jax.jit(jax.vmap(mjx.reset_at))(clips, frames)
+    zero, bodies = jnp.zeros(model.nu), jnp.asarray(mjx.layout.body_ids)
+    computed = jax.vmap(mjx.physics.view_one, in_axes=(0, None, None))(states.sim, zero, bodies)
+    for name, got, want in zip(states.view._fields, states.view, computed):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), 1e-5, 1e-5, err_msg=name)
+    for i, (c, f) in enumerate(zip(clips, frames)):
+        host = cpu.reset_at(int(c), int(f))
+        np.testing.assert_allclose(np.asarray(host.obs), np.asarray(states.obs[i]), atol=1e-5)
+    sim = jax.tree.map(lambda x: x[0], states.sim)
+    reset_graph = jax.jit(mjx.reset_at).lower(0, 0).as_text()
+    view_graph = jax.jit(mjx.physics.view_one).lower(sim, zero, bodies).as_text()
+    assert len(reset_graph) < len(view_graph)

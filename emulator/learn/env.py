@@ -304,6 +304,65 @@ class Task(NamedTuple):
     feedforward: jax.Array  # (C, T, act_dim), or (C, 1, act_dim) zeros without a feedforward
     start_qpos: jax.Array  # (C, T, nq): where resets start (the reference's qpos by default)
     start_qvel: jax.Array
+    # On a pure backend (MJX), what a reset at (clip, frame) sees beyond qpos, qvel and act:
+    # (C, T, ...) tables computed once by the C engine, so that no reset in a compiled graph
+    # runs kinematics (`start_view`). None on a host backend, whose resets run the C engine.
+    start_length: jax.Array | None = None
+    start_velocity: jax.Array | None = None
+    start_force: jax.Array | None = None
+    start_body_pos: jax.Array | None = None
+
+
+def start_view_table(
+    model: mujoco.MjModel,
+    body_ids: np.ndarray,
+    qpos: np.ndarray,
+    qvel: np.ndarray,
+    act: np.ndarray,
+    length: np.ndarray,
+    frames: int,
+) -> dict[str, jax.Array]:
+    """The `Task.start_*` tables of start states (C, T, ...): per clip and frame below its
+    length, the actuators' length, velocity and force and the bodies' positions with no control,
+    by the C engine in float64; padded to `frames` as the references are."""
+    data = mujoco.MjData(model)
+    n_clips, nu = qpos.shape[0], model.nu
+    out = {
+        "start_length": np.zeros((n_clips, qpos.shape[1], nu)),
+        "start_velocity": np.zeros((n_clips, qpos.shape[1], nu)),
+        "start_force": np.zeros((n_clips, qpos.shape[1], nu)),
+        "start_body_pos": np.zeros((n_clips, qpos.shape[1], len(body_ids), 3)),
+    }
+    for c in range(n_clips):
+        for t in range(int(length[c])):
+            data.qpos[:], data.qvel[:], data.act[:] = qpos[c, t], qvel[c, t], act[c, t]
+            data.ctrl[:] = 0.0
+            # The stages a View reads; no acceleration or constraint solve.
+            mujoco.mj_fwdPosition(model, data)
+            mujoco.mj_fwdVelocity(model, data)
+            mujoco.mj_fwdActuation(model, data)
+            out["start_length"][c, t] = data.actuator_length
+            out["start_velocity"][c, t] = data.actuator_velocity
+            out["start_force"][c, t] = data.actuator_force
+            out["start_body_pos"][c, t] = data.xpos[body_ids]
+        for table in out.values():  # past the clip's end: its last frame, as _pad_frames does
+            table[c, int(length[c]) :] = table[c, max(int(length[c]) - 1, 0)]
+    return {name: _pad_frames(table, frames) for name, table in out.items()}
+
+
+def start_view(task: Task, qpos, qvel, act, clip, frame) -> View:
+    """The View of a reset at (clip, frame) from the task's tables (a pure backend's)."""
+    dtype = jnp.asarray(qpos).dtype
+    pick = lambda table: table[clip, frame].astype(dtype)  # noqa: E731
+    return View(
+        qpos,
+        qvel,
+        act,
+        pick(task.start_length),
+        pick(task.start_velocity),
+        pick(task.start_force),
+        pick(task.start_body_pos),
+    )
 
 
 def applied_action(task: Task, clip, frame, action) -> jax.Array:
@@ -571,6 +630,19 @@ class Env:
         if not physics.pure and physics.n_envs != 1:
             raise ValueError(f"one environment needs a backend of 1 env, got {physics.n_envs}")
         self.physics, self.backend = physics, physics.kind
+        if physics.pure and self.task.start_length is None:
+            refs = self.refs
+            self.task = self.task._replace(
+                **start_view_table(
+                    self.model,
+                    self.layout.body_ids,
+                    _given(refs.start_qpos, refs.qpos, "start_qpos"),
+                    _given(refs.start_qvel, refs.qvel, "start_qvel"),
+                    refs.activation,
+                    refs.length,
+                    self.task.qpos.shape[1],
+                )
+            )
 
     def with_physics(self, physics: Backend) -> Env:
         """This task on another backend (of the same model and frame_skip); the compiled task
@@ -656,8 +728,11 @@ class Env:
         task = self.task if task is None else task
         clip, frame = jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32)
         sim = self.physics.init_one(*self.start_state(clip, frame, task))
-        zero = self.physics.control(np.zeros(self.model.nu))
-        view = self.physics.view_one(sim, zero, self.layout.body_ids)
+        if task.start_length is not None:  # a pure backend's tables: no kinematics in the graph
+            view = start_view(task, sim.qpos, sim.qvel, sim.act, clip, frame)
+        else:
+            zero = self.physics.control(np.zeros(self.model.nu))
+            view = self.physics.view_one(sim, zero, self.layout.body_ids)
         return self._start(view, clip, frame, task)._replace(sim=sim)
 
     def reset(self, key: jax.Array) -> EnvState:
