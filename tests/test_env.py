@@ -231,9 +231,9 @@ def test_mjx_resets_read_their_view_from_tables_the_c_engine_computed(arm):
     states = jax.jit(jax.vmap(mjx.reset_at))(clips, frames)
     zero, bodies = jnp.zeros(model.nu), jnp.asarray(mjx.layout.body_ids)
     computed = jax.vmap(mjx.physics.view_one, in_axes=(0, None, None))(states.sim, zero, bodies)
-    for name, got, want in zip(states.view._fields, states.view, computed):
+    for name, got, want in zip(states.view._fields, states.view, computed, strict=True):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), 1e-5, 1e-5, err_msg=name)
-    for i, (c, f) in enumerate(zip(clips, frames)):
+    for i, (c, f) in enumerate(zip(clips, frames, strict=True)):
         host = cpu.reset_at(int(c), int(f))
         np.testing.assert_allclose(np.asarray(host.obs), np.asarray(states.obs[i]), atol=1e-5)
     sim = jax.tree.map(lambda x: x[0], states.sim)
