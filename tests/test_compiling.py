@@ -63,8 +63,12 @@ def test_two_clips_of_different_lengths_share_one_compile():
             np.testing.assert_allclose(np.asarray(ts.env.view.qpos), ref.qpos[frames], atol=1e-5)
             ts, metrics = trainer.run_chunk(ts)
             assert np.isfinite(float(metrics["reward"]))
+            # The C engine's state never goes through JAX: float64 NumPy, as it steps.
+            sim = jax.tree.leaves(ts.env.sim)
+            assert sim and all(isinstance(x, np.ndarray) for x in sim)
+            assert {x.dtype for x in sim if x.dtype.kind == "f"} == {np.dtype(np.float64)}
     names = [c.name for c in compiles]
-    for name in ("jit(learn_part)", "jit(act_only)", "jit(advance)", "jit(start)"):
+    for name in ("jit(learn_part)", "jit(act_only)", "jit(advance)", "jit(start)", "jit(learner)"):
         assert names.count(name) == 1, (name, names)
 
 
@@ -75,7 +79,10 @@ def test_mjx_chunk_is_one_graph_for_clips_of_different_lengths():
     model, refs = _two_clips()
     compiling.clear_shared()
     trainers = [make_trainer(model, [ref], tiny_config("mjx")) for ref in refs]
-    states = [t.init() for t in trainers]
+    with compiling.watch() as compiles:
+        states = [t.init() for t in trainers]
+    # A fresh state is one compiled call (not an executable per op), shared by both trainers.
+    assert [c.name for c in compiles] == ["jit(fresh_state)"]
     for ts, ref in zip(states, refs, strict=True):
         frames = np.asarray(ts.env.frame)
         np.testing.assert_allclose(np.asarray(ts.env.view.qpos), ref.qpos[frames], atol=1e-5)

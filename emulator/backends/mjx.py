@@ -23,7 +23,7 @@ from msconvert.emulator.backends.base import (
     View,
     broadcast_state,
     decode,
-    plain_model,
+    sensorless_copy,
 )
 
 
@@ -173,7 +173,7 @@ class MjxBackend(Backend):
         self._configure(model, n_envs, frame_skip, record_physics_steps, record)
         self.impl = impl or default_impl()
         # Without recording, the sensor-free model: the same physics, no sensor cost.
-        physics = self.recording if record else plain_model(model)
+        physics = self.recording if record else sensorless_copy(model)
         if self.impl == "jax":
             physics = without_mesh_margins(physics)
         self.mx = mjx.put_model(physics, impl=self.impl)

@@ -384,30 +384,56 @@ class Trainer:
 
     def init(self) -> TrainState:
         """A fresh training state from the seed (environments reset, networks initialized)."""
-        cfg = self.config
-        key = jax.random.PRNGKey(cfg.seed)
-        k_env, k_agent, k_reward, key = jax.random.split(key, 4)
+        seed = jnp.asarray(self.config.seed)  # an argument: one compile serves every seed
+        if self.chunk_fn is not None:  # MJX: the whole start is one compiled call
+            return self._start_fns[0](seed, self.env.unwrapped.task)
+        k_env, rest = self._start_fns[1](seed)
         env_state = self.env.reset(k_env)
-        agent_state = self.agent.init(
-            k_agent, self.env.obs_dim, self.env.act_dim, cfg.n_envs, cfg.agent_config
-        )
-        reward_state = adversarial_init(k_reward, self.env.error_dim, cfg.adversarial)
-        obs_norm = norm_update(norm_init(self.env.obs_dim), env_state.obs)
-        best = BestPolicy(
-            jax.tree.map(jnp.copy, self.agent.policy_params(agent_state)),
-            jax.tree.map(jnp.copy, obs_norm),
-            jnp.asarray(jnp.inf, jnp.float32),
-            jnp.zeros((), jnp.float32),
-        )
-        return TrainState(
-            env_state,
-            agent_state,
-            reward_state,
-            obs_norm,
-            key,
-            jnp.zeros((), jnp.int32),
-            best,
-            jnp.asarray(self.assist_scale_at(0), jnp.float32),
+        # The C engine's state stays out of JAX (float64 NumPy, see the chunk).
+        return self._start_fns[2](env_state.obs, rest)._replace(env=env_state)
+
+    @functools.cached_property
+    def _start_fns(self) -> tuple[Callable, Callable, Callable]:
+        """init's parts, jitted: each op run one by one would load its own executable from the
+        compilation cache (~160 of them on a warm start). Shared by the trainers of a graph."""
+        cfg, env, agent = self.config, self.env, self.agent
+
+        def keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
+            k_env, k_agent, k_reward, key = jax.random.split(jax.random.PRNGKey(seed), 4)
+            return k_env, jnp.stack([k_agent, k_reward, key])
+
+        def learner(obs: jax.Array, rest: jax.Array) -> TrainState:  # env: None
+            k_agent, k_reward, key = rest
+            agent_state = agent.init(
+                k_agent, env.obs_dim, env.act_dim, cfg.n_envs, cfg.agent_config
+            )
+            reward_state = adversarial_init(k_reward, env.error_dim, cfg.adversarial)
+            obs_norm = norm_update(norm_init(env.obs_dim), obs)
+            best = BestPolicy(
+                jax.tree.map(jnp.copy, agent.policy_params(agent_state)),
+                jax.tree.map(jnp.copy, obs_norm),
+                jnp.asarray(jnp.inf, jnp.float32),
+                jnp.zeros((), jnp.float32),
+            )
+            return TrainState(
+                None,
+                agent_state,
+                reward_state,
+                obs_norm,
+                key,
+                jnp.zeros((), jnp.int32),
+                best,
+                jnp.asarray(self.assist_scale_at(0), jnp.float32),
+            )
+
+        def fresh_state(seed: jax.Array, task: Any) -> TrainState:
+            k_env, rest = keys(seed)
+            env_state = env.reset(k_env, task)
+            return learner(env_state.obs, rest)._replace(env=env_state)
+
+        graph = (env.unwrapped.signature, repr(_graph_settings(self.config)), self.assisted)
+        return compiling.shared(
+            ("start", graph), lambda: (jax.jit(fresh_state), jax.jit(keys), jax.jit(learner))
         )
 
     @property
