@@ -204,3 +204,25 @@ def test_a_residual_policy_loads_only_with_the_controller_run_it_was_trained_wit
     other = Reference.from_trajectory(ref.clip_id, ref.fps, ref.qpos + 0.05, ref.qvel)
     with pytest.raises(TrainError, match="not the one this residual policy was trained with"):
         load_policy(tmp_path / "ckpt", other, model, trainer.model_sha256)
+
+
+def test_an_mjx_trainer_warm_starts_from_the_controllers_run_and_trains(arm):
+    """The residual warm start on MJX: the controller runs on a C-engine copy of the MJX task
+    (which computes its resets itself), the labels are fitted, and the compiled chunk trains
+    from the warm state."""
+    model, ref, (acts, excs) = arm
+    cfg = config(
+        warm_start="track",
+        residual=True,
+        backend="mjx",
+        n_envs=4,
+        bc_steps=50,
+        dagger=DaggerConfig(rounds=1, steps=5),
+    )
+    trainer = make_trainer(model, [ref], cfg, activations=acts, excitations=excs)
+    warm, report = trainer.warm_start(trainer.init())
+    assert report["dagger_labels"] == 5 * 4
+    steps = int(warm.steps)
+    ts, metrics = trainer.run_chunk(warm)  # donates warm
+    assert int(ts.steps) == steps + cfg.chunk_steps
+    assert np.isfinite(float(metrics["reward"]))

@@ -12,6 +12,7 @@ import pytest
 from arm_reference import arm_reference
 from toy_models import planar_arm
 
+from msconvert.emulator.backends import make_backend
 from msconvert.emulator.learn.env import (
     EnvConfig,
     VecEnv,
@@ -236,6 +237,12 @@ def test_mjx_resets_read_their_view_from_tables_the_c_engine_computed(arm):
     for i, (c, f) in enumerate(zip(clips, frames, strict=True)):
         host = cpu.reset_at(int(c), int(f))
         np.testing.assert_allclose(np.asarray(host.obs), np.asarray(states.obs[i]), atol=1e-5)
+    # A C-engine copy of the MJX task (DAgger's controller runs) computes its resets again.
+    copy = mjx.with_physics(make_backend("cpu", model, 1, mjx.frame_skip, nthread=1))
+    assert copy.task.start_length is None and mjx.task.start_length is not None
+    np.testing.assert_allclose(
+        np.asarray(copy.reset_at(1, 7).obs), np.asarray(states.obs[1]), 0, 1e-5
+    )
     sim = jax.tree.map(lambda x: x[0], states.sim)
     reset_graph = jax.jit(mjx.reset_at).lower(0, 0).as_text()
     view_graph = jax.jit(mjx.physics.view_one).lower(sim, zero, bodies).as_text()

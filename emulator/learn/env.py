@@ -630,6 +630,9 @@ class Env:
         if not physics.pure and physics.n_envs != 1:
             raise ValueError(f"one environment needs a backend of 1 env, got {physics.n_envs}")
         self.physics, self.backend = physics, physics.kind
+        if not physics.pure and self.task.start_length is not None:  # a host copy computes
+            tables = dict.fromkeys(("start_length", "start_velocity", "start_force"), None)
+            self.task = self.task._replace(**tables, start_body_pos=None)
         if physics.pure and self.task.start_length is None:
             refs = self.refs
             self.task = self.task._replace(
@@ -728,7 +731,7 @@ class Env:
         task = self.task if task is None else task
         clip, frame = jnp.asarray(clip, jnp.int32), jnp.asarray(frame, jnp.int32)
         sim = self.physics.init_one(*self.start_state(clip, frame, task))
-        if task.start_length is not None:  # a pure backend's tables: no kinematics in the graph
+        if self.physics.pure:  # the task's tables: no kinematics in the graph
             view = start_view(task, sim.qpos, sim.qvel, sim.act, clip, frame)
         else:
             zero = self.physics.control(np.zeros(self.model.nu))
