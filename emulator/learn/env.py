@@ -313,6 +313,9 @@ class Task(NamedTuple):
     start_body_pos: jax.Array | None = None
 
 
+START_TABLES = ("start_length", "start_velocity", "start_force", "start_body_pos")
+
+
 def start_view_table(
     model: mujoco.MjModel,
     body_ids: np.ndarray,
@@ -630,10 +633,9 @@ class Env:
         if not physics.pure and physics.n_envs != 1:
             raise ValueError(f"one environment needs a backend of 1 env, got {physics.n_envs}")
         self.physics, self.backend = physics, physics.kind
-        if not physics.pure and self.task.start_length is not None:  # a host copy computes
-            tables = dict.fromkeys(("start_length", "start_velocity", "start_force"), None)
-            self.task = self.task._replace(**tables, start_body_pos=None)
-        if physics.pure and self.task.start_length is None:
+        if not physics.pure:  # a host backend computes each reset's View itself
+            self.task = self.task._replace(**dict.fromkeys(START_TABLES))
+        elif self.task.start_length is None:
             refs = self.refs
             self.task = self.task._replace(
                 **start_view_table(
