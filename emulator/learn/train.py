@@ -234,6 +234,12 @@ class Trainer:
     # model and settings in the process; None on the C engine.
     chunk_fn: Any = field(default=None, init=False, repr=False)
 
+    @functools.cached_property
+    def graph(self) -> tuple:
+        """What this trainer's compiled functions depend on (model, key bodies, settings and
+        physics; never the clips or the seed): trainers with the same graph share them."""
+        return (self.env.unwrapped.signature, repr(_graph_settings(self.config)))
+
     def __post_init__(self) -> None:
         cfg = self.config
         agent, acfg, env = self.agent, cfg.agent_config, self.env
@@ -311,7 +317,7 @@ class Trainer:
         n = cfg.chunk_steps
         # Compiled once per model and settings in a process: the clips' references are an
         # argument (`task`), and every trainer of the same graph shares the jitted functions.
-        graph = (env.unwrapped.signature, repr(_graph_settings(cfg)))
+        graph = self.graph
         if cfg.backend == "mjx":
 
             def one(ts: TrainState, task: Any) -> tuple[TrainState, dict]:
@@ -385,12 +391,13 @@ class Trainer:
     def init(self) -> TrainState:
         """A fresh training state from the seed (environments reset, networks initialized)."""
         seed = jnp.asarray(self.config.seed)  # an argument: one compile serves every seed
+        fresh_state, keys, learner = self._start_fns
         if self.chunk_fn is not None:  # MJX: the whole start is one compiled call
-            return self._start_fns[0](seed, self.env.unwrapped.task)
-        k_env, rest = self._start_fns[1](seed)
+            return fresh_state(seed, self.env.unwrapped.task)
+        k_env, rest = keys(seed)
         env_state = self.env.reset(k_env)
         # The C engine's state stays out of JAX (float64 NumPy, see the chunk).
-        return self._start_fns[2](env_state.obs, rest)._replace(env=env_state)
+        return learner(env_state.obs, rest)._replace(env=env_state)
 
     @functools.cached_property
     def _start_fns(self) -> tuple[Callable, Callable, Callable]:
@@ -431,9 +438,8 @@ class Trainer:
             env_state = env.reset(k_env, task)
             return learner(env_state.obs, rest)._replace(env=env_state)
 
-        graph = (env.unwrapped.signature, repr(_graph_settings(self.config)), self.assisted)
         return compiling.shared(
-            ("start", graph), lambda: (jax.jit(fresh_state), jax.jit(keys), jax.jit(learner))
+            ("start", self.graph), lambda: (jax.jit(fresh_state), jax.jit(keys), jax.jit(learner))
         )
 
     @property
