@@ -293,7 +293,7 @@ for _command in (*commands_catalog.COMMANDS, *commands_policies.COMMANDS):
 def _print_training_estimate(options, n_clips: int, workers: int) -> None:
     """Before long work: what will be trained, and at most how long it takes."""
     config = options.train_config()
-    policies = 1 if options.policy == "multi-clip" else n_clips
+    policies = 1 if options.policy == "multi-clip" else n_clips * options.solutions
     line = (
         f"Training {policies} {options.agent} + {options.reward} "
         f"polic{'y' if policies == 1 else 'ies'} (preset {options.preset}: {config.n_envs} envs, "
@@ -327,7 +327,12 @@ def _pipeline_options(until: str | None, conversion: dict[str, Any]):
     until = until or default_until(method)
     try:
         check_until(until, method)
-        check_solutions(conversion["solutions"], method)
+        check_solutions(
+            conversion["solutions"],
+            method,
+            conversion.get("policy", "per-clip"),
+            conversion.get("warm_start", "track"),
+        )
     except StageNotAvailableError as exc:
         raise click.UsageError(str(exc)) from None
     model = conversion.pop("model_path")

@@ -25,6 +25,7 @@ from msconvert.convert.options import (
     CLIP_ID,
     MODEL,
     RESUME,
+    SOLUTION,
     STOCHASTIC,
     check_out,
     out,
@@ -152,15 +153,18 @@ def train(
 @click.command(name="export-checkpoint", context_settings=CONTEXT)
 @click.argument("catalog")
 @click.argument("clip")
-@out()
-def export_checkpoint(catalog: str, clip: str, out: str) -> None:
+@use(out(), SOLUTION)
+def export_checkpoint(catalog: str, clip: str, out: str, solution: int | None) -> None:
     """Copy the policy that produced CLIP (Orbax checkpoint, config, policy.json layout) to the
-    directory --out.
+    directory --out; of a clip converted with --method rl --solutions K, the policy of
+    --solution.
 
     \b
     Example:
       msconvert export-checkpoint catalog.zarr DemoLab/subject1/walking --out ckpt/walk
+      msconvert export-checkpoint catalog.zarr KIT/3/walk --solution 2 --out ckpt/walk2
     """
+    from msconvert.dims import SolutionError, check_solution, solution_count
     from msconvert.emulator.learn.checkpoint import META_FILE, CheckpointError, export
 
     out = check_out(out, file_okay=False)
@@ -168,6 +172,12 @@ def export_checkpoint(catalog: str, clip: str, out: str) -> None:
     source = ds.attrs.get("checkpoint")
     if not source:
         raise click.ClickException(f"clip {clip!r} has no policy (method {ds.attrs.get('method')})")
+    if solution:
+        try:
+            check_solution(clip, solution_count(ds), solution)
+        except SolutionError as exc:
+            raise click.ClickException(str(exc)) from None
+        source = ds.attrs["solution_checkpoints"][solution]
     try:
         if checkpoint_store.is_remote(source):  # beside a catalog on a store: fetched first
             with tempfile.TemporaryDirectory(prefix="msconvert-checkpoint-") as local:

@@ -210,8 +210,10 @@ SOLUTIONS = click.option(
     "muscle's activation squared by a seeded random factor (--seed) and pays for using the "
     "muscles the earlier ones used, so it shares the work out differently. Each is a full "
     "simulation (K times the time); the emulation's arrays gain a leading 'solution' dim (read "
-    "one with --solution), the clip solution<j>.* and diversity.* metrics. rl and static-opt: "
-    "not built yet (K must be 1). plot: overlay the first K solutions' traced muscles.",
+    "one with --solution), the clip solution<j>.* and diversity.* metrics. rl: the K controller "
+    "runs, then K policies per clip, policy j taught by solution j's controller and trained with "
+    "seed --seed + j (K times the training; per-clip policies and --warm-start track only). "
+    "static-opt: not built (K must be 1). plot: overlay the first K solutions' traced muscles.",
 )
 SOLUTION = click.option(
     "--solution",

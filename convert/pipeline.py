@@ -44,12 +44,18 @@ from msconvert.datasets.resample import resample
 from msconvert.emulator.emulation import (
     Emulation,
     EmulationFormatError,
+    solution_prefix,
     stochastic_dataset,
     stochastic_metrics,
 )
 from msconvert.emulator.model import ModelError, default_model_path, load_model, model_sha256
 from msconvert.emulator.muscles.result import StaticOptFormatError
-from msconvert.emulator.muscles.solutions import SolutionsConfig, track_solutions
+from msconvert.emulator.muscles.solutions import (
+    SolutionsConfig,
+    diversity_metrics,
+    solutions_dataset,
+    track_solutions,
+)
 from msconvert.emulator.muscles.static_opt import StaticOptError, static_optimization
 from msconvert.emulator.muscles.track import TrackConfig, TrackError, track
 from msconvert.emulator.retarget import (
@@ -101,15 +107,40 @@ def check_until(until: str, method: str = "rl") -> None:
         )
 
 
-def check_solutions(count: int, method: str) -> None:
+def check_solutions(
+    count: int, method: str, policy: str = "per-clip", warm_start: str = "track"
+) -> None:
     """Refuse, in one line, distinct muscle solutions (`--solutions K`) that are not built."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise StageNotAvailableError(f"--solutions takes a whole number >= 1, not {count!r}")
-    if count > 1 and method != "track":
+    if count == 1 or method == "track":
+        return
+    if method != "rl":
         raise StageNotAvailableError(
             f"--solutions {count} with --method {method}: distinct muscle solutions are built only "
-            "for --method track so far; use --method track or --solutions 1"
+            "for --method track and rl; use one of them or --solutions 1"
         )
+    if policy != "per-clip":
+        raise StageNotAvailableError(
+            f"--solutions {count} with --policy {policy}: rl solutions are built for per-clip "
+            "policies only; use --policy per-clip or --solutions 1"
+        )
+    if warm_start != "track":
+        raise StageNotAvailableError(
+            f"--solutions {count} with --warm-start {warm_start}: each policy is taught by one "
+            "solution's tracking controller; use --warm-start track"
+        )
+
+
+def solution_folder(clip_id: str, solution: int) -> str:
+    """Where the policy of muscle solution `solution` trains, relative to the checkpoints:
+    solution 0's is the clip's own folder, solution j's a sibling '.<leaf>.solution<j>' (no
+    clip id part starts with '.', so it never meets a clip's)."""
+    if solution == 0:
+        return clip_id
+    parent, _, leaf = clip_id.rpartition("/")
+    name = f".{leaf}.solution{solution}"
+    return f"{parent}/{name}" if parent else name
 
 
 def default_until(method: str) -> str:
@@ -135,7 +166,9 @@ class PipelineOptions:
     track_kp: float = 100.0  # track: PD gains on the reference
     track_kd: float = 20.0
     track_contact_lift: float = 0.005  # track: m, see TrackConfig.contact_lift_m
-    solutions: int = 1  # track: distinct muscle solutions per clip (1: the single answer)
+    # track and rl: distinct muscle solutions per clip (1: the single answer); rl trains one
+    # policy per solution, each taught by that solution's controller, seeded seed + j
+    solutions: int = 1
     # The rl method: a named budget (convert/presets.py), and what may override it.
     preset: str = "demo"
     agent: str = "flow"
@@ -621,6 +654,9 @@ def _run_rl_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
             activation, excitation = warm_start_cached(source, options, reference, model)
             solutions = ([activation], [excitation])
             clip.stage = "train"
+        if options.solutions > 1:
+            _rl_solutions(clip, source, reference, model)
+            return
         with policy_folder(options, source.clip_id) as out:
             trainer, policy = train_policy(
                 [reference], model, options.train_config(), out, solutions=solutions
@@ -634,6 +670,62 @@ def _run_rl_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
     clip = _Clip.resumed(ready, source, options)
     clip.summary.update(source=source.relpath, until=options.until)
     return _run(clip, options.until, work)
+
+
+def _rl_solutions(clip: _Clip, source: ClipSource, reference: Reference, model: Any) -> None:
+    """`--method rl --solutions K`: the controller's K solutions of the clip, then policy j
+    trained from solution j's controller (DAgger and the residual on its run) with seed + j, and
+    each policy's emulation on a leading `solution` dim. Policy 0 is the usual one, bit for bit."""
+    from msconvert.emulator.learn.runs import emulate_policy, train_policy
+
+    options = clip.options
+    clip.stage = "track-solutions"
+    wanted = SolutionsConfig(count=options.solutions, seed=options.seed)
+    # The teachers run with the defaults, as every track warm start does (a loaded policy's
+    # controller is made again the same way).
+    found = track_solutions(reference, model, solutions=wanted)
+    policies, emulations, sampled = [], [], []
+    for j in range(options.solutions):
+        clip.stage = "train" if j == 0 else f"train solution {j}"
+        config = replace(
+            options.train_config(), seed=options.seed + j, solution=j, solutions=wanted
+        )
+        with policy_folder(options, solution_folder(source.clip_id, j)) as out:
+            trainer, policy = train_policy(
+                [reference], model, config, out, muscle_costs=[found.cost(j)]
+            )
+        policies.append(policy)
+        if options.reaches("emulate"):
+            clip.stage = "emulate" if j == 0 else f"emulate solution {j}"
+            if j == 0:
+                first, sampled = _emulations(trainer, policy, reference, 0, options.stochastic)
+                emulations.append(first)
+            else:
+                emulations.append(emulate_policy(trainer, policy, reference, 0))
+    clip.add_policy(policies[0], None)
+    clip.attrs.update(
+        solution_checkpoints=[options.checkpoint_location(p.checkpoint_dir) for p in policies],
+        solution_seeds=[options.seed + j for j in range(options.solutions)],
+    )
+    for j, policy in enumerate(policies[1:], start=1):
+        clip.metrics[f"{solution_prefix(j)}train.env_steps"] = float(policy.step)
+        minutes = float(policy.meta.get("seconds", 0.0)) / 60.0
+        clip.metrics[f"{solution_prefix(j)}train.minutes"] = minutes
+    # How far the teachers' own runs differ: the policies' diversity is read against it.
+    clip.metrics.update(
+        {f"teacher_{k}": v for k, v in found.metrics.items() if k.startswith("diversity.")}
+    )
+    if not emulations:
+        return
+    parts = [e.to_dataset() for e in emulations]
+    clip.parts.append(solutions_dataset(parts, emulations, found))
+    clip.metrics.update(emulations[0].metrics)
+    for j, emulation in enumerate(emulations[1:], start=1):
+        clip.metrics.update({solution_prefix(j) + k: v for k, v in emulation.metrics.items()})
+    clip.metrics.update(diversity_metrics(emulations))
+    if sampled:
+        clip.parts.append(stochastic_dataset(sampled))
+        clip.metrics.update(stochastic_metrics(sampled))
 
 
 def replay_policy(source: ClipSource, options: PipelineOptions, checkpoint_dir: str) -> ClipOutcome:
@@ -711,7 +803,7 @@ def run_batch(
     is called with the machine each finished clip ran on.
     """
     check_until(options.until, options.method)
-    check_solutions(options.solutions, options.method)
+    check_solutions(options.solutions, options.method, options.policy, options.warm_start)
     report = BatchReport(total=len(sources))
     with catalog.lease():
         start = time.perf_counter()

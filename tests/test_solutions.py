@@ -338,8 +338,9 @@ def test_the_cli_writes_two_solutions_and_reads_either(two_solution_catalog):
     [
         (("--method", "track", "--solutions", "0"), "0 is not in the range x>=1"),
         (("--method", "track", "--solutions", "1.5"), "'1.5' is not a valid integer"),
-        (("--method", "rl", "--solutions", "2"), "built only for --method track"),
-        (("--method", "static-opt", "--solutions", "3"), "built only for --method track"),
+        (("--method", "static-opt", "--solutions", "3"), "built only for --method track and rl"),
+        (("--method", "rl", "--solutions", "2", "--policy", "multi-clip"), "per-clip policies"),
+        (("--method", "rl", "--solutions", "2", "--warm-start", "none"), "use --warm-start track"),
     ],
 )
 def test_bad_solution_counts_are_refused_in_one_line(tmp_path, extra, match):
@@ -369,3 +370,55 @@ def test_a_clip_without_solutions_answers_solution_zero_only(two_solution_catalo
     refused = _cli("query", single, clip, "--field", "activation", "--solution", 1)
     assert refused.exit_code == 1
     assert "has no distinct muscle solutions" in _error_line(refused)
+
+
+def test_rl_trains_one_policy_per_solution_each_taught_by_its_controller(tmp_path):
+    """`amass --method rl --solutions 2` on MyoFullBody (a 0.6-s stance, a tiny budget): two
+    policies, the second in its own folder with seed + 1, their emulations on `solution`, and
+    the second loads again as a policy of solution 1."""
+    from msconvert.catalog import Catalog
+    from msconvert.datasets.demo import standing, write_smplh_npz
+    from msconvert.emulator.learn.checkpoint import read_meta
+
+    write_smplh_npz(tmp_path / "corpus" / "S1" / "stand_poses.npz", *standing(duration_s=0.6))
+    out, clip = tmp_path / "c.zarr", "S1/stand"
+    tiny = ("--budget-steps", 50, "--budget-minutes", 30, "--envs", 2, "--evaluations", 0)
+    result = _cli(
+        "amass", tmp_path / "corpus", "--out", out, "--method", "rl", "--solutions", 2, *tiny
+    )
+    assert result.exit_code == 0, result.output
+    ds = Catalog.open(out)[clip]
+    assert ds.sizes["solution"] == 2 and ds.attrs["solutions"] == 2
+    assert ds["activation"].dims == ("solution", "time", "muscle")
+    assert "solution" not in ds["reference_qpos"].dims
+    folders = ds.attrs["solution_checkpoints"]
+    assert folders[0] == ds.attrs["checkpoint"] and folders[1].endswith("S1/.stand.solution1")
+    assert ds.attrs["solution_seeds"] == [0, 1]
+    metas = [read_meta(folder)[0]["config"] for folder in folders]
+    assert [(m["solution"], m["seed"]) for m in metas] == [(0, 0), (1, 1)]
+    metrics = ds.attrs["metrics"]
+    for key in (
+        "tracking.joint_error_deg_mean",
+        "solution1.tracking.joint_error_deg_mean",
+        "solution1.train.env_steps",
+        "diversity.activation_corr_mean",
+        "teacher_diversity.activation_corr_mean",
+    ):
+        assert np.isfinite(metrics[key]), key
+    tracked = [int(n) for n in ds["solution_tracked_frames"].values]
+    act = [np.asarray(ds["activation"].isel(solution=j).values) for j in range(2)]
+    common = min(tracked)
+    assert np.nanmax(np.abs(act[1][:common] - act[0][:common])) > 0.01  # two answers
+    # The policy of solution 1 leaves the catalog and replays the clip on its own.
+    exported = tmp_path / "ckpt1"
+    result = _cli("export-checkpoint", out, clip, "--solution", 1, "--out", exported)
+    assert result.exit_code == 0, result.output
+    assert read_meta(exported)[0]["config"]["solution"] == 1
+    motion = tmp_path / "corpus" / "S1" / "stand_poses.npz"
+    again = _cli("emulate", exported, motion, "--out", tmp_path / "again.zarr", "--clip-id", clip)
+    assert again.exit_code == 0, again.output
+    replayed = Catalog.open(tmp_path / "again.zarr")[clip]["activation"].values
+    np.testing.assert_allclose(replayed, act[1], atol=1e-6, equal_nan=True)
+    wrong = _cli("export-checkpoint", out, clip, "--solution", 2, "--out", tmp_path / "x")
+    assert wrong.exit_code == 1
+    assert "solution takes 0 to 1, not 2" in _error_line(wrong)

@@ -34,7 +34,8 @@ from msconvert.emulator.learn.train import (
     selected,
     train,
 )
-from msconvert.emulator.muscles.static_opt import static_optimization
+from msconvert.emulator.muscles.solutions import SolutionsConfig
+from msconvert.emulator.muscles.static_opt import MuscleCost, static_optimization
 from msconvert.emulator.muscles.track import TrackConfig, TrackError, track
 from msconvert.emulator.retarget.reference import Reference
 
@@ -110,10 +111,12 @@ def train_policy(
     resume: bool = True,
     progress: Callable[[dict[str, float]], None] | None = None,
     initial: Callable[[TrainState], TrainState] | None = None,
+    muscle_costs: Sequence[MuscleCost | None] | None = None,
 ) -> tuple[Trainer, Policy]:
     """Warm start (static optimization, unless `solutions` are given or the config disables it)
     and train one policy for these references to the budget; a run already trained to its
-    budget in out_dir is reused, a cut one resumed (resume=True)."""
+    budget in out_dir is reused, a cut one resumed (resume=True). muscle_costs: as for
+    `make_trainer`."""
     activations = excitations = None
     if needs_solutions(config):
         # One process: forking after JAX has started threads can deadlock (and a clip's static
@@ -122,7 +125,12 @@ def train_policy(
             references, model, 1, config.warm_start
         )
     trainer = make_trainer(
-        model, references, config, activations=activations, excitations=excitations
+        model,
+        references,
+        config,
+        activations=activations,
+        excitations=excitations,
+        muscle_costs=muscle_costs,
     )
     policy = train(trainer, out_dir, resume=resume, progress=progress, initial=initial)
     return trainer, policy
@@ -177,6 +185,8 @@ def config_from_meta(meta: Mapping[str, Any]) -> TrainConfig:
     raw["adversarial"] = build(AdversarialConfig, raw["adversarial"])
     raw["agent_config"] = build(module.Config, raw["agent_config"])
     raw["dagger"] = build(DaggerConfig, raw.get("dagger", {}))
+    # Older checkpoints hold no solutions: their teacher was solution 0.
+    raw["solutions"] = build(SolutionsConfig, raw.get("solutions", {}))
     return build(TrainConfig, raw)
 
 

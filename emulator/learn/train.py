@@ -60,7 +60,8 @@ from msconvert.emulator.learn.reward import (
     adversarial_update,
     deepmimic_reward,
 )
-from msconvert.emulator.muscles.static_opt import root_chain
+from msconvert.emulator.muscles.solutions import SolutionsConfig, teacher_cost
+from msconvert.emulator.muscles.static_opt import MuscleCost, root_chain
 from msconvert.emulator.muscles.track import Controller, TrackError
 from msconvert.emulator.retarget.reference import Reference
 
@@ -115,6 +116,11 @@ class TrainConfig:
     # tracking controller's run over the clip (`dagger.controller_run`), so a policy that has
     # learned nothing beyond it replays the controller's tracking, and DAgger teaches feedback.
     residual: bool = True
+    # Which distinct muscle solution's controller teaches (`muscles.solutions`; 0: the single
+    # answer, Σ act²), and how solutions are made; the policy of solution j > 0 is distilled from
+    # a controller with that solution's seeded muscle weights (`--method rl --solutions K`).
+    solution: int = 0
+    solutions: SolutionsConfig = field(default_factory=SolutionsConfig)
 
     def resolved(self) -> TrainConfig:
         """A copy with the agent's default config filled in and the choices checked."""
@@ -136,6 +142,14 @@ class TrainConfig:
             raise TrainError("evaluations must be >= 0 and eval_clips >= 1")
         if not 0.0 < self.assist_anneal <= 1.0:
             raise TrainError("assist_anneal must be within (0, 1] (a fraction of the budget)")
+        solution = self.solution
+        if isinstance(solution, bool) or not isinstance(solution, int) or solution < 0:
+            raise TrainError(f"solution must be a whole number >= 0, not {self.solution!r}")
+        if self.solution > 0 and self.warm_start != "track":
+            raise TrainError(
+                f"solution {self.solution} is taught by its tracking controller: it needs the "
+                f"track warm start, not {self.warm_start!r}"
+            )
         module = agent_module(self.agent)
         cfg = self.agent_config if self.agent_config is not None else module.Config()
         backend = self.backend
@@ -163,6 +177,8 @@ def _graph_settings(config: TrainConfig) -> TrainConfig:
         eval_clips=1,
         bc_steps=0,
         bc_resets=0,
+        solution=0,
+        solutions=SolutionsConfig(),
     )
 
 
@@ -607,13 +623,16 @@ def make_trainer(
     activations: Sequence[np.ndarray] | None = None,
     excitations: Sequence[np.ndarray] | None = None,
     feet: Mapping[str, list[str]] | None = None,
+    muscle_costs: Sequence[MuscleCost | None] | None = None,
 ) -> Trainer:
     """The trainer for these references (one per clip).
 
     activations / excitations: the warm start's solutions per clip (the controller's run, or
     static optimization's), (T_c, na) and (T_c, nu); the first seeds the activation at reset,
     the second is the static-opt warm start's target. feet: the track warm start's feet
-    (body names per side), for models that no correspondence file describes.
+    (body names per side), for models that no correspondence file describes. muscle_costs:
+    the track warm start's controllers' muscle costs per clip when the caller has them (from its
+    own `track_solutions`); None: `teacher_cost` of config.solution (controller runs again).
     """
     config = config.resolved()
     if not references:
@@ -636,7 +655,19 @@ def make_trainer(
     warm, teachers = None, None
     if config.warm_start == "track":
         try:
-            made = {c: Controller(references[c], model, feet=feet) for c in clips}
+            made = {
+                c: Controller(
+                    references[c],
+                    model,
+                    feet=feet,
+                    muscle_cost=muscle_costs[c]
+                    if muscle_costs is not None
+                    else teacher_cost(
+                        references[c], model, config.solutions, config.solution, feet=feet
+                    ),
+                )
+                for c in clips
+            }
             teachers = [made[first[id(ref)]] for ref in references]
         except TrackError as exc:
             raise TrainError(f"the track warm start cannot run: {exc}") from exc

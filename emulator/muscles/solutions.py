@@ -14,11 +14,16 @@ runs of the tracking controller each find one, and each still tracks the clip
   the cost only chooses among the ways of meeting the same torques.
 
 Each solution is a full simulation of the clip: the controller's time grows K-fold.
+
+`--method rl --solutions K` distils policy j from controller j (`teacher_cost` gives a trainer
+the controller of solution j); `solutions_dataset` and `diversity_metrics` serve both methods.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -28,7 +33,7 @@ import xarray as xr
 from scipy.ndimage import gaussian_filter1d
 
 from msconvert.dims import DIM_SOLUTION, DIM_TIME, solution_count
-from msconvert.emulator.emulation import solution_prefix
+from msconvert.emulator.emulation import Emulation, solution_prefix
 from msconvert.emulator.model import muscle_actuators
 from msconvert.emulator.muscles.static_opt import MuscleCost
 from msconvert.emulator.muscles.track import TrackConfig, TrackError, TrackResult, track
@@ -110,43 +115,14 @@ class Solutions:
         """Every array of the controller's result with a leading `solution` dim, plus each
         solution's tracked frames, fall and muscle weights; attrs as solution 0's."""
         parts = [r.to_dataset() for r in self.results]
-        ds = xr.concat(
-            parts,
-            dim=DIM_SOLUTION,
-            data_vars="all",
-            coords="minimal",
-            compat="override",
-            combine_attrs="override",
-        )
-        ds = ds.assign_coords(
-            {
-                DIM_SOLUTION: (
-                    DIM_SOLUTION,
-                    np.arange(len(parts)),
-                    {"description": "0: the single answer (Σ act²); 1..: distinct ones"},
-                )
-            }
-        )
-        emulations = [r.emulation for r in self.results]
-        ds["solution_tracked_frames"] = (
-            (DIM_SOLUTION,),
-            np.array([e.tracked_frames for e in emulations], np.int32),
-            {"description": "frames tracked before the end of the clip or a fall"},
-        )
-        ds["solution_fell"] = ((DIM_SOLUTION,), np.array([e.fell for e in emulations], bool))
-        ds["solution_muscle_weight"] = (
-            (DIM_SOLUTION, DIM_TIME, "muscle"),
-            self.weights.astype(np.float32),
-            {"description": "weight of each muscle's activation squared in the solution's cost"},
-        )
-        ds.attrs.update(
-            solutions=len(parts),
-            solutions_weight_sigma=float(self.config.weight_sigma),
-            solutions_push=float(self.config.push),
-            solutions_weight_period_s=float(self.config.weight_period_s),
-            solutions_seed=int(self.config.seed),
-        )
-        return ds
+        return solutions_dataset(parts, [r.emulation for r in self.results], self)
+
+    def cost(self, solution: int) -> MuscleCost | None:
+        """The muscle cost solution `solution`'s controller ran with (None: solution 0's Σ act²)."""
+        if solution == 0:
+            return None
+        earlier = mean_activation(list(self.results[:solution]))
+        return MuscleCost(self.weights[solution], earlier, self.config.push)
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset) -> Solutions:
@@ -204,6 +180,72 @@ def track_solutions(
     return Solutions(tuple(results), weights, solutions, solutions_metrics(results))
 
 
+def teacher_cost(
+    reference: Reference,
+    model: mujoco.MjModel,
+    solutions: SolutionsConfig,
+    solution: int,
+    *,
+    feet: dict[str, list[str]] | None = None,
+) -> MuscleCost | None:
+    """The muscle cost of solution `solution`'s controller on the clip with the default
+    `TrackConfig`, as `track_solutions` makes it: solutions 0..solution-1 are run again (the
+    C engine is deterministic, so they are the ones the policy's teacher pushed away from)."""
+    if solution == 0:
+        return None
+    earlier = track_solutions(
+        reference, model, None, dataclasses.replace(solutions, count=solution), feet=feet
+    )
+    frames, fps = reference.n_frames, float(reference.fps)
+    weight = muscle_weights(earlier.weights.shape[2], solution, solutions, frames, fps)
+    return MuscleCost(weight, mean_activation(list(earlier.results)), solutions.push)
+
+
+def solutions_dataset(
+    parts: Sequence[xr.Dataset], emulations: Sequence[Emulation], solutions: Solutions
+) -> xr.Dataset:
+    """Per-solution datasets (`parts`, of `emulations`) stacked on a leading `solution` dim, with
+    each solution's tracked frames, fall and muscle weights (`solutions`: the controller runs
+    that made or taught them); attrs as solution 0's."""
+    ds = xr.concat(
+        list(parts),
+        dim=DIM_SOLUTION,
+        data_vars="all",
+        coords="minimal",
+        compat="override",
+        combine_attrs="override",
+    )
+    ds = ds.assign_coords(
+        {
+            DIM_SOLUTION: (
+                DIM_SOLUTION,
+                np.arange(len(parts)),
+                {"description": "0: the single answer (Σ act²); 1..: distinct ones"},
+            )
+        }
+    )
+    ds["solution_tracked_frames"] = (
+        (DIM_SOLUTION,),
+        np.array([e.tracked_frames for e in emulations], np.int32),
+        {"description": "frames tracked before the end of the clip or a fall"},
+    )
+    ds["solution_fell"] = ((DIM_SOLUTION,), np.array([e.fell for e in emulations], bool))
+    ds["solution_muscle_weight"] = (
+        (DIM_SOLUTION, DIM_TIME, "muscle"),
+        solutions.weights[: len(parts)].astype(np.float32),
+        {"description": "weight of each muscle's activation squared in the solution's cost"},
+    )
+    config = solutions.config
+    ds.attrs.update(
+        solutions=len(parts),
+        solutions_weight_sigma=float(config.weight_sigma),
+        solutions_push=float(config.push),
+        solutions_weight_period_s=float(config.weight_period_s),
+        solutions_seed=int(config.seed),
+    )
+    return ds
+
+
 def mean_activation(results: list[TrackResult]) -> np.ndarray:
     """(T, M) the solutions' mean activation per frame, over those still tracking there (NaN
     where none is: after every one fell)."""
@@ -220,11 +262,11 @@ def solutions_metrics(results: list[TrackResult]) -> dict[str, float]:
     metrics = dict(results[0].metrics)
     for j, result in enumerate(results[1:], start=1):
         metrics.update({solution_prefix(j) + k: v for k, v in result.metrics.items()})
-    metrics.update(diversity_metrics(results))
+    metrics.update(diversity_metrics([r.emulation for r in results]))
     return metrics
 
 
-def diversity_metrics(results: list[TrackResult]) -> dict[str, float]:
+def diversity_metrics(emulations: Sequence[Emulation]) -> dict[str, float]:
     """How far K solutions' muscles differ while they track:
 
     - `diversity.activation_corr_mean`: Pearson correlation of a muscle's activation over time
@@ -236,11 +278,11 @@ def diversity_metrics(results: list[TrackResult]) -> dict[str, float]:
       per frame, in % of solution 0's;
     - `diversity.solutions`: K.
     """
-    out = {"diversity.solutions": float(len(results))}
+    out = {"diversity.solutions": float(len(emulations))}
     pairs = []
-    for a, b in combinations(results, 2):
-        common = min(a.emulation.tracked_frames, b.emulation.tracked_frames)
-        x, y = a.emulation.activation[:common], b.emulation.activation[:common]
+    for a, b in combinations(emulations, 2):
+        common = min(a.tracked_frames, b.tracked_frames)
+        x, y = a.activation[:common], b.activation[:common]
         varies = (np.std(x, axis=0) > _CONSTANT) & (np.std(y, axis=0) > _CONSTANT)
         if not varies.any():
             continue
@@ -248,11 +290,10 @@ def diversity_metrics(results: list[TrackResult]) -> dict[str, float]:
         corr = (x * y).sum(0) / np.sqrt((x * x).sum(0) * (y * y).sum(0))
         pairs.append(float(np.mean(corr)))
     out["diversity.activation_corr_mean"] = float(np.mean(pairs)) if pairs else float("nan")
-    errors = [r.metrics["tracking.joint_error_deg_mean"] for r in results]
+    errors = [e.metrics["tracking.joint_error_deg_mean"] for e in emulations]
     out["diversity.joint_error_spread_deg"] = float(np.max(errors) - np.min(errors))
     effort = [
-        float(np.mean(np.sum(r.emulation.activation[: r.emulation.tracked_frames] ** 2, axis=1)))
-        for r in results
+        float(np.mean(np.sum(e.activation[: e.tracked_frames] ** 2, axis=1))) for e in emulations
     ]
     out["diversity.effort_spread_pct"] = float((np.max(effort) - np.min(effort)) / effort[0] * 100)
     return out
