@@ -10,6 +10,7 @@ from msconvert.emulator.learn.agents import flow
 from msconvert.emulator.learn.agents.flow import (
     AgentState,
     act,
+    act_params,
     behaviour_clone,
     init,
     learn,
@@ -20,6 +21,7 @@ __all__ = [
     "AgentState",
     "Config",
     "act",
+    "act_params",
     "behaviour_clone",
     "init",
     "learn",
