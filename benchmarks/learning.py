@@ -18,9 +18,7 @@ every seed's figure and the means beside them.
 preset's settings (MyoFullBody, 32 environments, the flow agent at its defaults): env steps/s of
 the training loop (acting, the C-engine step, the learner's update) and of the environment alone
 (random excitations, the same observation, reward, termination and auto-reset), measured in
-alternation, and `train_vs_env_steps_ratio`, their ratio of medians (target >= 0.5). The loop
-runs as shipped (the learner's update overlapped with the C engine's step) and synchronous
-(`sync_*`, `TrainConfig(overlap=False)`): `overlap_speedup` is their ratio.
+alternation, and `train_vs_env_steps_ratio`, their ratio of medians (target >= 0.5).
 
     .venv/bin/python benchmarks/learning.py --quick --json
     .venv/bin/python benchmarks/learning.py --throughput --json [--envs 32] [--rounds 3]
@@ -113,8 +111,7 @@ def run_one(model, ref, acts, excs, agent: str, reward: str, warm: bool, steps: 
 
 
 def throughput(model, ref, n_envs: int, rounds: int, chunks: int, agent_config) -> dict:
-    """Env steps/s of the CPU training loop, overlapped (the default: the learner's update runs
-    while the C engine steps) and synchronous, and of its environment alone, alternated."""
+    """Env steps/s of the CPU training loop and of its environment alone, alternated."""
     chunk_steps = 10
     cfg = TrainConfig(
         backend="cpu",
@@ -124,41 +121,32 @@ def throughput(model, ref, n_envs: int, rounds: int, chunks: int, agent_config) 
         chunk_steps=chunk_steps,
         agent_config=agent_config,
     )
-    loops = {}
-    for name, overlap in (("train", True), ("sync", False)):
-        trainer = make_trainer(model, [ref], dataclasses.replace(cfg, overlap=overlap))
-        ts, _ = trainer.run_chunk(trainer.init())  # compiles the acting and learning parts
-        jax.block_until_ready(ts.agent)
-        loops[name] = [trainer, ts]
-    env, rng = loops["train"][0].env, np.random.default_rng(0)
-    rates: dict[str, list[float]] = {"env": [], "train": [], "sync": []}
-    state = loops["train"][1].env
-    steps = chunks * chunk_steps
+    trainer = make_trainer(model, [ref], cfg)
+    ts = trainer.init()
+    env, rng = trainer.env, np.random.default_rng(0)
+    ts, _ = trainer.run_chunk(ts)  # compiles the acting and learning parts
+    jax.block_until_ready(ts.agent)
+    env_rates, train_rates = [], []
+    state = ts.env
     for _ in range(rounds):
+        steps = chunks * chunk_steps
         start = time.perf_counter()
         for _ in range(steps):
             state, _ = env.step(state, rng.uniform(0.0, 1.0, (n_envs, env.act_dim)))
-        rates["env"].append(steps * n_envs / (time.perf_counter() - start))
-        for name, loop in loops.items():
-            trainer, ts = loop
-            start = time.perf_counter()
-            for _ in range(chunks):
-                ts, _ = trainer.run_chunk(ts)
-            jax.block_until_ready(ts.agent)
-            rates[name].append(steps * n_envs / (time.perf_counter() - start))
-            loop[1] = ts
-    env_rate, train_rate, sync_rate = (float(np.median(rates[k])) for k in ("env", "train", "sync"))
+        env_rates.append(steps * n_envs / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for _ in range(chunks):
+            ts, _ = trainer.run_chunk(ts)
+        jax.block_until_ready(ts.agent)
+        train_rates.append(steps * n_envs / (time.perf_counter() - start))
+    env_rate, train_rate = float(np.median(env_rates)), float(np.median(train_rates))
     return {
         "n_envs": n_envs,
         "env_steps_per_s": round(env_rate, 1),
         "train_steps_per_s": round(train_rate, 1),
-        "sync_train_steps_per_s": round(sync_rate, 1),
-        "env_steps_per_s_by_round": [round(x, 1) for x in rates["env"]],
-        "train_steps_per_s_by_round": [round(x, 1) for x in rates["train"]],
-        "sync_train_steps_per_s_by_round": [round(x, 1) for x in rates["sync"]],
+        "env_steps_per_s_by_round": [round(x, 1) for x in env_rates],
+        "train_steps_per_s_by_round": [round(x, 1) for x in train_rates],
         "train_vs_env_steps_ratio": round(train_rate / env_rate, 3),
-        "sync_train_vs_env_steps_ratio": round(sync_rate / env_rate, 3),
-        "overlap_speedup": round(train_rate / sync_rate, 3),
         "target_ratio": 0.5,
     }
 
@@ -203,8 +191,7 @@ def main() -> None:
         row = throughput(model, ref, args.envs, args.rounds, 6, agent)
         say(
             f"{label}, {args.envs} envs: env alone {row['env_steps_per_s']} env steps/s, "
-            f"training {row['train_steps_per_s']}: ratio {row['train_vs_env_steps_ratio']} "
-            f"(synchronous learner: {row['sync_train_vs_env_steps_ratio']})"
+            f"training {row['train_steps_per_s']}: ratio {row['train_vs_env_steps_ratio']}"
         )
         print(json.dumps({"task": label, "machine": _machine(), **row}))
         return

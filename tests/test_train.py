@@ -53,12 +53,9 @@ def evaluate(trainer, agent_state, obs_norm) -> dict[str, float]:
     ).metrics
 
 
-@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "synchronous"])
-def test_flow_with_adversarial_reward_learns_to_track(arm, tmp_path, overlap):
-    # overlapped (the default): the C engine steps while the learner's last update runs, and
-    # the policy acts one update behind
+def test_flow_with_adversarial_reward_learns_to_track(arm, tmp_path):
     model, ref = arm
-    trainer = make_trainer(model, [ref], config(overlap=overlap))
+    trainer = make_trainer(model, [ref], config())
     fresh = trainer.init()
     before = evaluate(trainer, fresh.agent, fresh.obs_norm)["tracking.joint_error_deg_mean"]
     policy = train(trainer, tmp_path / "ckpt")

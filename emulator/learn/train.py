@@ -121,10 +121,6 @@ class TrainConfig:
     # a controller with that solution's seeded muscle weights (`--method rl --solutions K`).
     solution: int = 0
     solutions: SolutionsConfig = field(default_factory=SolutionsConfig)
-    # The C engine: act with the policy as it was one learner update ago, so that the update
-    # runs while the engine steps (an off-policy agent learns from a replay of older policies
-    # anyway; PPO, on-policy, always acts with its current one). MJX: one graph, no effect.
-    overlap: bool = True
 
     def resolved(self) -> TrainConfig:
         """A copy with the agent's default config filled in and the choices checked."""
@@ -368,55 +364,6 @@ class Trainer:
             )
             self.chunk_fn = jitted  # (ts, task) -> (ts, metrics)
             self.run_chunk = lambda ts: jitted(ts, env.unwrapped.task)
-        elif cfg.overlap and hasattr(agent, "act_params"):
-            act_dim = env.act_dim
-
-            def act_stale(params, obs_norm, env_state, key, assist_scale, task):
-                key, k_act = jax.random.split(key)
-                obs = norm_apply(obs_norm, env_state.obs)
-                action, extras = agent.act_params(params, act_dim, obs, k_act, False, acfg)
-                applied = applied_action(task, env_state.clip, env_state.frame, action)
-                return key, action, extras, obs, scaled_assist(applied, nu, assist_scale)
-
-            def learn_and_acting(ts, obs, action, extras, env_state, info):
-                new, metrics = learn_part(ts, obs, action, extras, env_state, info)
-                # Own buffers: `new` is donated to the next update while these still act.
-                return new, metrics, (agent.policy_params(new.agent), new.obs_norm)
-
-            act_jit, learn_jit, copy_jit = compiling.shared(
-                ("host learner, overlapped", graph),
-                lambda: (
-                    jax.jit(act_stale),
-                    jax.jit(learn_and_acting, donate_argnums=0),
-                    jax.jit(lambda ts: (agent.policy_params(ts.agent), ts.obs_norm)),
-                ),
-            )
-
-            def chunk(ts: TrainState) -> tuple[TrainState, dict]:
-                # Step i acts with update i-2's policy, so update i-1 (dispatched, not awaited)
-                # runs while the C engine steps; the chunk starts from its state's own policy.
-                # Nothing the engine needs (its state, the assist scale, the acting key) waits
-                # on an update.
-                acting, queued = copy_jit(ts), None
-                key, act_key = jax.random.split(ts.key)
-                ts = ts._replace(key=key)
-                env_state, scale, task = ts.env, ts.assist_scale, env.unwrapped.task
-                rows = []
-                for _ in range(n):
-                    act_key, action, extras, obs, applied = act_jit(
-                        *acting, _task_view(env_state), act_key, scale, task
-                    )
-                    env_state, info = env.step(env_state, applied)
-                    view = env_state._replace(sim=None)
-                    ts, metrics, fresh = learn_jit(
-                        ts._replace(env=None), obs, action, extras, view, info
-                    )
-                    acting, queued = (acting if queued is None else queued), fresh
-                    rows.append(metrics)
-                ts = ts._replace(env=env_state)
-                return ts, jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *rows)
-
-            self.run_chunk = chunk
         else:
             # Donated: the replay (often GBs) is updated in place instead of copied every step.
             act_jit, learn_jit = compiling.shared(

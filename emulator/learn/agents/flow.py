@@ -193,19 +193,12 @@ def _flow_action(nets: Nets, field: Any, obs: jax.Array, a0: jax.Array, steps: i
 def _policy(
     state: AgentState, obs: jax.Array, key: jax.Array, deterministic: bool, config: Config
 ) -> jax.Array:
-    act_dim = state.replay.data["action"].shape[1]
-    return _policy_of(policy_params(state), act_dim, obs, key, deterministic, config)
-
-
-def _policy_of(
-    params: dict, act_dim: int, obs: jax.Array, key: jax.Array, deterministic: bool, config: Config
-) -> jax.Array:
-    nets = _nets(act_dim, config)
-    mu, log_std = nets.source.apply(params["source"], obs)
+    nets = _nets(state.replay.data["action"].shape[1], config)
+    mu, log_std = nets.source.apply(state.source, obs)
     a0 = jnp.tanh(mu) if deterministic else tanh_gaussian_sample(mu, log_std, key)[0]
     if not config.flow:
         return a0
-    return _flow_action(nets, params["field"], obs, a0, config.euler_steps)
+    return _flow_action(nets, state.field, obs, a0, config.euler_steps)
 
 
 @partial(jax.jit, static_argnames=("deterministic", "config"))
@@ -214,15 +207,6 @@ def act(
 ) -> tuple[jax.Array, dict]:
     """Actions in [-1, 1] for a batch of normalized observations."""
     action = _policy(state, obs, key, deterministic, config)
-    return jnp.nan_to_num(jnp.clip(action, -1.0, 1.0)), {}
-
-
-def act_params(
-    params: dict, act_dim: int, obs: jax.Array, key: jax.Array, deterministic: bool, config: Config
-) -> tuple[jax.Array, dict]:
-    """`act` with only the acting part of the state (`policy_params`): what the C-engine loop
-    acts with while the learner updates the state itself (`TrainConfig.overlap`)."""
-    action = _policy_of(params, act_dim, obs, key, deterministic, config)
     return jnp.nan_to_num(jnp.clip(action, -1.0, 1.0)), {}
 
 

@@ -10,7 +10,6 @@ from msconvert.emulator.learn.agents import flow
 from msconvert.emulator.learn.agents.flow import (
     AgentState,
     act,
-    act_params,
     behaviour_clone,
     init,
     learn,
@@ -21,7 +20,6 @@ __all__ = [
     "AgentState",
     "Config",
     "act",
-    "act_params",
     "behaviour_clone",
     "init",
     "learn",
