@@ -119,3 +119,32 @@ def test_running_norm_matches_numpy_and_replay_wraps():
         np.asarray(replay.data["v"])[:, 0],
         [2, 0, 1, 1, 2],  # the sixth row overwrote slot 0
     )
+
+
+def test_the_split_networks_equal_the_modules():
+    """`split_mlp` (the observation's share of the first layer computed once) gives what the
+    critic and the velocity field modules give, renormalization statistics included."""
+    import jax
+    import jax.numpy as jnp
+
+    from msconvert.emulator.learn.agents import flow
+
+    cfg = flow.Config(critic_hidden=(32, 16), flow_hidden=(24, 24))
+    nets = flow._nets(5, cfg)
+    keys = jax.random.split(jax.random.PRNGKey(3), 6)
+    obs = jax.random.normal(keys[0], (9, 11))
+    action = jax.random.uniform(keys[1], (9, 5), minval=-1.0, maxval=1.0)
+    critic = dict(nets.critic.init(keys[2], obs, action, train=True))
+    # running statistics away from their initial 0 and 1, as after training
+    for _ in range(3):
+        _, updated = nets.critic.apply(
+            critic, 3.0 * obs + 1.0, action, train=True, mutable=["batch_stats"]
+        )
+        critic["batch_stats"] = updated["batch_stats"]
+    assert float(jnp.abs(critic["batch_stats"]["MLP_0"]["BatchRenorm_0"]["mean"]).max()) > 0.01
+    whole = nets.critic.apply(critic, obs, action, train=False).min(0)
+    np.testing.assert_allclose(flow._q_at(critic, obs)(action), whole, rtol=1e-5, atol=1e-5)
+    field = nets.field.init(keys[3], obs, action, jnp.zeros(9))
+    t = jax.random.uniform(keys[4], (9,))
+    split = flow.split_mlp(field["params"]["MLP_0"], None, obs)(flow._moving(action, t))
+    np.testing.assert_allclose(split, nets.field.apply(field, obs, action, t), rtol=1e-5, atol=1e-6)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -97,9 +97,14 @@ class BatchRenorm(nn.Module):
                 mean_ra.value = m * mean_ra.value + (1 - m) * jax.lax.stop_gradient(mean)
                 var_ra.value = m * var_ra.value + (1 - m) * jax.lax.stop_gradient(var)
                 steps.value = steps.value + 1
-        else:
-            y = (x - mean_ra.value) / jnp.sqrt(var_ra.value + 1e-5)
-        return y * scale + bias
+            return y * scale + bias
+        return batch_renorm_eval(x, scale, bias, mean_ra.value, var_ra.value)
+
+
+def batch_renorm_eval(x, scale, bias, mean, var) -> jax.Array:
+    """`BatchRenorm` at evaluation: per feature, so any slice of the features can be taken
+    alone (`split_mlp`)."""
+    return (x - mean) / jnp.sqrt(var + 1e-5) * scale + bias
 
 
 class MLP(nn.Module):
@@ -121,6 +126,37 @@ class MLP(nn.Module):
             x = nn.relu(x)
         init = nn.initializers.variance_scaling(self.out_scale, "fan_avg", "uniform")
         return nn.Dense(self.out, kernel_init=init)(x)
+
+
+def split_mlp(
+    params: Mapping[str, Any], stats: Mapping[str, Any] | None, known: jax.Array
+) -> Callable[[jax.Array], jax.Array]:
+    """An `MLP`'s output for inputs concat([known, rest]), evaluation mode (running statistics
+    where it renormalizes: `stats`, else None), as a function of `rest`: the first layer's share
+    of `known` is computed once. For the many calls on one observation with changing actions
+    (the flow's Euler steps, the Q ascent), where the observation's share is most of the work."""
+    k = known.shape[-1]
+    layers = sum(1 for name in params if name.startswith("Dense_"))
+
+    def renorm(x: jax.Array, i: int, part: slice = slice(None)) -> jax.Array:
+        if stats is None:
+            return x
+        p, s = params[f"BatchRenorm_{i}"], stats[f"BatchRenorm_{i}"]
+        return batch_renorm_eval(
+            x, p["scale"][part], p["bias"][part], s["mean"][part], s["var"][part]
+        )
+
+    kernel = params["Dense_0"]["kernel"]
+    share = renorm(known, 0, slice(0, k)) @ kernel[:k] + params["Dense_0"]["bias"]
+
+    def rest_fn(rest: jax.Array) -> jax.Array:
+        h = share + renorm(rest, 0, slice(k, None)) @ kernel[k:]
+        for i in range(1, layers):  # as MLP: renormalize, ReLU, the next dense layer
+            h = nn.relu(renorm(h, i))
+            h = h @ params[f"Dense_{i}"]["kernel"] + params[f"Dense_{i}"]["bias"]
+        return h
+
+    return rest_fn
 
 
 class TanhGaussian(nn.Module):
