@@ -20,8 +20,16 @@ the training loop (acting, the C-engine step, the learner's update) and of the e
 (random excitations, the same observation, reward, termination and auto-reset), measured in
 alternation, and `train_vs_env_steps_ratio`, their ratio of medians (target >= 0.5).
 
+`--from-controller`: issue 14's comparison on MyoFullBody's demo walk (the product's model and
+retargeting): ours (flow + adversarial), the Gaussian ablation (gaussian + adversarial) and PPO +
+DeepMimic, each from the product's warm start (DAgger from the tracking controller, the policy a
+residual on its run) at the `demo` preset's settings, trained for the same --steps env steps
+(no time cap), --seeds seeds. Per run, the exported policy's emulation with the root assist
+switched off (tracked fraction, joint error over the tracked frames), beside the warm start's.
+
     .venv/bin/python benchmarks/learning.py --quick --json
     .venv/bin/python benchmarks/learning.py --throughput --json [--envs 32] [--rounds 3]
+    .venv/bin/python benchmarks/learning.py --from-controller --steps 6000 --seeds 3 --json
 """
 
 from __future__ import annotations
@@ -151,6 +159,88 @@ def throughput(model, ref, n_envs: int, rounds: int, chunks: int, agent_config) 
     }
 
 
+FROM_CONTROLLER = {
+    "ours": ("flow", "adversarial"),
+    "gaussian": ("gaussian", "adversarial"),
+    "ppo": ("ppo", "deepmimic"),
+}
+
+
+def demo_walk():
+    """MyoFullBody (as shipped) and the demo walk retargeted at 50 Hz, as `msconvert amass`
+    makes them."""
+    from msconvert.datasets.amass import read_amass
+    from msconvert.datasets.demo import walking, write_smplh_npz
+    from msconvert.emulator.model import load_model
+    from msconvert.emulator.retarget import RetargetConfig, retarget
+
+    model = load_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_smplh_npz(Path(tmp, "walking_poses.npz"), *walking())
+        motion = read_amass(path, relpath=path.name, clip_id="walking")
+    return model, retarget(motion, model, RetargetConfig(fps=50.0))
+
+
+def from_controller(steps: int, seeds: list[int], envs: int | None, say) -> dict:
+    """Each agent from the controller's warm start, `steps` env steps, every seed: the exported
+    policy's emulation with the assist off, and the warm start's (the curve's first evaluation)."""
+    from msconvert.convert.pipeline import PipelineOptions
+
+    model, ref = demo_walk()
+    out: dict[str, dict] = {}
+    for run, (agent, reward) in FROM_CONTROLLER.items():
+        rows = []
+        for seed in seeds:
+            options = PipelineOptions(preset="demo", agent=agent, reward=reward, seed=seed)
+            cfg = dataclasses.replace(
+                options.train_config(),
+                budget_steps=steps,
+                budget_minutes=None,  # equal env steps, whatever each agent's speed
+                n_envs=envs or options.train_config().n_envs,
+            )
+            trainer = make_trainer(model, [ref], cfg)
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                policy = train(trainer, Path(tmp, "ckpt"))
+            seconds = time.perf_counter() - start
+            off = emulate(
+                trainer.env, trainer.agent, *policy.params, cfg.agent_config, assist_scale=0.0
+            ).metrics
+            first = next(r for r in policy.curve if "eval_score" in r)
+            row = {
+                "seed": seed,
+                "off_fraction_tracked": off["tracking.fraction_tracked"],
+                "off_joint_error_deg": off["tracking.joint_error_deg_mean"],
+                "warm_off_fraction_tracked": first.get("eval_off_fraction_tracked", float("nan")),
+                "warm_off_joint_error_deg": first.get("eval_off_joint_error_deg", float("nan")),
+                "exported_assist_scale": float(policy.assist_scale),
+                "seconds": seconds,
+            }
+            rows.append(row)
+            say(
+                f"{run:9s} seed {seed}: assist off, tracked {row['off_fraction_tracked']:.3f} at "
+                f"{row['off_joint_error_deg']:.2f} deg (warm start "
+                f"{row['warm_off_fraction_tracked']:.3f} at {row['warm_off_joint_error_deg']:.2f}"
+                f" deg), {seconds / 60:.1f} min"
+            )
+        out[run] = {
+            "off_fraction_tracked_median": float(
+                np.median([r["off_fraction_tracked"] for r in rows])
+            ),
+            "off_joint_error_deg_median": float(
+                np.median([r["off_joint_error_deg"] for r in rows])
+            ),
+            "runs": rows,
+        }
+    return {
+        "task": "MyoFullBody, demo walk (4 s, 50 Hz)",
+        "env_steps_per_run": steps,
+        "seeds": seeds,
+        "warm_start": "DAgger from the tracking controller, residual (demo preset)",
+        **out,
+    }
+
+
 def mean_curve(curves: list[list[dict]]) -> list[dict]:
     """Seed-averaged training curve (the runs log at the same env-step counts)."""
     n = min(len(c) for c in curves)
@@ -178,8 +268,17 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="--throughput: alternations")
     parser.add_argument("--batch", type=int, default=None, help="--throughput: learner batch")
+    parser.add_argument(
+        "--from-controller", action="store_true", help="issue 14's comparison on the demo walk"
+    )
     args = parser.parse_args()
     say = (lambda *a: None) if args.json else print
+    if args.from_controller:
+        seeds = list(range(args.seeds))
+        envs = None if args.envs == PRESETS["cpu"].n_envs else args.envs
+        row = from_controller(args.steps or 6000, seeds, envs, lambda *a: print(*a, flush=True))
+        print(json.dumps({"machine": _machine(), **row}))
+        return
     name = args.task or ("arm" if args.quick else "myofullbody")
     if args.throughput:
         model, ref, label = task(name)
