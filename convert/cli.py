@@ -332,6 +332,7 @@ def _pipeline_options(until: str | None, conversion: dict[str, Any]):
             method,
             conversion.get("policy", "per-clip"),
             conversion.get("warm_start", "track"),
+            conversion.get("residual", True),
         )
     except StageNotAvailableError as exc:
         raise click.UsageError(str(exc)) from None

@@ -108,7 +108,11 @@ def check_until(until: str, method: str = "rl") -> None:
 
 
 def check_solutions(
-    count: int, method: str, policy: str = "per-clip", warm_start: str = "track"
+    count: int,
+    method: str,
+    policy: str = "per-clip",
+    warm_start: str = "track",
+    residual: bool = True,
 ) -> None:
     """Refuse, in one line, distinct muscle solutions (`--solutions K`) that are not built."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -125,10 +129,11 @@ def check_solutions(
             f"--solutions {count} with --policy {policy}: rl solutions are built for per-clip "
             "policies only; use --policy per-clip or --solutions 1"
         )
-    if warm_start != "track":
+    if warm_start != "track" or not residual:
+        how = f"--warm-start {warm_start}" if warm_start != "track" else "--no-residual"
         raise StageNotAvailableError(
-            f"--solutions {count} with --warm-start {warm_start}: each policy is taught by one "
-            "solution's tracking controller; use --warm-start track"
+            f"--solutions {count} with {how}: each policy is taught by one solution's tracking "
+            "controller and acts as a residual on its run; use --warm-start track --residual"
         )
 
 
@@ -803,7 +808,9 @@ def run_batch(
     is called with the machine each finished clip ran on.
     """
     check_until(options.until, options.method)
-    check_solutions(options.solutions, options.method, options.policy, options.warm_start)
+    check_solutions(
+        options.solutions, options.method, options.policy, options.warm_start, options.residual
+    )
     report = BatchReport(total=len(sources))
     with catalog.lease():
         start = time.perf_counter()

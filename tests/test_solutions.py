@@ -341,6 +341,7 @@ def test_the_cli_writes_two_solutions_and_reads_either(two_solution_catalog):
         (("--method", "static-opt", "--solutions", "3"), "built only for --method track and rl"),
         (("--method", "rl", "--solutions", "2", "--policy", "multi-clip"), "per-clip policies"),
         (("--method", "rl", "--solutions", "2", "--warm-start", "none"), "use --warm-start track"),
+        (("--method", "rl", "--solutions", "2", "--no-residual"), "with --no-residual"),
     ],
 )
 def test_bad_solution_counts_are_refused_in_one_line(tmp_path, extra, match):
