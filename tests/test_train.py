@@ -220,3 +220,21 @@ def test_initial_state_starts_a_fresh_run_from_another_runs_networks(arm, tmp_pa
     # A resumed run continues from its own checkpoint: `initial` is not applied again.
     again = train(tuned_trainer, tmp_path / "tuned", resume=True, initial=initial)
     assert calls == [1] and again.step == 400
+
+
+def test_a_checkpoint_without_the_newer_settings_resumes_at_their_defaults(arm):
+    """A run started by an msconvert without distinct solutions resumes (its teacher was
+    solution 0); another solution's run does not."""
+    import dataclasses
+
+    from msconvert.emulator.learn.train import _check_compatible
+
+    model, ref = arm
+    trainer = make_trainer(model, [ref], config())
+    old = trainer.config.to_json()
+    del old["solution"], old["solutions"]
+    meta = {"config": old, "clip_ids": ["arm"], "model_sha256": trainer.model_sha256}
+    _check_compatible(meta, trainer)  # resumes
+    other = dataclasses.replace(trainer.config, solution=1)
+    with pytest.raises(TrainError, match=r"other settings \(solution\)"):
+        _check_compatible({**meta, "config": other.to_json()}, trainer)

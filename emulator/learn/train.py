@@ -844,6 +844,10 @@ def _check_compatible(meta: Mapping[str, Any], trainer: Trainer) -> None:
     """A checkpoint resumes only the run it came from: same config, clips and model."""
     want = trainer.config.to_json()
     got = dict(meta.get("config", {}))
+    # Settings added since: a run an older msconvert started resumes at their defaults (its
+    # teacher was solution 0, the single answer).
+    got.setdefault("solution", 0)
+    got.setdefault("solutions", _jsonable(dataclasses.asdict(SolutionsConfig())))
     for budget_key in ("budget_steps", "budget_minutes", "checkpoint_every_s"):
         got.pop(budget_key, None)  # a resumed run may extend its budget
         want = {k: v for k, v in want.items() if k != budget_key}
