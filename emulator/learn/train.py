@@ -144,11 +144,11 @@ class TrainConfig:
             raise TrainError("assist_anneal must be within (0, 1] (a fraction of the budget)")
         solution = self.solution
         if isinstance(solution, bool) or not isinstance(solution, int) or solution < 0:
-            raise TrainError(f"solution must be a whole number >= 0, not {self.solution!r}")
-        if self.solution > 0 and self.warm_start != "track":
+            raise TrainError(f"solution must be a whole number >= 0, not {solution!r}")
+        if solution > 0 and self.warm_start != "track":
             raise TrainError(
-                f"solution {self.solution} is taught by its tracking controller: it needs the "
-                f"track warm start, not {self.warm_start!r}"
+                f"solution {solution} is taught by its tracking controller: it needs the track "
+                f"warm start, not {self.warm_start!r}"
             )
         module = agent_module(self.agent)
         cfg = self.agent_config if self.agent_config is not None else module.Config()
@@ -654,20 +654,18 @@ def make_trainer(
     clips = sorted(first.values())
     warm, teachers = None, None
     if config.warm_start == "track":
-        try:
-            made = {
-                c: Controller(
-                    references[c],
-                    model,
-                    feet=feet,
-                    muscle_cost=muscle_costs[c]
-                    if muscle_costs is not None
-                    else teacher_cost(
-                        references[c], model, config.solutions, config.solution, feet=feet
-                    ),
+
+        def teacher(c: int) -> Controller:
+            if muscle_costs is not None:
+                cost = muscle_costs[c]
+            else:  # solution 0: None, Σ act²; else the earlier solutions run again
+                cost = teacher_cost(
+                    references[c], model, config.solutions, config.solution, feet=feet
                 )
-                for c in clips
-            }
+            return Controller(references[c], model, feet=feet, muscle_cost=cost)
+
+        try:
+            made = {c: teacher(c) for c in clips}
             teachers = [made[first[id(ref)]] for ref in references]
         except TrackError as exc:
             raise TrainError(f"the track warm start cannot run: {exc}") from exc
