@@ -52,8 +52,8 @@ from msconvert.emulator.model import ModelError, default_model_path, load_model,
 from msconvert.emulator.muscles.result import StaticOptFormatError
 from msconvert.emulator.muscles.solutions import (
     SolutionsConfig,
-    diversity_metrics,
     solutions_dataset,
+    solutions_metrics,
     track_solutions,
 )
 from msconvert.emulator.muscles.static_opt import StaticOptError, static_optimization
@@ -724,10 +724,7 @@ def _rl_solutions(clip: _Clip, source: ClipSource, reference: Reference, model: 
         return
     parts = [e.to_dataset() for e in emulations]
     clip.parts.append(solutions_dataset(parts, emulations, found))
-    clip.metrics.update(emulations[0].metrics)
-    for j, emulation in enumerate(emulations[1:], start=1):
-        clip.metrics.update({solution_prefix(j) + k: v for k, v in emulation.metrics.items()})
-    clip.metrics.update(diversity_metrics(emulations))
+    clip.metrics.update(solutions_metrics([e.metrics for e in emulations], emulations))
     if sampled:
         clip.parts.append(stochastic_dataset(sampled))
         clip.metrics.update(stochastic_metrics(sampled))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -121,8 +121,7 @@ class Solutions:
         """The muscle cost solution `solution`'s controller ran with (None: solution 0's Σ act²)."""
         if solution == 0:
             return None
-        earlier = mean_activation(list(self.results[:solution]))
-        return MuscleCost(self.weights[solution], earlier, self.config.push)
+        return _pushed(self.weights[solution], self.results[:solution], self.config.push)
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset) -> Solutions:
@@ -173,11 +172,16 @@ def track_solutions(
     for j in range(solutions.count):
         cost = None  # solution 0: today's Σ act², bit for bit
         if j > 0:
-            cost = MuscleCost(weights[j], mean_activation(results), solutions.push)
+            cost = _pushed(weights[j], results, solutions.push)
         results.append(
             track(reference, model, config, feet=feet, floor_work=floor_work, muscle_cost=cost)
         )
-    return Solutions(tuple(results), weights, solutions, solutions_metrics(results))
+    return Solutions(
+        tuple(results),
+        weights,
+        solutions,
+        solutions_metrics([r.metrics for r in results], [r.emulation for r in results]),
+    )
 
 
 def teacher_cost(
@@ -198,7 +202,7 @@ def teacher_cost(
     )
     frames, fps = reference.n_frames, float(reference.fps)
     weight = muscle_weights(earlier.weights.shape[2], solution, solutions, frames, fps)
-    return MuscleCost(weight, mean_activation(list(earlier.results)), solutions.push)
+    return _pushed(weight, earlier.results, solutions.push)
 
 
 def solutions_dataset(
@@ -256,14 +260,21 @@ def mean_activation(results: list[TrackResult]) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def solutions_metrics(results: list[TrackResult]) -> dict[str, float]:
+def solutions_metrics(
+    per_solution: Sequence[Mapping[str, float]], emulations: Sequence[Emulation]
+) -> dict[str, float]:
     """Solution 0's metrics under today's keys, solution j's under 'solution<j>.', and
-    `diversity.*` (see `diversity_metrics`)."""
-    metrics = dict(results[0].metrics)
-    for j, result in enumerate(results[1:], start=1):
-        metrics.update({solution_prefix(j) + k: v for k, v in result.metrics.items()})
-    metrics.update(diversity_metrics([r.emulation for r in results]))
+    `diversity.*` of their emulations (see `diversity_metrics`)."""
+    metrics = dict(per_solution[0])
+    for j, own in enumerate(per_solution[1:], start=1):
+        metrics.update({solution_prefix(j) + k: v for k, v in own.items()})
+    metrics.update(diversity_metrics(emulations))
     return metrics
+
+
+def _pushed(weight: np.ndarray, earlier: Sequence[TrackResult], push: float) -> MuscleCost:
+    """A solution's muscle cost: its weights, and the push away from the earlier solutions."""
+    return MuscleCost(weight, mean_activation(list(earlier)), push)
 
 
 def diversity_metrics(emulations: Sequence[Emulation]) -> dict[str, float]:
