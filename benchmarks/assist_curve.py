@@ -3,7 +3,11 @@ preset for a wall-time budget through the shipped CLI, then, per evaluation, the
 the assist force it applied, and the tracked fraction and joint error with the assist off.
 
     .venv/bin/python benchmarks/assist_curve.py --clip squat --minutes 60 --out bench_out/squat
+    .venv/bin/python benchmarks/assist_curve.py --clip squat --steps 217600 --out bench_out/sq
     .venv/bin/python benchmarks/assist_curve.py --out bench_out/squat --plot-only
+
+With --steps the budget is env steps (the assist anneals by steps, and load on the machine only
+slows the run): two runs compare at equal env steps.
 
 Writes OUT/catalog.zarr (retargeted), OUT/policy (the checkpoint) and OUT/assist_curve.png;
 prints one line per evaluation and a JSON summary as the last line.
@@ -36,7 +40,9 @@ def msconvert(*args: str) -> str:
     return done.stdout
 
 
-def train(out: Path, clip: str, minutes: float, evaluations: int, envs: int | None) -> None:
+def train(
+    out: Path, clip: str, minutes: float, steps: int | None, evaluations: int, envs: int | None
+) -> None:
     corpus, catalog = out / "corpus", out / "catalog.zarr"
     msconvert("demo-corpus", str(corpus))
     msconvert(
@@ -45,9 +51,13 @@ def train(out: Path, clip: str, minutes: float, evaluations: int, envs: int | No
     )  # fmt: skip
     (row,) = json.loads(msconvert("ls", str(catalog), "--format", "json"))
     more = ["--envs", str(envs)] if envs else []
+    if steps:  # steps bind; the preset's 4-h cap stays as a guard
+        more += ["--budget-steps", str(steps)]
+    else:
+        more += ["--budget-minutes", str(minutes)]
     msconvert(
         "train", str(catalog), row["clip"], "--out", str(out / "policy"), "--preset", "cpu",
-        "--budget-minutes", str(minutes), "--evaluations", str(evaluations), *more,
+        "--evaluations", str(evaluations), *more,
     )  # fmt: skip
 
 
@@ -101,6 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clip", default="squat", help="demo clip name (squat, walking, ...)")
     parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--steps", type=int, default=None, help="an env-step budget instead")
     parser.add_argument("--evaluations", type=int, default=12)
     parser.add_argument("--envs", type=int, default=None, help="override the preset's 32")
     parser.add_argument("--out", type=Path, required=True)
@@ -108,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.plot_only:
         args.out.mkdir(parents=True, exist_ok=True)
-        train(args.out, args.clip, args.minutes, args.evaluations, args.envs)
+        train(args.out, args.clip, args.minutes, args.steps, args.evaluations, args.envs)
     print(json.dumps(report(args.out)))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import mujoco
 import numpy as np
 import pytest
@@ -190,3 +191,21 @@ def test_training_anneals_the_assist_and_exports_the_scale_it_chose(block, tmp_p
     assert run.metrics["policy.assist_scale"] == restored.assist_scale
     assert latest_step(tmp_path / "ckpt") == 16 * 25 * 4
     jax.clear_caches()
+
+
+def test_the_assist_charge_discounts_the_reward_and_never_makes_it_negative():
+    # Subtracted, a 0.4-BW assist outweighed a 0.1 task reward: every step cost, so falling
+    # early paid. Discounted, a survived step pays >= 0 and less assist pays more.
+    from types import SimpleNamespace
+
+    from msconvert.emulator.learn.train import charged_reward
+
+    task = jnp.array([0.0, 0.1, 0.1, 0.1, 2.0])
+    force = jnp.array([5.0, 0.0, 0.2, 0.4, 0.4])
+    info = SimpleNamespace(assist_force_bw=force, assist_moment_bwm=0.5 * force, effort=0.3)
+    r = np.asarray(charged_reward(task, info, 1e-3, 1.0))
+    assert np.all(r >= 0.0) and r[0] == 0.0
+    assert r[1] > r[2] > r[3] > 0.0  # the same tracking pays less the more assist it needs
+    assert r[4] > r[1]  # the charge scales with the task reward; it does not swamp it
+    np.testing.assert_allclose(r[1], 0.1 * np.exp(-3e-4), rtol=1e-6)
+    np.testing.assert_allclose(r[3], 0.1 * np.exp(-3e-4 - 0.6), rtol=1e-6)

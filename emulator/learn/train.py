@@ -5,8 +5,10 @@ One control step of the loop (docs/method.md#training):
     a    = agent.act(obs)                        in [-1, 1]^M; excitation u = 0.5 + 0.5 a
                                                  (+ 6 root-assist components, scaled by s)
     env  = env.step(a)                           auto-resets finished environments
-    r    = task reward(Δ) − effort_weight·mean(u²) − assist_weight·(applied assist, in BW)
-           task reward: adversarial (discriminator on the normalized tracking error Δ) or DeepMimic
+    r    = task reward(Δ) · exp(−effort_weight·mean(u²) − assist_weight·(applied assist, in BW))
+           task reward: adversarial (discriminator on the normalized tracking error Δ) or DeepMimic,
+           both >= 0; the charges discount it rather than subtract, so r >= 0 and a step
+           survived never pays less than a fall
     agent.learn(transition)                      replay + updates, or PPO rollout + epochs
     discriminator update on Δ                    (adversarial reward only)
 
@@ -295,8 +297,7 @@ class Trainer:
                 metrics.update(rm)
             else:
                 task = deepmimic_reward(info)
-            assist = info.assist_force_bw + info.assist_moment_bwm
-            reward = task - effort_weight * info.effort - assist_weight * assist
+            reward = charged_reward(task, info, effort_weight, assist_weight)
             batch = Transition(
                 obs=obs,
                 action=action,
@@ -828,6 +829,15 @@ def _task_view(env_state: Any) -> Any:
     """What acting reads of the environments' state (never the physics, which on the C engine
     stays in float64 NumPy outside JAX)."""
     return env_state._replace(sim=None)
+
+
+def charged_reward(task: jax.Array, info: Any, effort_weight: float, assist_weight: float):
+    """The task reward (>= 0) discounted by the effort and the applied assist's charges.
+
+    Subtracted, the assist's charge (0.3-0.4 per step early in training) outweighed the task
+    reward (0.04-0.22), so every step cost and falling early paid (benchmarks/RESULTS.md)."""
+    assist = info.assist_force_bw + info.assist_moment_bwm
+    return task * jnp.exp(-effort_weight * info.effort - assist_weight * assist)
 
 
 def scaled_assist(action: jax.Array, nu: int, scale: jax.Array) -> jax.Array:
