@@ -69,8 +69,8 @@ class EnvConfig:
     # components a in [-1, 1], generalized forces a³ × assist_limit_bw × body weight on the
     # root's six DoFs (N, and N m per metre for the rotations). The cube gives a fitted policy's
     # small errors around zero a thousandth of their size in force. The trainer scales
-    # them down to zero over training (`TrainConfig.assist_anneal`); the reward charges
-    # assist_weight per body weight of the force applied (and per W·m of moment).
+    # them down to zero over training (`TrainConfig.assist_anneal`); the reward is discounted by
+    # exp(−assist_weight · (force applied in body weights + moment in W·m)).
     assist: bool = False
     assist_limit_bw: float = 1.0
     assist_weight: float = 1.0
