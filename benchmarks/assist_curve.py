@@ -4,7 +4,7 @@ the assist force it applied, and the tracked fraction and joint error with the a
 
     .venv/bin/python benchmarks/assist_curve.py --clip squat --minutes 60 --out bench_out/squat
     .venv/bin/python benchmarks/assist_curve.py --clip squat --steps 217600 --out bench_out/sq
-    .venv/bin/python benchmarks/assist_curve.py --out bench_out/squat --plot-only
+    .venv/bin/python benchmarks/assist_curve.py --out bench_out/squat --plot-only [--compare B]
 
 With --steps the budget is env steps (the assist anneals by steps, and load on the machine only
 slows the run): two runs compare at equal env steps.
@@ -61,15 +61,20 @@ def train(
     )  # fmt: skip
 
 
-def report(out: Path) -> dict:
+def evaluations(out: Path) -> tuple[dict, int, list[dict]]:
     meta, step = read_meta(out / "policy")
-    rows = [r for r in meta["curve"] if "eval_score" in r]
+    return meta, step, [r for r in meta["curve"] if "eval_score" in r]
+
+
+def report(out: Path, compare: Path | None = None) -> dict:
+    meta, step, rows = evaluations(out)
     for r in rows:
         cells = "  ".join(
             f"{k.removeprefix('eval_')} {r.get(k, float('nan')):.3f}" for k in COLUMNS
         )
         print(f"{r['seconds'] / 60:6.1f} min  {r['env_steps']:9,.0f} steps  {cells}")
-    plot(rows, out / "assist_curve.png")
+    other = (compare.name, evaluations(compare)[2]) if compare else None
+    plot(rows, out / "assist_curve.png", other)
     best = min(rows, key=lambda r: r["eval_score"])
     return {
         "env_steps": step,
@@ -82,26 +87,37 @@ def report(out: Path) -> dict:
     }
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, other: tuple[str, list[dict]] | None = None) -> None:
+    """The curve against env steps (comparable between runs, whatever the machine's load); with
+    `other` (its label and evaluations), that run's assist-off tracked fraction beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    minutes = [r["seconds"] / 60 for r in rows]
+    steps = [r["env_steps"] / 1000 for r in rows]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    top.plot(minutes, [r["eval_assist_scale"] for r in rows], "k--", label="assist scale")
-    top.plot(minutes, [r["eval_off_fraction_tracked"] for r in rows], "o-", label="tracked, off")
-    top.plot(minutes, [r["eval_fraction_tracked"] for r in rows], "s:", label="tracked, at scale")
+    top.plot(steps, [r["eval_assist_scale"] for r in rows], "k--", label="assist scale")
+    top.plot(steps, [r["eval_off_fraction_tracked"] for r in rows], "o-", label="tracked, off")
+    top.plot(steps, [r["eval_fraction_tracked"] for r in rows], "s:", label="tracked, at scale")
+    if other is not None:
+        label, theirs = other
+        top.plot(
+            [r["env_steps"] / 1000 for r in theirs],
+            [r["eval_off_fraction_tracked"] for r in theirs],
+            "^-",
+            color="grey",
+            label=f"tracked, off ({label})",
+        )
     top.set_ylim(-0.05, 1.05)
     top.legend(loc="best", fontsize=8)
     top.set_ylabel("fraction / scale")
-    bottom.plot(minutes, [r["eval_assist_force_pct_bw"] for r in rows], "o-", label="assist, % BW")
+    bottom.plot(steps, [r["eval_assist_force_pct_bw"] for r in rows], "o-", label="assist, % BW")
     bottom.plot(
-        minutes, [r["eval_off_joint_error_deg"] for r in rows], "s-", label="joint error, off (deg)"
+        steps, [r["eval_off_joint_error_deg"] for r in rows], "s-", label="joint error, off (deg)"
     )
     bottom.legend(loc="best", fontsize=8)
-    bottom.set_xlabel("training wall time (min, warm start included)")
+    bottom.set_xlabel("env steps after the warm start (thousands)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -116,11 +132,12 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=None, help="override the preset's 32")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--plot-only", action="store_true", help="report a finished run")
+    parser.add_argument("--compare", type=Path, help="another run's OUT, drawn beside this one")
     args = parser.parse_args()
     if not args.plot_only:
         args.out.mkdir(parents=True, exist_ok=True)
         train(args.out, args.clip, args.minutes, args.steps, args.evaluations, args.envs)
-    print(json.dumps(report(args.out)))
+    print(json.dumps(report(args.out, args.compare)))
 
 
 if __name__ == "__main__":
