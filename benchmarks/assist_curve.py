@@ -1,6 +1,7 @@
 """How far RL removes the root assist (issue 14 §1): one demo clip's policy trained with the `cpu`
-preset for a wall-time budget through the shipped CLI, then, per evaluation, the assist scale,
-the assist force it applied, and the tracked fraction and joint error with the assist off.
+preset for a wall-time (or env-step) budget through the shipped CLI, then, per evaluation, the
+assist scale, the assist force it applied, and the tracked fraction and joint error with the
+assist off.
 
     .venv/bin/python benchmarks/assist_curve.py --clip squat --minutes 60 --out bench_out/squat
     .venv/bin/python benchmarks/assist_curve.py --clip squat --steps 217600 --out bench_out/sq

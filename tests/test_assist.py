@@ -4,6 +4,7 @@ the controller's labels for it, its annealing, and that its scale is never silen
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ from msconvert.emulator.learn.dagger import DaggerConfig, labels
 from msconvert.emulator.learn.emulate import emulate
 from msconvert.emulator.learn.env import EnvConfig, make_env, make_reference_set
 from msconvert.emulator.learn.runs import emulate_policy, load_policy, warm_start_solutions
-from msconvert.emulator.learn.train import make_trainer, train
+from msconvert.emulator.learn.train import charged_reward, make_trainer, train
 from msconvert.emulator.model import model_sha256
 from msconvert.emulator.muscles.track import Controller
 
@@ -196,10 +197,6 @@ def test_training_anneals_the_assist_and_exports_the_scale_it_chose(block, tmp_p
 def test_the_assist_charge_discounts_the_reward_and_never_makes_it_negative():
     # Subtracted, a 0.4-BW assist outweighed a 0.1 task reward: every step cost, so falling
     # early paid. Discounted, a survived step pays >= 0 and less assist pays more.
-    from types import SimpleNamespace
-
-    from msconvert.emulator.learn.train import charged_reward
-
     task = jnp.array([0.0, 0.1, 0.1, 0.1, 2.0])
     force = jnp.array([5.0, 0.0, 0.2, 0.4, 0.4])
     info = SimpleNamespace(assist_force_bw=force, assist_moment_bwm=0.5 * force, effort=0.3)

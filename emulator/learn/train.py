@@ -834,8 +834,8 @@ def _task_view(env_state: Any) -> Any:
 def charged_reward(task: jax.Array, info: Any, effort_weight: float, assist_weight: float):
     """The task reward (>= 0) discounted by the effort and the applied assist's charges.
 
-    Subtracted, the assist's charge (0.3-0.4 per step early in training) outweighed the task
-    reward (0.04-0.22), so every step cost and falling early paid (benchmarks/RESULTS.md)."""
+    A discount, not a subtraction: a charge above the task reward would make every step cost,
+    and then ending an episode early (a fall) would raise the return."""
     assist = info.assist_force_bw + info.assist_moment_bwm
     return task * jnp.exp(-effort_weight * info.effort - assist_weight * assist)
 
