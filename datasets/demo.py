@@ -238,8 +238,13 @@ def _stance_weight(phase: np.ndarray) -> np.ndarray:
     return np.minimum(rise, fall)
 
 
-def _gait_pose(phase_l: np.ndarray, hip_scale: float) -> np.ndarray:
-    """(T, 22, 3) body pose of a gait whose left leg is at `phase_l` (cycles) and faces +x."""
+def _gait_pose(
+    phase_l: np.ndarray, hip_scale: float, leg_lean: np.ndarray | None = None
+) -> np.ndarray:
+    """(T, 22, 3) body pose of a gait whose left leg is at `phase_l` (cycles) and faces +x.
+
+    leg_lean: (T, 2) frontal-plane lean of the left and right leg (rad, about the walking
+    direction), the foot kept level: the pelvis sways sideways over feet that stay put."""
     hip_c, knee_c, ankle_c = (
         _periodic(_THIGH_ANGLE),
         _periodic(_KNEE_FLEXION),
@@ -261,15 +266,18 @@ def _gait_pose(phase_l: np.ndarray, hip_scale: float) -> np.ndarray:
 
     # The hip absorbs the pelvis motion so each thigh swings in the sagittal plane (feet do not
     # twist on the floor); the hip curve is read as the thigh's angle to the vertical.
-    joints: dict[int, Rotation] = {
-        _PELVIS: _root(pelvis),
-        _L_HIP: pelvis.inv() * _rx(-hip_l),
-        _R_HIP: pelvis.inv() * _rx(-hip_r),
-        _L_KNEE: _rx(knee_c(phase_l)),
-        _R_KNEE: _rx(knee_c(phase_r)),
-        _L_ANKLE: _rx(-ankle_c(phase_l)),
-        _R_ANKLE: _rx(-ankle_c(phase_r)),
-    }
+    joints: dict[int, Rotation] = {_PELVIS: _root(pelvis)}
+    legs = (
+        (_L_HIP, _L_KNEE, _L_ANKLE, hip_l, phase_l),
+        (_R_HIP, _R_KNEE, _R_ANKLE, hip_r, phase_r),
+    )
+    for side, (hip_j, knee_j, ankle_j, hip, phase) in enumerate(legs):
+        thigh, knee, ankle = _rx(-hip), _rx(knee_c(phase)), _rx(-ankle_c(phase))
+        lean = _rz(np.zeros_like(hip) if leg_lean is None else leg_lean[:, side])
+        # The leaning leg's foot keeps the orientation the upright leg gives it.
+        joints[hip_j] = pelvis.inv() * lean * thigh
+        joints[knee_j] = knee
+        joints[ankle_j] = (lean * thigh * knee).inv() * thigh * knee * ankle
     # Trunk: thorax counter-rotates against the pelvis (70 % of its yaw the other way) and stays
     # upright in the frontal and sagittal planes; the neck turns the head back to face forward.
     thorax = _ry(-0.7 * yaw)
@@ -298,18 +306,26 @@ def _contact_rate(rel: np.ndarray) -> np.ndarray:
     Rates are blended, not points: as the contact moves from heel to ball the foot rolls forward
     over the ground, it does not drag the body back by a foot length.
     """
-    skeleton = mean_skeleton()
     n = rel.shape[0]
     rate = (np.roll(rel, -1, axis=0) - np.roll(rel, 1, axis=0)) * (n / 2.0)
-    out = np.empty((n, 2, 3))
+    b = _on_ball(rel)[:, :, None]
+    feet = ((_L_ANKLE, _L_FOOT), (_R_ANKLE, _R_FOOT))
+    return np.stack(
+        [(1.0 - b[:, i]) * rate[:, a] + b[:, i] * rate[:, f] for i, (a, f) in enumerate(feet)],
+        axis=1,
+    )
+
+
+def _on_ball(rel: np.ndarray) -> np.ndarray:
+    """(N, 2) how far each foot has rolled from its heel (0) onto its ball (1): the heel rises."""
+    out = np.empty((rel.shape[0], 2))
     for i, (ankle, ball) in enumerate(((_L_ANKLE, _L_FOOT), (_R_ANKLE, _R_FOOT))):
-        rest = SMPL_TO_WORLD.apply(skeleton.offsets[ball])
+        rest = SMPL_TO_WORLD.apply(mean_skeleton().offsets[ball])
         d = rel[:, ball] - rel[:, ankle]
         toe_down = np.arctan2(-d[:, 2], np.linalg.norm(d[:, :2], axis=1)) - np.arctan2(
             -rest[2], np.linalg.norm(rest[:2])
         )
-        b = _smoothstep(toe_down / np.radians(1.5))[:, None]
-        out[:, i] = (1.0 - b) * rate[:, ankle] + b * rate[:, ball]
+        out[:, i] = _smoothstep(toe_down / np.radians(1.5))
     return out
 
 
@@ -327,6 +343,104 @@ def _gait_cycle(hip_scale: float) -> tuple[np.ndarray, np.ndarray]:
     rate = np.concatenate((rate, rate[:1]))  # periodic: phase 1 is phase 0
     travel = cumulative_trapezoid(rate, dx=1.0 / _CYCLE_SAMPLES, axis=0, initial=0.0)
     return np.append(phase, 1.0), travel
+
+
+def _along(phase: np.ndarray, travel: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """(len(at), 2) horizontal `values` given over one cycle's phase grid (N + 1, with the root's
+    `travel` over it) at any phases `at` (cycles): periodic once each cycle's travel is added."""
+    stride = travel[-1]
+    periodic = values[:-1] - phase[:-1, None] * stride
+    # a periodic spline, not a linear interpolation: its kinks would be spikes in acceleration
+    spline = CubicSpline(phase, np.concatenate([periodic, periodic[:1]]), bc_type="periodic")
+    return at[:, None] * stride + spline(np.mod(at, 1.0))
+
+
+def _leg_tilt(ph: np.ndarray, hip_scale: float, sway: np.ndarray) -> np.ndarray:
+    """(T, 2) frontal lean of each leg that keeps its foot where it was while the pelvis moves
+    `sway` (m) sideways: a parallelogram, each leg leaning by its own hip-to-ankle height."""
+    rel = _positions(np.zeros((ph.size, 3)), _gait_pose(ph, hip_scale))
+    height = np.stack(
+        [rel[:, h, 2] - rel[:, a, 2] for h, a in ((_L_HIP, _L_ANKLE), (_R_HIP, _R_ANKLE))], axis=1
+    )
+    # a lean about the walking direction moves the foot towards the body's left (+y): opposite
+    return -np.arcsin(np.clip(sway[:, None] / height, -0.5, 0.5))
+
+
+def _balanced_cycle(
+    hip_scale: float, phase: np.ndarray, travel: np.ndarray, speed_m_s: float
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """One cycle's duration (s), and over it, at N even times, the phase's lag behind steady
+    progress (cycles) and the pelvis's sideways sway (m).
+
+    A kinematic walk at steady speed over legs in the sagittal plane asks the floor for what it
+    cannot give: the centre of mass stays on the midline while the single foot under it is
+    ~9 cm to the side, and it does not slow or speed up as it passes over that foot, so inverse
+    dynamics needs a sideways root force of ~5 % body weight and a roll moment of ~60 N m in every
+    single stance. A real walker's centre of mass moves as an inverted pendulum over the centre of
+    pressure p (the rolling contact of the feet on the floor, shared in double support):
+    c'' = g / h (c - p), h its height. Its periodic solution is, harmonic by harmonic,
+    C_k = P_k g/h / (g/h + Ω_k²): the mass sways ~2-3 cm towards each stance foot and the speed
+    wobbles a few percent, as measured in gait. Forward, the phase is re-timed (the legs keep
+    their shapes, the pace changes within the step); sideways, the pelvis sways over leaning legs.
+    """
+    n = _CYCLE_SAMPLES
+    stride = travel[-1]
+    cycle_s = float(stride[0] / speed_m_s)
+    grid_s = np.arange(n) * cycle_s / n
+    pose = _gait_pose(phase[:-1], hip_scale)
+    rel = _positions(np.zeros((n, 3)), pose)
+    com = centre_of_mass(rel)
+    w_l = _stance_weight(phase[:-1])
+    on_ball = _on_ball(rel)
+    cop = np.zeros((n, 3))
+    for i, (weight, ankle, ball) in enumerate(
+        ((w_l, _L_ANKLE, _L_FOOT), (1.0 - w_l, _R_ANKLE, _R_FOOT))
+    ):
+        b = on_ball[:, i : i + 1]
+        cop += weight[:, None] * ((1.0 - b) * rel[:, ankle] + b * rel[:, ball])
+    com_along = np.concatenate([travel[:-1] + com[:, :2], travel[-1:] + com[:1, :2]])
+    cop_along = np.concatenate([travel[:-1] + cop[:, :2], travel[-1:] + cop[:1, :2]])
+    height = float(np.mean(_floor_height(pose) + com[:, 2]))
+    w0_sq = 9.81 / height
+    omega = 2.0 * np.pi * np.fft.rfftfreq(n, d=cycle_s / n)
+    gain = w0_sq / (w0_sq + omega**2)
+
+    def pendulum(p: np.ndarray) -> np.ndarray:  # the periodic c of c'' = g/h (c - p)
+        return np.fft.irfft(np.fft.rfft(p) * gain, n)
+
+    steady = grid_s / cycle_s
+    ext = np.linspace(-1.0, 2.0, 3 * n + 1)
+    com_x = _along(phase, travel, com_along, ext)[:, 0]
+    if not np.all(np.diff(com_x) > 0):
+        raise ValueError("the walk's centre of mass does not advance steadily")
+    ph = steady.copy()
+    for _ in range(30):  # the phase whose centre of mass is where the pendulum has it
+        # Any time shift of a solution is one too, so the mean offset stays the current one
+        # (the mean of c - p is the pose's own; re-timing changes only the harmonics).
+        mean = np.mean(_along(phase, travel, com_along, ph)[:, 0] - steady * stride[0])
+        ahead = pendulum(_along(phase, travel, cop_along, ph)[:, 0] - steady * stride[0])
+        new = np.interp(steady * stride[0] + ahead - np.mean(ahead) + mean, com_x, ext)
+        done = np.max(np.abs(new - ph)) < 1e-9
+        ph = new
+        if done:
+            break
+    drift = ph * stride[1]  # any sideways travel per cycle: the sway is about it, periodic
+    want = pendulum(_along(phase, travel, cop_along, ph)[:, 1] - drift)
+    sway = want - (_along(phase, travel, com_along, ph)[:, 1] - drift)
+    for _ in range(3):  # leaning legs carry part of the mass less far than the pelvis
+        lean = _gait_pose(ph, hip_scale, _leg_tilt(ph, hip_scale, sway))
+        moved = _along(phase, travel, travel, ph)[:, 1] - drift + sway
+        moved += centre_of_mass(_positions(np.zeros((n, 3)), lean))[:, 1]
+        sway += want - moved
+    return cycle_s, ph - steady, sway
+
+
+def _cyclic(samples: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """A 1-periodic signal given by N even samples over one period, at phases `at`: a periodic
+    spline, smooth in acceleration where a linear interpolation's kinks would put spikes."""
+    grid = np.arange(samples.size + 1) / samples.size
+    spline = CubicSpline(grid, np.append(samples, samples[0]), bc_type="periodic")
+    return spline(np.mod(at, 1.0))
 
 
 def _gait(
@@ -360,17 +474,16 @@ def _gait(
             f"{speed_m_s} m/s at {cadence_steps_min} steps/min needs an implausible step length"
         )
 
-    # Time runs with distance: the phase at time t is the one whose travel is speed * t, so the
-    # pelvis advances at a constant speed while every foot on the floor stays put (the phase runs
-    # a little faster where the legs cover little ground). Real walking's forward speed wobbles
-    # by some percent within a step; the demo leaves that out.
-    distance = speed_m_s * times
-    cycles = np.floor(distance / travel[-1, 0])
-    within = np.interp(distance - cycles * travel[-1, 0], travel[:, 0], phase)
-    body_pose = _gait_pose(cycles + within, k1)
+    # The phase and the pelvis's sideways sway over one cycle make the centre of mass move as an
+    # inverted pendulum over the feet (`_balanced_cycle`); the root travels with the phase, so
+    # every foot on the floor stays put.
+    cycle_s, lag, sway = _balanced_cycle(k1, phase, travel, speed_m_s)
+    ph = times / cycle_s + _cyclic(lag, times / cycle_s)
+    sway = _cyclic(sway, times / cycle_s)
+    body_pose = _gait_pose(ph, k1, _leg_tilt(ph, k1, sway))
     trans = np.zeros((times.size, 3))
-    trans[:, 0] = distance
-    trans[:, 1] = cycles * travel[-1, 1] + np.interp(within, phase, travel[:, 1])
+    trans[:, :2] = _along(phase, travel, travel, ph)
+    trans[:, 1] += sway
     trans[:, 2] = _floor_height(body_pose, fps)
     return _to_amass(trans, body_pose)
 

@@ -491,3 +491,32 @@ def test_broken_files_have_the_flaws_they_claim(tmp_path):
 def test_demo_writers_accept_str_paths(tmp_path):
     out = demo.write_demo_corpus(str(tmp_path / "x"))
     assert all(isinstance(p, Path) and p.is_file() for p in out)
+
+
+@pytest.mark.parametrize("name", ["walking", "slow_walking"])
+def test_walking_centre_of_mass_moves_over_the_stance_foot(clips, name):
+    """Gravity and the floor move the centre of mass c: c'' = g/h·(c - p) with p the centre of
+    pressure. So in single stance the p a walk's kinematics imply must lie under the foot on the
+    floor, or inverse dynamics needs a root force no floor can give. A walk at steady speed on
+    legs in the sagittal plane implied p 8-9 cm to the side of the stance foot."""
+    trans, poses, fps = clips[name]
+    pos = fk(trans, poses).positions
+    com = demo.centre_of_mass(pos)
+    accel = np.gradient(np.gradient(com, 1.0 / fps, axis=0), 1.0 / fps, axis=0)
+    height = com[:, 2].mean()
+    implied = com[:, :2] - height * accel[:, :2] / 9.81
+    low = {side: lowest(pos, foot) for side, foot in (("L", LEFT_FOOT), ("R", RIGHT_FOOT))}
+    inner = slice(int(0.2 * fps), -int(0.2 * fps))  # away from the clip's ends
+    checked = 0
+    for side, other in (("L", "R"), ("R", "L")):
+        single = (low[side] < CLEAR + 0.004) & (low[other] > CLEAR + 0.03)
+        single[: inner.start] = single[inner.stop :] = False
+        ankle = pos[single, ANKLE[side], :2]
+        ball = pos[single, (LEFT_FOOT if side == "L" else RIGHT_FOOT)[1], :2]
+        sideways = np.abs(implied[single, 1] - 0.5 * (ankle[:, 1] + ball[:, 1]))
+        assert np.mean(sideways) < 0.03 and np.max(sideways) < 0.06, (name, side, sideways)
+        # along the walk: from the heel to the ball, within 10 cm
+        assert np.all(implied[single, 0] > ankle[:, 0] - 0.1), (name, side)
+        assert np.all(implied[single, 0] < ball[:, 0] + 0.1), (name, side)
+        checked += single.sum()
+    assert checked > fps, "the walk has single-stance frames to check"
