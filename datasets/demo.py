@@ -376,12 +376,13 @@ def _balanced_cycle(
     cannot give: the centre of mass stays on the midline while the single foot under it is
     ~9 cm to the side, and it does not slow or speed up as it passes over that foot, so inverse
     dynamics needs a root force of up to ~7 % body weight, mostly sideways, and a roll moment of
-    30-70 N m in every single stance. A real walker's centre of mass moves as an inverted pendulum over the centre of
-    pressure p (the rolling contact of the feet on the floor, shared in double support):
-    c'' = g / h (c - p), h its height. Its periodic solution is, harmonic by harmonic,
-    C_k = P_k g/h / (g/h + Ω_k²): the mass sways 2-4 cm towards each stance foot and the pace
-    wobbles within each step (by up to ~15 % here), as in human gait. Forward, the phase is re-timed (the legs keep
-    their shapes, the pace changes within the step); sideways, the pelvis sways over leaning legs.
+    30-70 N m in every single stance. A real walker's centre of mass moves as an inverted
+    pendulum over the centre of pressure p (the rolling contact of the feet on the floor, shared
+    in double support): c'' = g / h (c - p), h its height. Its periodic solution is, harmonic by
+    harmonic, C_k = P_k g/h / (g/h + Ω_k²): the mass sways 2-4 cm towards each stance foot and
+    the pace wobbles within each step (by up to ~15 % here), as in human gait. Forward, the phase
+    is re-timed (the legs keep their shapes, the pace changes within the step); sideways, the
+    pelvis sways over leaning legs.
     """
     n = _CYCLE_SAMPLES
     stride = travel[-1]
