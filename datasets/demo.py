@@ -265,7 +265,8 @@ def _gait_pose(
     pelvis = _ry(yaw) * _rz(oblique) * _rx(tilt)
 
     # The hip absorbs the pelvis motion so each thigh swings in the sagittal plane (feet do not
-    # twist on the floor); the hip curve is read as the thigh's angle to the vertical.
+    # twist on the floor), leaned sideways by `leg_lean`; the hip curve is read as the thigh's
+    # angle to the vertical.
     joints: dict[int, Rotation] = {_PELVIS: _root(pelvis)}
     legs = (
         (_L_HIP, _L_KNEE, _L_ANKLE, hip_l, phase_l),
@@ -387,7 +388,6 @@ def _balanced_cycle(
     n = _CYCLE_SAMPLES
     stride = travel[-1]
     cycle_s = float(stride[0] / speed_m_s)
-    grid_s = np.arange(n) * cycle_s / n
     pose = _gait_pose(phase[:-1], hip_scale)
     rel = _positions(np.zeros((n, 3)), pose)
     com = centre_of_mass(rel)
@@ -409,7 +409,7 @@ def _balanced_cycle(
     def pendulum(p: np.ndarray) -> np.ndarray:  # the periodic c of c'' = g/h (c - p)
         return np.fft.irfft(np.fft.rfft(p) * gain, n)
 
-    steady = grid_s / cycle_s
+    steady = np.arange(n) / n  # the phase at N even times over the cycle, at a steady pace
     ext = np.linspace(-1.0, 2.0, 3 * n + 1)
     com_x = _along(phase, travel, com_along, ext)[:, 0]
     if not np.all(np.diff(com_x) > 0):
