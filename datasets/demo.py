@@ -94,6 +94,7 @@ _ANKLE_DORSIFLEXION = ((0, 0), (6, -7), (12, -3), (25, 5), (40, 10), (48, 8), (5
 _STANCE_END = 0.60  # toe-off, as a fraction of the cycle
 _DOUBLE_SUPPORT = 0.10  # each double-support period, as a fraction of the cycle
 _CYCLE_SAMPLES = 1000  # phase samples over one cycle when working out the root's travel
+_SETTLE_ITERATIONS = 60  # of the walk's re-timing; it settles to 1e-7 cycles in 8-15
 
 
 # --- Small helpers -------------------------------------------------------------------------------
@@ -415,16 +416,17 @@ def _balanced_cycle(
     if not np.all(np.diff(com_x) > 0):
         raise ValueError("the walk's centre of mass does not advance steadily")
     ph = steady.copy()
-    for _ in range(30):  # the phase whose centre of mass is where the pendulum has it
+    for _ in range(_SETTLE_ITERATIONS):  # the phase whose mass is where the pendulum has it
         # Any time shift of a solution is one too, so the mean offset stays the current one
         # (the mean of c - p is the pose's own; re-timing changes only the harmonics).
         mean = np.mean(_along(phase, travel, com_along, ph)[:, 0] - steady * stride[0])
         ahead = pendulum(_along(phase, travel, cop_along, ph)[:, 0] - steady * stride[0])
         new = np.interp(steady * stride[0] + ahead - np.mean(ahead) + mean, com_x, ext)
-        done = np.max(np.abs(new - ph)) < 1e-9
-        ph = new
-        if done:
+        change, ph = np.max(np.abs(new - ph)), new
+        if change < 1e-7:
             break
+    else:
+        raise ValueError(f"the walk's timing did not settle (last change {change:.1e} cycles)")
     drift = ph * stride[1]  # any sideways travel per cycle: the sway is about it, periodic
     want = pendulum(_along(phase, travel, cop_along, ph)[:, 1] - drift)
     sway = want - (_along(phase, travel, com_along, ph)[:, 1] - drift)
