@@ -357,15 +357,19 @@ def _along(phase: np.ndarray, travel: np.ndarray, values: np.ndarray, at: np.nda
     return at[:, None] * stride + spline(np.mod(at, 1.0))
 
 
-def _leg_tilt(ph: np.ndarray, hip_scale: float, sway: np.ndarray) -> np.ndarray:
-    """(T, 2) frontal lean of each leg that keeps its foot where it was while the pelvis moves
-    `sway` (m) sideways: a parallelogram, each leg leaning by its own hip-to-ankle height."""
+def _leg_heights(ph: np.ndarray, hip_scale: float) -> np.ndarray:
+    """(T, 2) hip-to-ankle height of the left and right leg, upright, at phases `ph`."""
     rel = _positions(np.zeros((ph.size, 3)), _gait_pose(ph, hip_scale))
-    height = np.stack(
+    return np.stack(
         [rel[:, h, 2] - rel[:, a, 2] for h, a in ((_L_HIP, _L_ANKLE), (_R_HIP, _R_ANKLE))], axis=1
     )
+
+
+def _leg_tilt(heights: np.ndarray, sway: np.ndarray) -> np.ndarray:
+    """(T, 2) frontal lean of each leg that keeps its foot where it was while the pelvis moves
+    `sway` (m) sideways: a parallelogram, each leg leaning by its own hip-to-ankle height."""
     # a lean about the walking direction moves the foot towards the body's left (+y): opposite
-    return -np.arcsin(np.clip(sway[:, None] / height, -0.5, 0.5))
+    return -np.arcsin(np.clip(sway[:, None] / heights, -0.5, 0.5))
 
 
 def _balanced_cycle(
@@ -430,8 +434,9 @@ def _balanced_cycle(
     drift = ph * stride[1]  # any sideways travel per cycle: the sway is about it, periodic
     want = pendulum(_along(phase, travel, cop_along, ph)[:, 1] - drift)
     sway = want - (_along(phase, travel, com_along, ph)[:, 1] - drift)
+    heights = _leg_heights(ph, hip_scale)
     for _ in range(3):  # leaning legs carry part of the mass less far than the pelvis
-        lean = _gait_pose(ph, hip_scale, _leg_tilt(ph, hip_scale, sway))
+        lean = _gait_pose(ph, hip_scale, _leg_tilt(heights, sway))
         moved = _along(phase, travel, travel, ph)[:, 1] - drift + sway
         moved += centre_of_mass(_positions(np.zeros((n, 3)), lean))[:, 1]
         sway += want - moved
@@ -483,7 +488,7 @@ def _gait(
     cycle_s, lag, sway = _balanced_cycle(k1, phase, travel, speed_m_s)
     ph = times / cycle_s + _cyclic(lag, times / cycle_s)
     sway = _cyclic(sway, times / cycle_s)
-    body_pose = _gait_pose(ph, k1, _leg_tilt(ph, k1, sway))
+    body_pose = _gait_pose(ph, k1, _leg_tilt(_leg_heights(ph, k1), sway))
     trans = np.zeros((times.size, 3))
     trans[:, :2] = _along(phase, travel, travel, ph)
     trans[:, 1] += sway
