@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements.lock
 demo: setup
 	$(PY) -m msconvert demo-corpus $(DEMO_CORPUS)
 	$(PY) -m msconvert amass $(DEMO_CORPUS) --out $(DEMO_CATALOG) --overwrite --preset demo
-	$(PY) -m msconvert ls $(DEMO_CATALOG) --columns tracking.joint_error_deg_mean,tracking.body_error_mm_mean,tracking.fraction_tracked,policy.assist_scale,policy.assist_force_pct_bw,train.minutes
+	$(PY) -m msconvert ls $(DEMO_CATALOG) --columns tracking.joint_error_deg_mean,tracking.joint_error_deg_worst,tracking.body_error_mm_mean,tracking.fraction_tracked,policy.assist_scale,policy.assist_force_pct_bw,train.minutes
 	$(PY) -m msconvert plot $(DEMO_CATALOG) DemoLab/subject1/walking --out demo_out/walking.png
 	@echo "Catalog: $(DEMO_CATALOG)   Plot: demo_out/walking.png   Policies: $(DEMO_CATALOG).checkpoints"
 

@@ -79,6 +79,7 @@ def main() -> None:
                 row[f"assist_{assist}"] = {
                     "fraction_tracked": m["tracking.fraction_tracked"],
                     "joint_error_deg": m["tracking.joint_error_deg_mean"],
+                    "joint_error_deg_worst": m["tracking.joint_error_deg_worst"],
                     "body_error_mm": m["tracking.body_error_mm_mean"],
                     "assist_force_pct_bw": m["track.assist_force_pct_bw"],
                     "assist_force_pct_bw_max": m["track.assist_force_pct_bw_max"],
@@ -94,7 +95,8 @@ def main() -> None:
                 on, off = row["assist_on"], row["assist_off"]
                 print(
                     f"{name:13s} assist on: tracked {on['fraction_tracked']:.2f}, "
-                    f"{on['joint_error_deg']:.2f} deg, {on['body_error_mm']:.1f} mm, assist "
+                    f"{on['joint_error_deg']:.2f} deg (worst joint {on['joint_error_deg_worst']:.1f}), "
+                    f"{on['body_error_mm']:.1f} mm, assist "
                     f"{on['assist_force_pct_bw']:.2f} % BW "
                     f"(max {on['assist_force_pct_bw_max']:.1f})"
                     f" | off: tracked {off['fraction_tracked']:.2f} | overhead vs physics "

@@ -233,7 +233,8 @@ def emulate(
         raise click.ClickException(f"{cid}: {outcome.reason}")
     m = outcome.metrics
     stderr.print(
-        f"{cid}: joint error {m['tracking.joint_error_deg_mean']:.1f}° mean, tracked "
+        f"{cid}: joint error {m['tracking.joint_error_deg_mean']:.1f}° mean "
+        f"(worst joint {m.get('tracking.joint_error_deg_worst', float('nan')):.1f}°), tracked "
         f"{100 * m['tracking.fraction_tracked']:.0f}% of the clip -> {out}"
     )
 

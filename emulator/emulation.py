@@ -85,11 +85,21 @@ def solution_prefix(solution: int) -> str:
     return "" if solution == 0 else f"solution{solution}."
 
 
-def tracking_metrics(recording: dict[str, np.ndarray], tracked: int) -> dict[str, float]:
-    """`tracking.*` of a rollout: errors over its tracked frames, the fraction tracked, effort."""
+def tracking_metrics(
+    recording: dict[str, np.ndarray],
+    tracked: int,
+    reference_qpos: np.ndarray | None = None,
+    joints: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, float]:
+    """`tracking.*` of a rollout: errors over its tracked frames, the fraction tracked, effort.
+
+    With the reference's qpos and the joints the errors are over ((qpos columns, which are
+    hinges)), also `tracking.joint_error_deg_worst`: the largest time-mean error of any one
+    joint. The mean over a whole body's joints (fingers and spine included) can look small
+    while one leg joint is tens of degrees off."""
     ok = slice(0, tracked)
     n = recording["qpos"].shape[0]
-    return {
+    metrics = {
         "tracking.joint_error_deg_mean": float(np.nanmean(recording["joint_error_deg"][ok])),
         "tracking.joint_error_deg_max": float(np.nanmax(recording["joint_error_deg"][ok])),
         "tracking.body_error_mm_mean": float(np.nanmean(recording["body_error_mm"][ok])),
@@ -97,6 +107,23 @@ def tracking_metrics(recording: dict[str, np.ndarray], tracked: int) -> dict[str
         "tracking.fraction_tracked": tracked / n,
         "tracking.effort": float(np.nanmean(recording["activation"][ok] ** 2)),
     }
+    if reference_qpos is not None and joints is not None:
+        per_joint = joint_errors_deg(recording["qpos"][ok], reference_qpos[ok], *joints)
+        metrics["tracking.joint_error_deg_worst"] = (
+            float(np.nanmax(np.nanmean(per_joint, axis=0))) if per_joint.size else 0.0
+        )
+    return metrics
+
+
+def joint_errors_deg(
+    qpos: np.ndarray, reference_qpos: np.ndarray, columns: np.ndarray, is_hinge: np.ndarray
+) -> np.ndarray:
+    """(T, J) |error| of each one-DoF joint in degrees (slides: in metres x 180/pi, as the
+    joint error's mean counts them); hinge angles wrap."""
+    cols = np.asarray(columns, int)
+    d = np.asarray(reference_qpos, np.float64)[:, cols] - np.asarray(qpos, np.float64)[:, cols]
+    d = np.where(np.asarray(is_hinge, bool), (d + np.pi) % (2 * np.pi) - np.pi, d)
+    return np.rad2deg(np.abs(d))
 
 
 class EmulationFormatError(ValueError):

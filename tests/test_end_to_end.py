@@ -60,6 +60,7 @@ def test_every_array_with_named_dims_and_the_metrics(converted):
     for key in (
         "tracking.joint_error_deg_mean",
         "tracking.joint_error_deg_max",
+        "tracking.joint_error_deg_worst",
         "tracking.body_error_mm_mean",
         "tracking.root_error_mm_mean",
         "tracking.fraction_tracked",

@@ -8,6 +8,7 @@ import pytest
 from arm_reference import arm_reference
 from toy_models import planar_arm, standing_block
 
+from msconvert.emulator.emulation import joint_errors_deg, tracking_metrics
 from msconvert.emulator.model import load_model
 from msconvert.emulator.muscles.track import TrackConfig, TrackError, TrackResult, track
 from msconvert.emulator.retarget.reference import Reference
@@ -35,10 +36,37 @@ def test_the_controller_holds_a_standing_block_to_the_end_with_little_assist():
     m = result.metrics
     assert m["tracking.fraction_tracked"] == 1.0 and not result.emulation.fell
     assert m["tracking.joint_error_deg_mean"] < 2.0
+    # no joint of the block is far off either; the worst joint bounds the mean from above
+    assert m["tracking.joint_error_deg_mean"] <= m["tracking.joint_error_deg_worst"] < 3.0
     assert m["track.assist_force_pct_bw"] < 2.0  # the muscles and the floor carry the body
     # what the simulator did: its floor force carries the body weight
     vertical = np.nansum(result.emulation.grf[1:, :, 2], axis=1)
     assert np.mean(vertical) == pytest.approx(result.body_weight, rel=0.05)
+
+
+def test_the_worst_joint_shows_one_joint_far_off_that_the_mean_hides():
+    n, nq = 10, 40
+    ref = np.zeros((n, nq))
+    qpos = ref.copy()
+    qpos[:, 7] = np.deg2rad(45.0)  # one joint of 33 is 45 deg off; the rest exact
+    qpos[:, 8] = np.deg2rad(359.0)  # a hinge one turn round is 1 deg off, not 359
+    columns, hinge = np.arange(7, nq), np.ones(nq - 7, bool)
+    per_frame = joint_errors_deg(qpos, ref, columns, hinge)
+    recording = {
+        "qpos": qpos,
+        "joint_error_deg": per_frame.mean(axis=1),
+        "body_error_mm": np.zeros(n),
+        "root_error_mm": np.zeros(n),
+        "activation": np.zeros((n, 3)),
+    }
+    m = tracking_metrics(recording, n, ref, (columns, hinge))
+    assert m["tracking.joint_error_deg_mean"] == pytest.approx(46.0 / 33)
+    assert m["tracking.joint_error_deg_worst"] == pytest.approx(45.0)
+    # only the tracked frames count: after a fall nothing is averaged in
+    recording["qpos"][5:] = np.nan
+    assert tracking_metrics(recording, 5, ref, (columns, hinge))[
+        "tracking.joint_error_deg_worst"
+    ] == pytest.approx(45.0)
 
 
 def test_with_the_assist_off_a_feasible_reference_is_still_tracked():

@@ -110,7 +110,13 @@ def emulate(
         physics.close()
     if not fell:  # the last command is held over the last interval: repeat it for the last row
         rec["excitation"][length - 1] = rec["excitation"][length - 2]
-    metrics = tracking_metrics(rec, tracked)
+    task = env.task
+    metrics = tracking_metrics(
+        rec,
+        tracked,
+        np.asarray(task.qpos[clip, :length]),
+        (np.asarray(task.joint_qpos), np.asarray(task.joint_is_hinge)),
+    )
     if base.config.assist:
         applied = assist_bw[: max(tracked - 1, 1)]
         metrics["policy.assist_scale"] = float(assist_scale)

@@ -386,7 +386,7 @@ def track(
     elapsed = time.perf_counter() - started
     body_weight = controller.body_weight
     ok = slice(0, tracked)
-    metrics = tracking_metrics(rec, tracked)
+    metrics = tracking_metrics(rec, tracked, qpos_ref, joints)
     force_pct = np.linalg.norm(assist[ok, :3], axis=1) / body_weight * 100
     metrics.update(
         {
