@@ -95,7 +95,8 @@ def main() -> None:
                 on, off = row["assist_on"], row["assist_off"]
                 print(
                     f"{name:13s} assist on: tracked {on['fraction_tracked']:.2f}, "
-                    f"{on['joint_error_deg']:.2f} deg (worst joint {on['joint_error_deg_worst']:.1f}), "
+                    f"{on['joint_error_deg']:.2f} deg "
+                    f"(worst joint {on['joint_error_deg_worst']:.1f}), "
                     f"{on['body_error_mm']:.1f} mm, assist "
                     f"{on['assist_force_pct_bw']:.2f} % BW "
                     f"(max {on['assist_force_pct_bw_max']:.1f})"
