@@ -10,7 +10,13 @@ from toy_models import planar_arm, standing_block
 
 from msconvert.emulator.emulation import joint_errors_deg, tracking_metrics
 from msconvert.emulator.model import load_model
-from msconvert.emulator.muscles.track import TrackConfig, TrackError, TrackResult, track
+from msconvert.emulator.muscles.track import (
+    TrackConfig,
+    TrackError,
+    TrackResult,
+    _diverged,
+    track,
+)
 from msconvert.emulator.retarget.reference import Reference
 
 FEET = {"left": ["foot_l"], "right": ["foot_r"]}
@@ -263,3 +269,25 @@ def test_a_bad_contact_lift_is_refused_in_one_line(tmp_path, value):
     errors = [ln for ln in result.output.splitlines() if ln.startswith("Error")]
     assert len(errors) == 1 and "--track-contact-lift" in errors[0], result.output
     assert not out.exists()
+
+
+def test_a_diverged_simulation_is_a_fall_whose_last_frame_counts_in_no_mean():
+    model = standing_block(timestep=0.002)
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    assert not _diverged(data)
+    data.qvel[:] = 1e12  # beyond MuJoCo's range: it warns and resets the data
+    mujoco.mj_step(model, data)
+    assert _diverged(data)
+    for value in (np.nan, 1e11):  # non-finite, or beyond range before MuJoCo's next check
+        data = mujoco.MjData(model)
+        data.qpos[0] = value
+        assert _diverged(data)
+    # a rollout that blows up ends at its last sound frame: no mean takes in the blown-up one
+    ref = _block_reference(model, seconds=1.0)
+    blowing_up = TrackConfig(kp=1e7, kd=1e5, assist_weight=1e-9)  # an assist without bound
+    result = track(ref, model, blowing_up, feet=FEET)
+    m = result.metrics
+    assert result.emulation.fell and m["tracking.fraction_tracked"] < 1.0
+    assert m["tracking.joint_error_deg_worst"] < 180.0
+    assert m["tracking.body_error_mm_mean"] < 100.0

@@ -358,9 +358,7 @@ def track(
         rec["joint_error_deg"][row] = np.rad2deg(joint)
         rec["body_error_mm"][row], rec["root_error_mm"][row] = 1000.0 * body, 1000.0 * root
         return bool(
-            not np.isfinite(sim.qpos).all()
-            or body > config.termination_body_error_m
-            or root > config.termination_root_error_m
+            body > config.termination_body_error_m or root > config.termination_root_error_m
         )
 
     fell = record(0)
@@ -378,6 +376,9 @@ def track(
             mujoco.mj_step(sim_model, sim)
         physics_s += time.perf_counter() - t0
         mujoco.mj_forward(sim_model, sim)  # sensors at the new state, control held
+        if _diverged(sim):  # the step blew up: its state is no pose, so frame k is the last
+            fell = True
+            break
         fell = record(k + 1)
         tracked = k + 2
     if not fell:  # the last command is held over the last interval
@@ -442,6 +443,18 @@ def _coupled_velocity(model: mujoco.MjModel, data: mujoco.MjData, qvel: np.ndarr
     if jac.shape[0] == 0:
         return qvel
     return qvel - np.linalg.lstsq(jac, jac @ qvel, rcond=None)[0]
+
+
+def _diverged(data: mujoco.MjData) -> bool:
+    """The simulation blew up: a state out of MuJoCo's range (non-finite or beyond mjMAXVAL),
+    or MuJoCo found one in a step (and reset the data to the model's default pose)."""
+    bad = (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL)
+    bad += (mujoco.mjtWarning.mjWARN_BADQACC,)
+    state = np.concatenate([data.qpos, data.qvel])
+    return bool(
+        not (np.abs(state) < mujoco.mjMAXVAL).all()  # (False for NaN)
+        or any(data.warning[int(w)].number > 0 for w in bad)
+    )
 
 
 def _has_free_root(model: mujoco.MjModel) -> bool:
