@@ -234,7 +234,7 @@ def emulate(
     m = outcome.metrics
     stderr.print(
         f"{cid}: joint error {m['tracking.joint_error_deg_mean']:.1f}° mean "
-        f"(worst joint {m.get('tracking.joint_error_deg_worst', float('nan')):.1f}°), tracked "
+        f"(worst joint {m['tracking.joint_error_deg_worst']:.1f}°), tracked "
         f"{100 * m['tracking.fraction_tracked']:.0f}% of the clip -> {out}"
     )
 

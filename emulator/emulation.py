@@ -93,10 +93,10 @@ def tracking_metrics(
 ) -> dict[str, float]:
     """`tracking.*` of a rollout: errors over its tracked frames, the fraction tracked, effort.
 
-    With the reference's qpos and the joints the errors are over ((qpos columns, which are
-    hinges)), also `tracking.joint_error_deg_worst`: the largest time-mean error of any one
-    joint. The mean over a whole body's joints (fingers and spine included) can look small
-    while one leg joint is tens of degrees off."""
+    Given the reference's qpos and `joints` (the errors' qpos columns, and which are hinges),
+    also `tracking.joint_error_deg_worst`: the largest time-mean error of any one joint. The
+    mean over a whole body's joints (fingers and spine included) can look small while one leg
+    joint is tens of degrees off."""
     ok = slice(0, tracked)
     n = recording["qpos"].shape[0]
     metrics = {
