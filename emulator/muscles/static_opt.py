@@ -18,7 +18,8 @@ start. Per frame of a `Reference`:
      gap to the floor), solved together with the activations, so the ground force that best
      explains the root's motion is found. Contacts between body parts are dropped unless
      self_contacts=True (retargeted poses interpenetrate; their soft forces are spurious and
-     large). Joint limits keep their soft-model forces.
+     large). Joint limits keep their soft-model forces (limit_forces=False takes them out: the
+     tracking controller's plan must not count on a limit's push, see track.py).
    Equality constraints (MyoFullBody's 51 joint couplings) transmit whatever force they need:
    their multipliers are free, so the muscles meet only the torques in the couplings' null space.
 2. Muscle force is affine in activation at a state, force = gain·act + bias, both read from
@@ -83,6 +84,7 @@ _QP_MAX_ITER = 300
 _CONTACT_GAP_SCALE = 0.005  # m: a candidate's force cost doubles at this gap to the floor
 _EQUALITY = int(mujoco.mjtConstraint.mjCNSTR_EQUALITY)
 _MUSCLE_DYN = int(mujoco.mjtDyn.mjDYN_MUSCLE)
+_LIMIT_JOINT = int(mujoco.mjtConstraint.mjCNSTR_LIMIT_JOINT)
 _FREE = int(mujoco.mjtJoint.mjJNT_FREE)
 _ONE_DOF = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
 
@@ -138,6 +140,7 @@ class FrameProblem:
     n_feet: int
     contacts: str
     self_contacts: bool
+    limit_forces: bool  # keep the joint limits' soft forces in the inverse dynamics
     contact_weight: float
     cost: str
     dynamic: np.ndarray  # (M,) bool: muscles with MuJoCo's muscle activation dynamics
@@ -251,6 +254,8 @@ class FrameSolver:
             cand = self._active_points(active)
         if not s.self_contacts:
             removed.append(self._rows(others))
+        if not s.limit_forces:
+            removed.append(np.flatnonzero(d.efc_type == _LIMIT_JOINT))
         rows = np.concatenate(removed) if removed else np.zeros(0, dtype=int)
         if rows.size:
             force = np.zeros(d.nefc)
@@ -660,6 +665,7 @@ def frame_problem(
     self_contacts: bool,
     fps: float,
     floor_work: bool = False,
+    limit_forces: bool = True,
 ) -> tuple[FrameProblem, tuple[str, ...]]:
     """Check the settings and prepare what every frame shares; also the foot names."""
     if cost not in COSTS:
@@ -734,6 +740,7 @@ def frame_problem(
         n_feet=len(names),
         contacts=contacts,
         self_contacts=self_contacts,
+        limit_forces=limit_forces,
         contact_weight=contact_weight,
         cost=cost,
         dynamic=dynamic,

@@ -2,11 +2,14 @@
 whole clip, driven at every control step by one muscle problem (computed muscle control, with
 the floor forces predicted from stance). See docs/method.md#tracking-controller.
 
-At each control step, from the simulated state (q, v, a):
+At each control step (200 Hz by default, the reference interpolated between its frames), from
+the simulated state (q, v, a):
 1. desired accelerations: the reference's qacc plus PD feedback on its qpos and qvel;
 2. static optimization's frame problem at that state and acceleration: the activations
    reachable within the step, the stance points' floor forces, and the root's unmet force: the
-   assist, heavily penalised;
+   assist, heavily penalised. Joint limits' forces are left out of its inverse dynamics (a limit
+   only pushes a joint back in range: a plan that counted on the push would cancel it and hold
+   the joint at its limit), and only a foot's main segment may push (see TrackConfig.toe_push);
 3. the excitations that reach those activations go to the simulator, the assist is applied on
    the root DoFs (`qfrc_applied`), and the step is simulated;
 4. what the simulator did is recorded (its own contacts give the floor forces), never the plan.
@@ -34,7 +37,7 @@ from msconvert.emulator.emulation import (
 )
 from msconvert.emulator.model import ModelError, collides_with, control_frame_skip
 from msconvert.emulator.muscles.activation import held_excitation
-from msconvert.emulator.muscles.contacts import ContactError, StanceRule, stance
+from msconvert.emulator.muscles.contacts import ContactError, ContactPoints, StanceRule, stance
 from msconvert.emulator.muscles.static_opt import (
     FrameSolver,
     MuscleCost,
@@ -73,10 +76,18 @@ class TrackConfig:
     termination_body_error_m: float = 0.3  # a fall: key bodies this far off (as in training)
     termination_root_error_m: float = 0.5
     initial_activation: float = 0.05  # tone of actuators outside the muscle problem
+    # Hz: how often the plan is made; the reference is interpolated between its frames and the
+    # recording stays at them. At a 50-Hz frame rate the legs lag the push-off (the ankle turns
+    # 30° in ~0.1 s) and the swing toe catches the floor. 0: once per frame.
+    control_hz: float = 200.0
+    # Whether stance points on the toe segments may push in the plan. Only the toe flexors can
+    # hold a toe push; they saturate in late stance and, slow to let go, whip the swing ankle
+    # into its limit at toe-off.
+    toe_push: bool = False
     stance: StanceRule = field(default_factory=StanceRule)
 
     def __post_init__(self) -> None:
-        for name in ("kp", "kd", "assist_weight", "contact_weight", "contact_lift_m"):
+        for name in ("kp", "kd", "assist_weight", "contact_weight", "contact_lift_m", "control_hz"):
             value = getattr(self, name)
             if not (isinstance(value, numbers.Real) and np.isfinite(value) and value >= 0):
                 raise TrackError(f"track {name} must be a number >= 0, not {value!r}")
@@ -172,7 +183,9 @@ class Controller:
         config = config or TrackConfig()
         try:
             qpos_ref, qvel_ref, qacc_ref, fps = reference_arrays(reference, model)
-            steps = control_frame_skip(model, fps)
+            substeps = _substeps(control_frame_skip(model, fps), fps, config.control_hz)
+            steps = control_frame_skip(model, fps) // substeps
+            plan = _interpolated(model, qpos_ref, qvel_ref, qacc_ref, fps, substeps)
             setup, _ = frame_problem(
                 model,
                 feet,
@@ -184,8 +197,9 @@ class Controller:
                 config.contact_gap_m,
                 True,
                 False,
-                fps,
+                fps * substeps,
                 floor_work,
+                limit_forces=False,
             )
             # A model fixed to the world (an arm on a bench) has nothing to stand on and no
             # root to assist; a free one needs its 6-DoF root, a floor and feet.
@@ -200,16 +214,19 @@ class Controller:
                 raise TrackError(
                     "the model has no feet to stand on (no correspondence file's feet)"
                 )
-            active = (
-                stance(model, setup.points, qpos_ref, fps, config.stance)
-                if setup.points is not None
-                else np.zeros((qpos_ref.shape[0], 0), bool)
-            )
+            if setup.points is not None:
+                active = stance(model, setup.points, plan[0], fps * substeps, config.stance)
+                if not config.toe_push:
+                    active &= ~_toe_points(model, setup.points)
+            else:
+                active = np.zeros((plan[0].shape[0], 0), bool)
         except (StaticOptError, ContactError, ModelError) as exc:
             raise TrackError(str(exc)) from exc
         self.config, self.model, self.setup = config, model, setup
         self.qpos_ref, self.qvel_ref, self.qacc_ref, self.fps = qpos_ref, qvel_ref, qacc_ref, fps
-        self.steps, self.active = steps, active
+        # physics steps per control step, control steps per frame; the plan's reference
+        # (qpos, qvel, qacc) and its pushing points at every control step
+        self.steps, self.substeps, self.plan, self.active = steps, substeps, plan, active
         # muscle_cost: Σ w·act² and a push away from other solutions (None: Σ act²)
         self.muscle_cost = muscle_cost or MuscleCost()
         per_frame = (self.n_frames, setup.muscles.size)
@@ -270,17 +287,22 @@ class Controller:
         mujoco.mj_kinematics(self.model, kin)
         return points.world(self.model, kin)[0][:, 2] - points.floor_z
 
-    def command(self, k: int, qpos: np.ndarray, qvel: np.ndarray, act: np.ndarray) -> Command:
-        """The control step from frame k (0 <= k < n_frames - 1) at the simulated state."""
+    def command(
+        self, k: int, qpos: np.ndarray, qvel: np.ndarray, act: np.ndarray, sub: int = 0
+    ) -> Command:
+        """Control step `sub` (0 <= sub < substeps) of the interval from frame k
+        (0 <= k < n_frames - 1), at the simulated state."""
         config, model, setup = self.config, self.model, self.setup
         k = int(np.clip(k, 0, self.n_frames - 1))
-        # 1. desired accelerations: feedforward + PD towards the reference at this frame
-        mujoco.mj_differentiatePos(model, self._dq, 1.0, qpos, self.qpos_ref[k])
-        qacc = self.qacc_ref[k] + config.kp * self._dq + config.kd * (self.qvel_ref[k] - qvel)
+        j = min(k * self.substeps + int(sub), self.plan[0].shape[0] - 1)
+        q_ref, v_ref, a_ref = (x[j] for x in self.plan)
+        # 1. desired accelerations: feedforward + PD towards the reference at this step
+        mujoco.mj_differentiatePos(model, self._dq, 1.0, qpos, q_ref)
+        qacc = a_ref + config.kp * self._dq + config.kd * (v_ref - qvel)
         # 2. the muscle problem at the simulated state, from its activations
         act_now = np.asarray(act, np.float64)[self._act_adr]
         self.solver.act = act_now
-        pushing = self.active[k]
+        pushing = self.active[j]
         if setup.points is not None:
             # Only points the simulated body has on the floor and that the desired motion keeps
             # there at the end of the step (q ⊕ (v + ½·qacc·dt)·dt).
@@ -363,22 +385,30 @@ def track(
 
     fell = record(0)
     tracked = 1
+    sub = controller.substeps
+    wrenches = np.full((n - 1, sub, 6), np.nan)  # every control step's assist
     for k in range(n - 1):
         if fell:
             break
-        command = controller.command(k, sim.qpos, sim.qvel, sim.act)
-        sim.ctrl[:] = command.excitation
-        rec["excitation"][k] = sim.ctrl.copy()
-        sim.qfrc_applied[:] = command.root_force
-        assist[k] = command.root_wrench
-        t0 = time.perf_counter()
-        for _ in range(controller.steps):
-            mujoco.mj_step(sim_model, sim)
-        physics_s += time.perf_counter() - t0
-        mujoco.mj_forward(sim_model, sim)  # sensors at the new state, control held
-        if _diverged(sim):  # the step blew up: its state is no pose, so frame k is the last
-            fell = True
+        excitation = np.zeros(model.nu)
+        for i in range(sub):
+            command = controller.command(k, sim.qpos, sim.qvel, sim.act, i)
+            sim.ctrl[:] = command.excitation
+            excitation += command.excitation / sub
+            sim.qfrc_applied[:] = command.root_force
+            wrenches[k, i] = command.root_wrench
+            t0 = time.perf_counter()
+            for _ in range(controller.steps):
+                mujoco.mj_step(sim_model, sim)
+            physics_s += time.perf_counter() - t0
+            if _diverged(sim):  # the step blew up: its state is no pose, so frame k is the last
+                fell = True
+                break
+        if fell:
             break
+        # the frame's excitation and assist: their means over its control steps
+        rec["excitation"][k], assist[k] = excitation, wrenches[k].mean(axis=0)
+        mujoco.mj_forward(sim_model, sim)  # sensors at the new state, control held
         fell = record(k + 1)
         tracked = k + 2
     if not fell:  # the last command is held over the last interval
@@ -386,19 +416,22 @@ def track(
         assist[n - 1] = assist[n - 2]
     elapsed = time.perf_counter() - started
     body_weight = controller.body_weight
-    ok = slice(0, tracked)
     metrics = tracking_metrics(rec, tracked, qpos_ref, joints)
-    force_pct = np.linalg.norm(assist[ok, :3], axis=1) / body_weight * 100
+    applied = wrenches[: tracked - 1].reshape(-1, 6)  # the control steps up to the last frame
+    if applied.shape[0] == 0:  # nothing simulated: the held first command is all there is
+        applied = assist[:1]
+    force_pct = np.linalg.norm(applied[:, :3], axis=1) / body_weight * 100
     metrics.update(
         {
             "track.assist_force_pct_bw": float(np.nanmean(force_pct)),
             "track.assist_force_pct_bw_max": float(np.nanmax(force_pct)),
-            "track.assist_moment_nm": float(np.nanmean(np.linalg.norm(assist[ok, 3:], axis=1))),
+            "track.assist_moment_nm": float(np.nanmean(np.linalg.norm(applied[:, 3:], axis=1))),
             "track.realtime_factor": (tracked - 1) / fps / elapsed,  # simulated s per wall s
             "track.physics_fraction": physics_s / elapsed,
             "track.kp": float(config.kp),
             "track.kd": float(config.kd),
             "track.contact_lift_m": float(config.contact_lift_m),
+            "track.control_hz": float(fps * sub),
         }
     )
     emulation = Emulation(
@@ -443,6 +476,57 @@ def _coupled_velocity(model: mujoco.MjModel, data: mujoco.MjData, qvel: np.ndarr
     if jac.shape[0] == 0:
         return qvel
     return qvel - np.linalg.lstsq(jac, jac @ qvel, rcond=None)[0]
+
+
+def _substeps(frame_skip: int, fps: float, control_hz: float) -> int:
+    """Control steps per frame: the most that control_hz asks for (at least one) that splits
+    the frame's physics steps evenly."""
+    want = max(1, int(round(control_hz / fps))) if control_hz > 0 else 1
+    return max(d for d in range(1, min(want, frame_skip) + 1) if frame_skip % d == 0)
+
+
+def _interpolated(
+    model: mujoco.MjModel,
+    qpos: np.ndarray,
+    qvel: np.ndarray,
+    qacc: np.ndarray,
+    fps: float,
+    substeps: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference at `substeps` control steps per frame: qpos by cubic Hermite in the tangent
+    space (through each frame with its qvel), qvel and qacc linear; the frames themselves exact."""
+    n = qpos.shape[0]
+    if substeps == 1:
+        return qpos, qvel, qacc
+    rows = (n - 1) * substeps + 1
+    q, v, a = np.empty((rows, model.nq)), np.empty((rows, model.nv)), np.empty((rows, model.nv))
+    q[::substeps], v[::substeps], a[::substeps] = qpos, qvel, qacc
+    span, h = np.zeros(model.nv), 1.0 / fps
+    for k in range(n - 1):
+        mujoco.mj_differentiatePos(model, span, 1.0, qpos[k], qpos[k + 1])
+        for i in range(1, substeps):
+            s = i / substeps
+            h10, h01, h11 = s**3 - 2 * s**2 + s, 3 * s**2 - 2 * s**3, s**3 - s**2
+            row = k * substeps + i
+            q[row] = qpos[k]
+            step = h10 * h * qvel[k] + h01 * span + h11 * h * qvel[k + 1]
+            mujoco.mj_integratePos(model, q[row], step, 1.0)
+            v[row] = (1 - s) * qvel[k] + s * qvel[k + 1]
+            a[row] = (1 - s) * qacc[k] + s * qacc[k + 1]
+    return q, v, a
+
+
+def _toe_points(model: mujoco.MjModel, points: ContactPoints) -> np.ndarray:
+    """(n,) the candidate points on a foot's distal segments (the toes): those whose body hangs
+    below another body of the same foot. Floor-work geoms are never toes."""
+    toe = np.zeros(points.n, bool)
+    for i, (body, foot) in enumerate(zip(points.body, points.foot, strict=True)):
+        others = set(points.body[points.foot == foot].tolist()) - {int(body)}
+        parent = int(model.body_parentid[body])
+        while parent > 0 and not toe[i]:
+            toe[i] = parent in others
+            parent = int(model.body_parentid[parent])
+    return toe
 
 
 def _diverged(data: mujoco.MjData) -> bool:
