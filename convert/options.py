@@ -268,6 +268,22 @@ conversion_options = use(
         help="track: a stance point pushes on the floor only while the step's desired motion "
         "keeps it this near it (m): a point the plan lifts cannot push.",
     ),
+    click.option(
+        "--track-control-hz",
+        type=click.FloatRange(min=0.0),
+        default=200.0,
+        show_default=True,
+        help="track: how often the controller plans (Hz); the reference is interpolated between "
+        "its frames and the catalog keeps the frame rate. 0: once per frame. At 50 Hz the legs "
+        "lag the push-off and the swing toe catches the floor.",
+    ),
+    click.option(
+        "--track-toe-push/--no-track-toe-push",
+        default=False,
+        show_default=True,
+        help="track: let stance points on the toes push in the plan. Off by default: only the "
+        "toe flexors can hold a toe push, and at toe-off they whip the free ankle into its limit.",
+    ),
     SOLUTIONS,
     click.option(
         "--static-opt-cost",

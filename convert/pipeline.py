@@ -171,6 +171,8 @@ class PipelineOptions:
     track_kp: float = 100.0  # track: PD gains on the reference
     track_kd: float = 20.0
     track_contact_lift: float = 0.005  # track: m, see TrackConfig.contact_lift_m
+    track_control_hz: float = 200.0  # track: the plan's rate, see TrackConfig.control_hz
+    track_toe_push: bool = False  # track: see TrackConfig.toe_push
     # track and rl: distinct muscle solutions per clip (1: the single answer); rl trains one
     # policy per solution, each taught by that solution's controller, seeded seed + j
     solutions: int = 1
@@ -532,6 +534,8 @@ def run_clip(source: ClipSource, options: PipelineOptions) -> ClipOutcome:
                 kp=options.track_kp,
                 kd=options.track_kd,
                 contact_lift_m=options.track_contact_lift,
+                control_hz=options.track_control_hz,
+                toe_push=options.track_toe_push,
                 assist=options.assist,
             )
             if options.solutions > 1:  # K runs; solution 0 is the single answer below

@@ -432,6 +432,7 @@ def track(
             "track.kd": float(config.kd),
             "track.contact_lift_m": float(config.contact_lift_m),
             "track.control_hz": float(fps * sub),
+            "track.toe_push": float(config.toe_push),
         }
     )
     emulation = Emulation(
