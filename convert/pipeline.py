@@ -57,7 +57,7 @@ from msconvert.emulator.muscles.solutions import (
     track_solutions,
 )
 from msconvert.emulator.muscles.static_opt import StaticOptError, static_optimization
-from msconvert.emulator.muscles.track import TrackConfig, TrackError, track
+from msconvert.emulator.muscles.track import TEACHER, TrackConfig, TrackError, track
 from msconvert.emulator.retarget import (
     CorrespondenceError,
     Reference,
@@ -690,9 +690,9 @@ def _rl_solutions(clip: _Clip, source: ClipSource, reference: Reference, model: 
     options = clip.options
     clip.stage = "track-solutions"
     wanted = SolutionsConfig(count=options.solutions, seed=options.seed)
-    # The teachers run with the defaults, as every track warm start does (a loaded policy's
-    # controller is made again the same way).
-    found = track_solutions(reference, model, solutions=wanted)
+    # The teachers run as every track warm start's do (TEACHER: once per frame, as the policy
+    # acts; a loaded policy's controller is made again the same way).
+    found = track_solutions(reference, model, TEACHER, solutions=wanted)
     policies, emulations, sampled = [], [], []
     for j in range(options.solutions):
         clip.stage = "train" if j == 0 else f"train solution {j}"

@@ -24,7 +24,7 @@ from msconvert.emulator.learn.env import EnvConfig, make_env, make_reference_set
 from msconvert.emulator.learn.runs import emulate_policy, load_policy, warm_start_solutions
 from msconvert.emulator.learn.train import charged_reward, make_trainer, train
 from msconvert.emulator.model import model_sha256
-from msconvert.emulator.muscles.track import Controller
+from msconvert.emulator.muscles.track import TEACHER, Controller
 
 ASSISTED = EnvConfig(episode_steps=100, assist=True)
 
@@ -121,7 +121,7 @@ def test_an_assist_needs_a_floating_root(block):
 def test_the_labels_hold_the_controllers_root_assist_as_cube_roots(block):
     model, ref = block
     env = make_env(model, make_reference_set([ref], model, ref.body_names), ASSISTED, "cpu")
-    teacher = Controller(ref, model, feet=FEET)
+    teacher = Controller(ref, model, TEACHER, feet=FEET)
     rng = np.random.default_rng(1)
     frames = np.array([10, 40, 70])
     qpos = ref.qpos[frames].copy()
@@ -130,7 +130,7 @@ def test_the_labels_hold_the_controllers_root_assist_as_cube_roots(block):
     act = rng.uniform(0.0, 0.3, (3, model.na))
     got = labels([teacher], env, np.zeros(3, int), frames, qpos, qvel, act)
     assert got.shape == (3, model.nu + 6) and np.all(np.abs(got) <= 1.0)
-    command = Controller(ref, model, feet=FEET).command(40, qpos[1], qvel[1], act[1])
+    command = Controller(ref, model, TEACHER, feet=FEET).command(40, qpos[1], qvel[1], act[1])
     want = np.cbrt(command.root_force[env.layout.root_dofs] / env.assist_limit)
     np.testing.assert_allclose(got[1, model.nu :], want, atol=1e-5)
     np.testing.assert_allclose(got[1, : model.nu], 2.0 * command.excitation - 1.0, atol=1e-5)

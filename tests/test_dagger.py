@@ -13,7 +13,7 @@ from msconvert.emulator.learn.dagger import DaggerConfig, controller_run, labels
 from msconvert.emulator.learn.env import applied_action, make_env
 from msconvert.emulator.learn.runs import config_from_meta, load_policy, warm_start_solutions
 from msconvert.emulator.learn.train import TrainError, make_trainer, train
-from msconvert.emulator.muscles.track import Controller, track
+from msconvert.emulator.muscles.track import TEACHER, Controller, track
 from msconvert.emulator.retarget.reference import Reference
 
 
@@ -27,7 +27,7 @@ def arm():
 def _warm_start(arm, residual: bool, rounds: int, seed: int = 0):
     """The controller's joint error, then the policy's before and after a DAgger warm start."""
     model, ref, (acts, excs) = arm
-    teacher = track(ref, model).metrics["tracking.joint_error_deg_mean"]
+    teacher = track(ref, model, TEACHER).metrics["tracking.joint_error_deg_mean"]
     cfg = config(
         warm_start="track",
         residual=residual,
@@ -78,7 +78,7 @@ def test_the_feedforward_is_the_controllers_run_and_a_zero_residual_replays_it(a
     model, ref, _ = arm
     trainer = make_trainer(model, [ref], config(warm_start="track"))
     env = trainer.env.unwrapped
-    (run,) = controller_run([Controller(ref, model)], env)
+    (run,) = controller_run([Controller(ref, model, TEACHER)], env)
     length = int(env.refs.length[0])
     assert run.tracked == length and run.action.shape == (length, env.act_dim)
     np.testing.assert_array_equal(np.asarray(env.task.feedforward[0, :length]), run.action)
@@ -97,7 +97,7 @@ def test_the_feedforward_is_the_controllers_run_and_a_zero_residual_replays_it(a
         state, info = one.step(state, action)
         assert not bool(info.terminated)
         errors.append(float(np.rad2deg(info.joint_error_rad)))
-    controller = track(ref, model).metrics["tracking.joint_error_deg_mean"]
+    controller = track(ref, model, TEACHER).metrics["tracking.joint_error_deg_mean"]
     assert np.mean(errors) < controller + 1.0, (np.mean(errors), controller)
     # Beyond the clip the last row holds; without a residual the feedforward is zero.
     last = np.asarray(applied_action(env.task, 0, 10**6, 0.0))
@@ -116,7 +116,7 @@ def test_the_feedforward_is_the_controllers_run_and_a_zero_residual_replays_it(a
 
 def test_the_labels_are_the_controllers_commands_as_actions(arm):
     model, ref, _ = arm
-    teacher = Controller(ref, model)
+    teacher = Controller(ref, model, TEACHER)
     rng = np.random.default_rng(0)
     n = 3
     qpos = ref.qpos[[5, 20, 40]] + 0.05 * rng.standard_normal((n, model.nq))
@@ -126,7 +126,7 @@ def test_the_labels_are_the_controllers_commands_as_actions(arm):
     got = labels([teacher], env, np.zeros(n, int), np.array([5, 20, 40]), qpos, qvel, act)
     assert got.shape == (n, model.nu) and got.dtype == np.float32
     assert np.all((got >= -1.0) & (got <= 1.0))
-    again = Controller(ref, model).command(20, qpos[1], qvel[1], act[1]).excitation
+    again = Controller(ref, model, TEACHER).command(20, qpos[1], qvel[1], act[1]).excitation
     np.testing.assert_allclose(got[1], 2.0 * again - 1.0, atol=1e-5)
 
 
@@ -241,7 +241,7 @@ def test_policies_taught_by_distinct_solutions_differ_while_both_track(arm, tmp_
 
     model, ref, _ = arm
     wanted = SolutionsConfig(count=2)
-    found = track_solutions(ref, model, solutions=wanted)
+    found = track_solutions(ref, model, TEACHER, solutions=wanted)
     cfg = config(
         warm_start="track",
         bc_steps=200,

@@ -213,7 +213,8 @@ def test_the_walk_is_tracked_with_its_toes_out_of_the_plan_at_200_hz_and_the_lif
 
 def test_the_plan_does_not_count_on_a_joint_limits_push():
     """Past a limit, a plan that counted on the limit's push would spend muscle force against
-    it and hold the joint there; the controller's plan leaves the push out."""
+    it and hold the joint there; the controller's plan leaves the push out while it asks the
+    joint to leave the limit."""
     from msconvert.emulator.muscles.static_opt import FrameSolver, frame_problem
 
     arm = planar_arm(6)
@@ -221,7 +222,7 @@ def test_the_plan_does_not_count_on_a_joint_limits_push():
     qpos = np.array([0.3, -0.01])  # the elbow 0.01 rad past its 0 limit
     qacc = np.array([0.0, 2.0])  # asked to come back in range
 
-    def elbow_torque(limit_forces: bool) -> float:
+    def elbow_torque(limit_forces: bool, qacc: np.ndarray = qacc) -> float:
         setup, _ = frame_problem(
             arm,
             None,
@@ -247,6 +248,9 @@ def test_the_plan_does_not_count_on_a_joint_limits_push():
     # left out, the muscles drive the elbow back in range; counted, they work against the push
     assert elbow_torque(False) > 0.5
     assert elbow_torque(True) == pytest.approx(elbow_torque(False) - push, abs=0.05 * push)
+    # a limit the desired motion presses into still holds the joint: counted either way
+    into = np.array([0.0, -2.0])
+    assert elbow_torque(False, into) == pytest.approx(elbow_torque(True, into), abs=1e-6)
 
 
 def test_the_reference_between_frames_passes_its_frames_and_a_steady_turn_exactly():

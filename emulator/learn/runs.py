@@ -36,7 +36,7 @@ from msconvert.emulator.learn.train import (
 )
 from msconvert.emulator.muscles.solutions import SolutionsConfig
 from msconvert.emulator.muscles.static_opt import MuscleCost, static_optimization
-from msconvert.emulator.muscles.track import TrackConfig, TrackError, track
+from msconvert.emulator.muscles.track import TEACHER, TrackConfig, TrackError, track
 from msconvert.emulator.retarget.reference import Reference
 
 Solutions = tuple[list[np.ndarray], list[np.ndarray]]  # (activations, excitations) per clip
@@ -69,7 +69,7 @@ def _track_solution(
     """The tracking controller's activations and excitations over the clip (assist on); after a
     fall, its last state's (resets there then start from the activations it reached)."""
     try:
-        run = track(ref, model, feet=feet).emulation
+        run = track(ref, model, TEACHER, feet=feet).emulation
     except TrackError as exc:
         raise TrainError(f"the track warm start cannot run: {exc}") from exc
     layout = recording_model(model)[1]

@@ -64,7 +64,7 @@ from msconvert.emulator.learn.reward import (
 )
 from msconvert.emulator.muscles.solutions import SolutionsConfig, teacher_cost
 from msconvert.emulator.muscles.static_opt import MuscleCost, root_chain
-from msconvert.emulator.muscles.track import Controller, TrackConfig, TrackError
+from msconvert.emulator.muscles.track import TEACHER, Controller, TrackError
 from msconvert.emulator.retarget.reference import Reference
 
 AGENTS = ("flow", "gaussian", "ppo")
@@ -663,9 +663,7 @@ def make_trainer(
                 cost = teacher_cost(
                     references[c], model, config.solutions, config.solution, feet=feet
                 )
-            return Controller(
-                references[c], model, TrackConfig(control_hz=0.0), feet=feet, muscle_cost=cost
-            )
+            return Controller(references[c], model, TEACHER, feet=feet, muscle_cost=cost)
 
         try:
             made = {c: teacher(c) for c in clips}

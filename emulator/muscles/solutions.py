@@ -36,7 +36,7 @@ from msconvert.dims import DIM_SOLUTION, DIM_TIME, solution_count
 from msconvert.emulator.emulation import Emulation, solution_prefix
 from msconvert.emulator.model import muscle_actuators
 from msconvert.emulator.muscles.static_opt import MuscleCost
-from msconvert.emulator.muscles.track import TrackConfig, TrackError, TrackResult, track
+from msconvert.emulator.muscles.track import TEACHER, TrackConfig, TrackError, TrackResult, track
 from msconvert.emulator.retarget.reference import Reference
 
 # The seed when no --seed is given (the CLI's --seed default is the same 0).
@@ -192,13 +192,13 @@ def teacher_cost(
     *,
     feet: dict[str, list[str]] | None = None,
 ) -> MuscleCost | None:
-    """The muscle cost of solution `solution`'s controller on the clip with the default
-    `TrackConfig`, as `track_solutions` makes it: solutions 0..solution-1 are run again (the
+    """The muscle cost of solution `solution`'s controller on the clip as a teacher (`TEACHER`:
+    once per frame), as `track_solutions` makes it: solutions 0..solution-1 are run again (the
     C engine is deterministic, so they are the ones the policy's teacher pushed away from)."""
     if solution == 0:
         return None
     earlier = track_solutions(
-        reference, model, None, dataclasses.replace(solutions, count=solution), feet=feet
+        reference, model, TEACHER, dataclasses.replace(solutions, count=solution), feet=feet
     )
     frames, fps = reference.n_frames, float(reference.fps)
     weight = muscle_weights(earlier.weights.shape[2], solution, solutions, frames, fps)

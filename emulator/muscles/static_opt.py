@@ -18,8 +18,8 @@ start. Per frame of a `Reference`:
      gap to the floor), solved together with the activations, so the ground force that best
      explains the root's motion is found. Contacts between body parts are dropped unless
      self_contacts=True (retargeted poses interpenetrate; their soft forces are spurious and
-     large). Joint limits keep their soft-model forces (limit_forces=False takes them out: the
-     tracking controller's plan must not count on a limit's push, see track.py).
+     large). Joint limits keep their soft-model forces (limit_forces=False takes out those of the
+     limits the desired motion leaves: the tracking controller's plan, see track.py).
    Equality constraints (MyoFullBody's 51 joint couplings) transmit whatever force they need:
    their multipliers are free, so the muscles meet only the torques in the couplings' null space.
 2. Muscle force is affine in activation at a state, force = gain·act + bias, both read from
@@ -140,7 +140,7 @@ class FrameProblem:
     n_feet: int
     contacts: str
     self_contacts: bool
-    limit_forces: bool  # keep the joint limits' soft forces in the inverse dynamics
+    limit_forces: bool  # False: a limit's soft force is left out while q̈ leaves the limit
     contact_weight: float
     cost: str
     dynamic: np.ndarray  # (M,) bool: muscles with MuJoCo's muscle activation dynamics
@@ -255,7 +255,11 @@ class FrameSolver:
         if not s.self_contacts:
             removed.append(self._rows(others))
         if not s.limit_forces:
-            removed.append(np.flatnonzero(d.efc_type == _LIMIT_JOINT))
+            # only the limits the desired motion leaves (J·q̈ > 0: away from the bound); one it
+            # presses into or rests on still holds the joint
+            leaving = np.zeros(d.nefc)
+            mujoco.mj_mulJacVec(m, d, leaving, d.qacc)
+            removed.append(np.flatnonzero((d.efc_type == _LIMIT_JOINT) & (leaving > 0)))
         rows = np.concatenate(removed) if removed else np.zeros(0, dtype=int)
         if rows.size:
             force = np.zeros(d.nefc)
