@@ -7,6 +7,7 @@ Pinned to one core. Prints a line per clip, then a JSON summary as the last line
 `track_overhead_vs_physics`: the controller's wall time over the raw physics' (target <= 2.0).
 
     .venv/bin/python benchmarks/track.py [--json] [--clips standing,walking] [--seconds S]
+        [--control-hz HZ]   (the controller's rate, 200 by default; 0: once per 50-Hz frame)
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="only the JSON summary")
     parser.add_argument("--clips", default=",".join(CLIPS), help="comma-separated demo clips")
     parser.add_argument("--seconds", type=float, default=3.0, help="clip length")
+    parser.add_argument("--control-hz", type=float, default=TrackConfig().control_hz)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -73,7 +75,7 @@ def main() -> None:
             row = {"clip": name, "frames": ref.n_frames}
             for assist in ("on", "off"):
                 start = time.perf_counter()
-                result = track(ref, model, TrackConfig(assist=assist))
+                result = track(ref, model, TrackConfig(assist=assist, control_hz=args.control_hz))
                 wall = time.perf_counter() - start
                 m = result.metrics
                 row[f"assist_{assist}"] = {
@@ -84,6 +86,7 @@ def main() -> None:
                     "assist_force_pct_bw": m["track.assist_force_pct_bw"],
                     "assist_force_pct_bw_max": m["track.assist_force_pct_bw_max"],
                     "wall_s": wall,
+                    "control_hz": m["track.control_hz"],
                 }
                 if assist == "on":
                     steps = control_frame_skip(model, ref.fps)
@@ -110,6 +113,7 @@ def main() -> None:
             np.median([r["track_overhead_vs_physics"] for r in rows])
         ),
         "target_overhead": 2.0,
+        "control_hz": rows[0]["assist_on"]["control_hz"] if rows else None,
     }
     print(json.dumps(summary))
 
