@@ -11,17 +11,11 @@ import pytest
 def shared_compile_cache(tmp_path_factory: pytest.TempPathFactory):
     """One JAX compilation cache for the session's training runs (MSCONVERT_COMPILE_CACHE, as a
     user sharing one between catalogs would set it): each catalog's own cold cache recompiled
-    the same ~290 executables, about a minute per end-to-end run. Under pytest-xdist the
-    workers share it (their base folders' parent), so a program one worker compiled the other
-    reads; JAX writes each entry whole and recompiles on an entry it cannot read. Tests of the
-    cache itself give their own folder."""
+    the same ~290 executables, about a minute per end-to-end run. Tests of the cache itself
+    give their own folder."""
     import os
 
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        folder = tmp_path_factory.getbasetemp().parent / "jax_cache"
-        folder.mkdir(exist_ok=True)
-    else:
-        folder = tmp_path_factory.mktemp("jax_cache")
+    folder = tmp_path_factory.mktemp("jax_cache")
     before = os.environ.get("MSCONVERT_COMPILE_CACHE")
     os.environ["MSCONVERT_COMPILE_CACHE"] = str(folder)
     yield folder

@@ -7,9 +7,9 @@ the simulated state (q, v, a):
 1. desired accelerations: the reference's qacc plus PD feedback on its qpos and qvel;
 2. static optimization's frame problem at that state and acceleration: the activations
    reachable within the step, the stance points' floor forces, and the root's unmet force: the
-   assist, heavily penalised. Joint limits' forces are left out of its inverse dynamics (a limit
-   only pushes a joint back in range: a plan that counted on the push would cancel it and hold
-   the joint at its limit), and only a foot's main segment may push (see TrackConfig.toe_push);
+   assist, heavily penalised. A joint limit's push is left out of its inverse dynamics while the
+   plan drives the joint out of the limit (a plan that counted on the push would cancel it and
+   hold the joint at its limit), and only a foot's main segment may push (TrackConfig.toe_push);
 3. the excitations that reach those activations go to the simulator, the assist is applied on
    the root DoFs (`qfrc_applied`), and the step is simulated;
 4. what the simulator did is recorded (its own contacts give the floor forces), never the plan.
@@ -402,11 +402,10 @@ def track(
     for k in range(n - 1):
         if fell:
             break
-        excitation = np.zeros(model.nu)
+        excitations = np.full((sub, model.nu), np.nan)
         for i in range(sub):
             command = controller.command(k, sim.qpos, sim.qvel, sim.act, i)
-            sim.ctrl[:] = command.excitation
-            excitation += command.excitation / sub
+            sim.ctrl[:] = excitations[i] = command.excitation
             sim.qfrc_applied[:] = command.root_force
             wrenches[k, i] = command.root_wrench
             t0 = time.perf_counter()
@@ -416,10 +415,11 @@ def track(
             if _diverged(sim):  # the step blew up: its state is no pose, so frame k is the last
                 fell = True
                 break
+        # the frame's excitation and assist: their means over its control steps (those run)
+        rec["excitation"][k] = np.nanmean(excitations, axis=0)
+        assist[k] = np.nanmean(wrenches[k], axis=0)
         if fell:
             break
-        # the frame's excitation and assist: their means over its control steps
-        rec["excitation"][k], assist[k] = excitation, wrenches[k].mean(axis=0)
         mujoco.mj_forward(sim_model, sim)  # sensors at the new state, control held
         fell = record(k + 1)
         tracked = k + 2
@@ -429,7 +429,8 @@ def track(
     elapsed = time.perf_counter() - started
     body_weight = controller.body_weight
     metrics = tracking_metrics(rec, tracked, qpos_ref, joints)
-    applied = wrenches[: tracked - 1].reshape(-1, 6)  # the control steps up to the last frame
+    applied = wrenches[:tracked].reshape(-1, 6)  # every control step run (NaN: not run)
+    applied = applied[np.isfinite(applied).all(axis=1)]
     if applied.shape[0] == 0:  # nothing simulated: the held first command is all there is
         applied = assist[:1]
     force_pct = np.linalg.norm(applied[:, :3], axis=1) / body_weight * 100
