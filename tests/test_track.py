@@ -189,8 +189,8 @@ def test_the_walk_is_tracked_with_its_toes_out_of_the_plan_at_200_hz_and_the_lif
     the toes (only the toe flexors can hold one: they saturate and whip the swing ankle into
     its limit), a plan once per 50-Hz frame (the legs lag the push-off and the swing toe
     catches the floor), and a push through a point the plan lifts. Measured on the 3-s walk
-    (joint deg, key-body mm, assist % BW): default 2.3, 34, 14; toes 5.2, 147, 53; 50 Hz 3.8, 46,
-    26; lift rule off 2.5, 45, 31."""
+    (joint deg, key-body mm, assist % BW): default 1.6, 17, 10.5; toes 5.3, 154, 37; 50 Hz 3.9,
+    48, 38; lift rule off 2.3, 39, 30."""
     from msconvert.datasets.amass import read_amass
     from msconvert.datasets.demo import walking, write_smplh_npz
     from msconvert.emulator.retarget import RetargetConfig, retarget
